@@ -1,0 +1,126 @@
+"""Logging: one file per run, one line format, and secrets that never leave the process.
+
+Every module logs through `logging.getLogger("kimaki.<area>")`; the formatter turns the last
+part of the logger name into the line's prefix, so `kimaki.gateway` writes
+`[2026-11-21T18:00:00.123+00:00] [INFO] [GATEWAY] message`.
+
+Redaction happens in the formatter, after the message, its arguments and any traceback have been
+rendered to text, so no path (an f-string, an exception's repr, a logged request) can carry a
+registered secret past it. The bot token is registered as soon as it is known; so are agent
+server passwords.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import sys
+import threading
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "FILE_ONLY",
+    "REDACTED",
+    "close_log_file",
+    "configure_logging",
+    "open_log_file",
+    "redact",
+    "register_secret",
+]
+
+REDACTED: Final = "[REDACTED]"
+# `log.error(..., extra={FILE_ONLY: True})` keeps a record (a traceback) out of stderr.
+FILE_ONLY: Final = "kimaki_file_only"
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_pattern: re.Pattern[str] | None = None
+
+# Shapes that are secrets whether or not they were registered: a Discord bot token, an
+# Authorization header value, and basic-auth credentials inside a URL.
+_SHAPES: Final = re.compile(
+    r"[MNO][A-Za-z\d_-]{23,27}\.[A-Za-z\d_-]{6}\.[A-Za-z\d_-]{27,40}"
+    r"|(?i:(?<=authorization: )(?:bot|bearer|basic) [^\s'\"]+)"
+    r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"
+)
+
+
+def register_secret(value: str | None) -> None:
+    """Make `value` unprintable through the log from now on. Short values are ignored."""
+    global _pattern
+    if not value or len(value) < 6:
+        return
+    with _secrets_lock:
+        if value in _secrets:
+            return
+        _secrets.add(value)
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret and every token-shaped string in `text`."""
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    return _SHAPES.sub(REDACTED, text)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = record.name.rsplit(".", 1)[-1].upper() if record.name != "kimaki" else "KIMAKI"
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+            timespec="milliseconds"
+        )
+        line = f"[{when}] [{record.levelname}] [{prefix}] {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return redact(line)
+
+
+class _StderrFormatter(_Formatter):
+    """Human-readable stderr: the same line without tracebacks (they go to the file only)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def configure_logging(*, verbose: bool = False) -> None:
+    """Log `kimaki.*` records to stderr: one line each, tracebacks left to the log file."""
+    root = logging.getLogger("kimaki")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.DEBUG)
+    root.propagate = False
+    stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    stderr_handler.setFormatter(_StderrFormatter())
+    stderr_handler.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
+    root.addHandler(stderr_handler)
+
+
+def open_log_file(path: Path) -> logging.Handler:
+    """Start this run's log file, truncating the last run's; returns the handler to close."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(_Formatter())
+    logging.getLogger("kimaki").addHandler(handler)
+    return handler
+
+
+def close_log_file(handler: logging.Handler) -> None:
+    logging.getLogger("kimaki").removeHandler(handler)
+    handler.close()

@@ -1,0 +1,3 @@
+"""kimaki.agents"""
+
+from __future__ import annotations

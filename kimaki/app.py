@@ -1,0 +1,140 @@
+"""The daemon: one root nursery that owns every task the process runs.
+
+```
+Daemon.run
+└─ root nursery
+   ├─ control server on the lock port (bound first: it is the single-instance lock)
+   ├─ signal watcher: SIGTERM / SIGINT stop the daemon by cancelling the root scope
+   └─ Discord: REST client, gateway shard, dispatcher (kimaki.discord)
+```
+
+Start-up order matters: the lock comes before the log file is truncated, so a second daemon
+started by mistake cannot wipe the running one's log.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import signal
+import sys
+from typing import Any, Final, final
+
+import trio
+
+from kimaki._control import ControlServer
+from kimaki._log import open_log_file, register_secret
+from kimaki._version import __version__
+from kimaki.errors import ConfigError
+from kimaki.settings import Settings, check_token_shape
+from kimaki.store import Store
+
+__all__ = ["Daemon", "prepare_data_dir", "read_token_from_user"]
+
+log = logging.getLogger("kimaki.app")
+
+_DATA_SUBDIRS: Final = ("heap-snapshots", "worktrees", "attachments")
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the data dir and its subfolders with mode 0700, or say why it cannot be used."""
+    hint = "(set --data-dir or KIMAKI_DATA_DIR to a directory you can write)"
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
+        for name in _DATA_SUBDIRS:
+            sub = settings.data_dir / name
+            sub.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(sub, 0o700)
+        probe = settings.data_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the data dir {settings.data_dir} is not writable: {exc.strerror} {hint}"
+        ) from None
+
+
+def read_token_from_user() -> str:
+    """The bot token from a hidden prompt, or one line of stdin when it is not a terminal.
+
+    Never from argv: other users can read a command line in `ps`.
+    """
+    if sys.stdin.isatty():
+        token = getpass.getpass("Discord bot token (input hidden): ")
+    else:
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise ConfigError("no token given: paste the bot token at the prompt or on stdin")
+    return token
+
+
+@final
+class Daemon:
+    """The running daemon. `await Daemon(settings).run()` returns on a clean stop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._gateway_state = "connecting"
+        self._guild_count = 0
+        self._control = ControlServer(
+            port=settings.lock_port, data_dir=settings.data_dir, health=self.health
+        )
+
+    def health(self) -> dict[str, Any]:
+        """What `GET /health` on the lock port answers."""
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "data_dir": str(self.settings.data_dir),
+            "gateway": self._gateway_state,
+            "guilds": self._guild_count,
+        }
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._control.serve)
+            prepare_data_dir(self.settings)
+            open_log_file(self.settings.log_path)
+            log.info(
+                "kimaki %s starting: pid %d, data dir %s, lock port %d",
+                __version__,
+                os.getpid(),
+                self.settings.data_dir,
+                self.settings.lock_port,
+            )
+            nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
+            async with await Store.open(self.settings.database_path) as store:
+                token = await self._bot_token(store)
+                await self._run_discord(store, token)
+
+    async def _bot_token(self, store: Store) -> str:
+        token = self.settings.bot_token
+        if token is None:
+            token = await store.get_bot_token()
+            if token is not None:
+                check_token_shape(token, "the stored token (`kimaki token set`)")
+        if token is None and sys.stdin.isatty():
+            # First run at a terminal: ask once and keep it, as `kimaki token set` would.
+            token = await trio.to_thread.run_sync(read_token_from_user)
+            check_token_shape(token, "the token")
+            await store.set_bot_token(token)
+            log.info("token stored in %s", store.path)
+        if token is None:
+            raise ConfigError(
+                "no Discord bot token: set KIMAKI_BOT_TOKEN or run `kimaki token set`"
+            )
+        register_secret(token)
+        return token
+
+    async def _run_discord(self, store: Store, token: str) -> None:
+        await trio.sleep_forever()
+
+    async def _stop_on_signal(self, root: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s received: stopping", signal.Signals(signum).name)
+                root.cancel()
+                return

@@ -1,0 +1,159 @@
+"""`kimaki` / `python -m kimaki`: the command line.
+
+`main()` is the one place exceptions become exit codes: a `FatalError` prints its one line to
+stderr and exits with its code; anything else is a crash, printed as one line with the
+traceback in the log file only (exit 70). Exception groups from nurseries are unwrapped first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import trio
+
+from kimaki._log import FILE_ONLY, configure_logging, redact
+from kimaki._version import __version__
+from kimaki.app import Daemon, prepare_data_dir, read_token_from_user
+from kimaki.errors import EXIT_CRASH, EXIT_OK, EXIT_USAGE, FatalError
+from kimaki.settings import Settings, check_token_shape, load_settings
+from kimaki.store import Store
+
+__all__ = ["main"]
+
+log = logging.getLogger("kimaki")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 64 like every other configuration error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"kimaki: {message} (see `kimaki --help`)\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        help="where the database, log and worktrees live (env KIMAKI_DATA_DIR; default ~/.kimaki)",
+    )
+    common.add_argument(
+        "--projects-dir",
+        help="where new projects are created "
+        "(env KIMAKI_PROJECTS_DIR; default <data-dir>/projects)",
+    )
+    common.add_argument(
+        "--lock-port",
+        help="127.0.0.1 port of the single-instance lock and control endpoint "
+        "(env KIMAKI_LOCK_PORT; default derived from the data dir)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="debug lines on stderr")
+
+    parser = _Parser(
+        prog="kimaki",
+        description="Drive AI coding agents from Discord. With no command, runs the daemon.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"kimaki {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    commands.add_parser(
+        "run", parents=[common], help="run the daemon (the default)", description="Run the daemon."
+    )
+
+    token = commands.add_parser(
+        "token",
+        help="store or remove the bot token",
+        description="Store or remove the Discord bot token kept in the database. "
+        "KIMAKI_BOT_TOKEN, when set, takes precedence.",
+    )
+    token_commands = token.add_subparsers(
+        dest="token_command", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    token_commands.add_parser(
+        "set",
+        parents=[common],
+        help="read the token from a prompt (or one line of stdin) and store it",
+        description="Read the bot token from a hidden prompt, or from one line of standard "
+        "input when it is not a terminal, and store it in the database (mode 0600). The token "
+        "is never taken from the command line, where other users can see it in `ps`.",
+    )
+    token_commands.add_parser(
+        "clear", parents=[common], help="remove the stored token", description="Remove the token."
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(verbose=args.verbose)
+    try:
+        settings = load_settings(
+            data_dir=args.data_dir, projects_dir=args.projects_dir, lock_port=args.lock_port
+        )
+        if args.command == "token":
+            return trio.run(_token_command, settings, args.token_command)
+        trio.run(Daemon(settings).run)
+    except BaseException as exc:
+        return _exit_code(exc)
+    return EXIT_OK
+
+
+def _exit_code(exc: BaseException) -> int:
+    error = _unwrap(exc)
+    if isinstance(error, FatalError):
+        log.error("stopping: %s", error, extra={FILE_ONLY: True})
+        _say(str(error))
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    if isinstance(error, SystemExit):
+        return error.code if isinstance(error.code, int) else EXIT_CRASH
+    log.critical("crashed", exc_info=error, extra={FILE_ONLY: True})
+    _say(f"crashed: {type(error).__name__}: {error} (the traceback is in the log file)")
+    return EXIT_CRASH
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The exception that explains an exit: a FatalError anywhere in a group wins."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = list(_leaves(exc))
+        for leaf in leaves:
+            if isinstance(leaf, FatalError):
+                return leaf
+        return leaves[0] if leaves else exc
+    return exc
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for inner in group.exceptions:
+        if isinstance(inner, BaseExceptionGroup):
+            found.extend(_leaves(inner))
+        else:
+            found.append(inner)
+    return found
+
+
+def _say(message: str) -> None:
+    print(f"kimaki: {redact(message)}", file=sys.stderr)
+
+
+async def _token_command(settings: Settings, action: str) -> int:
+    prepare_data_dir(settings)
+    if action == "set":
+        token = read_token_from_user()
+        check_token_shape(token, "the token")
+    async with await Store.open(settings.database_path) as store:
+        if action == "set":
+            await store.set_bot_token(token)
+            print(f"token stored in {settings.database_path}")
+            return EXIT_OK
+        removed = await store.clear_bot_token()
+        print("token removed" if removed else "no token was stored")
+        return EXIT_OK

@@ -1,0 +1,3 @@
+"""kimaki.discord"""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""kimaki.sessions"""
+
+from __future__ import annotations

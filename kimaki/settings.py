@@ -1,0 +1,165 @@
+"""Settings: one frozen object, built once at start-up from CLI flags > environment > defaults.
+
+Validation happens here, not where a value is first used, so a mistake is reported before the
+daemon touches Discord, and every message names the flag or variable that fixes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final, final
+from urllib.parse import urlsplit
+
+import attrs
+
+from kimaki.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_DISCORD_API_URL",
+    "LOCK_PORT_RANGE",
+    "Settings",
+    "derive_lock_port",
+    "load_settings",
+]
+
+DEFAULT_DISCORD_API_URL: Final = "https://discord.com/api/v10"
+LOCK_PORT_RANGE: Final = range(30000, 40000)
+
+
+@final
+@attrs.frozen
+class Settings:
+    """Everything the daemon is configured with. Paths are absolute."""
+
+    data_dir: Path
+    projects_dir: Path
+    discord_api_url: str
+    lock_port: int
+    opencode_path: str
+    # From KIMAKI_BOT_TOKEN; None means "use the token stored by `kimaki token set`".
+    bot_token: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "discord-sessions.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "kimaki.log"
+
+    @property
+    def heap_snapshots_dir(self) -> Path:
+        return self.data_dir / "heap-snapshots"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.data_dir / "worktrees"
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.data_dir / "attachments"
+
+
+def derive_lock_port(data_dir: Path) -> int:
+    """A stable port in 30000–39999 for `data_dir`, so each data dir has its own lock."""
+    digest = hashlib.sha256(str(data_dir).encode()).digest()
+    offset = int.from_bytes(digest[:8], "big") % len(LOCK_PORT_RANGE)
+    return LOCK_PORT_RANGE.start + offset
+
+
+def load_settings(
+    *,
+    data_dir: str | None = None,
+    projects_dir: str | None = None,
+    lock_port: str | int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build `Settings` from CLI flag values (None when not given) over the environment.
+
+    Raises `ConfigError` with a message naming the flag or variable to fix.
+    """
+    env = os.environ if environ is None else environ
+
+    def pick(flag_value: str | int | None, variable: str) -> tuple[str | None, str]:
+        if flag_value is not None:
+            return str(flag_value), "flag"
+        value = env.get(variable)
+        if value is not None and value.strip() != "":
+            return value.strip(), variable
+        return None, variable
+
+    raw_data_dir, _ = pick(data_dir, "KIMAKI_DATA_DIR")
+    resolved_data_dir = _directory(raw_data_dir or "~/.kimaki", "--data-dir / KIMAKI_DATA_DIR")
+    raw_projects_dir, _ = pick(projects_dir, "KIMAKI_PROJECTS_DIR")
+    resolved_projects_dir = (
+        _directory(raw_projects_dir, "--projects-dir / KIMAKI_PROJECTS_DIR")
+        if raw_projects_dir
+        else resolved_data_dir / "projects"
+    )
+
+    raw_port, port_source = pick(lock_port, "KIMAKI_LOCK_PORT")
+    port_name = "--lock-port" if port_source == "flag" else "KIMAKI_LOCK_PORT"
+    port = (
+        _port(raw_port, port_name) if raw_port is not None else derive_lock_port(resolved_data_dir)
+    )
+
+    api_url = env.get("KIMAKI_DISCORD_API_URL", "").strip() or DEFAULT_DISCORD_API_URL
+    _check_api_url(api_url)
+
+    opencode_path = env.get("KIMAKI_OPENCODE_PATH", "").strip() or "opencode"
+
+    token = env.get("KIMAKI_BOT_TOKEN", "").strip() or None
+    if token is not None:
+        check_token_shape(token, "KIMAKI_BOT_TOKEN")
+
+    return Settings(
+        data_dir=resolved_data_dir,
+        projects_dir=resolved_projects_dir,
+        discord_api_url=api_url.rstrip("/"),
+        lock_port=port,
+        opencode_path=opencode_path,
+        bot_token=token,
+    )
+
+
+def check_token_shape(token: str, source: str) -> None:
+    """Refuse values that cannot be a bot token, without echoing the value."""
+    if any(ch.isspace() for ch in token) or len(token) < 20:
+        raise ConfigError(
+            f"{source} does not look like a Discord bot token (copy it again from the "
+            "Developer Portal: Bot → Reset Token)"
+        )
+    if token.lower().startswith("bot "):
+        raise ConfigError(f"{source} must be the bare token, without the 'Bot ' prefix")
+
+
+def _directory(value: str, name: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    path = Path(os.path.normpath(path))
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name}: {path} exists and is not a directory")
+    return path
+
+
+def _port(value: str, name: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port number, got {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
+def _check_api_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"KIMAKI_DISCORD_API_URL must be an http(s) URL such as {DEFAULT_DISCORD_API_URL}, "
+            f"got {url!r}"
+        )

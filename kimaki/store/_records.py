@@ -1,0 +1,107 @@
+"""Records the store takes and gives: plain frozen attrs classes, no SQL types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, final
+
+import attrs
+
+__all__ = [
+    "ChannelRecord",
+    "ChannelType",
+    "GatewaySessionRecord",
+    "Preference",
+    "PreferenceScope",
+    "ScheduledTask",
+    "ThreadRecord",
+    "WorktreeRecord",
+]
+
+ChannelType = Literal["text", "voice"]
+PreferenceScope = Literal["session", "channel", "global"]
+
+
+@final
+@attrs.frozen
+class ChannelRecord:
+    """A Discord channel mapped to a project directory by one bot (application id).
+
+    Several machines' bots can share a guild; each only acts in channels whose `app_id` is its
+    own.
+    """
+
+    channel_id: int
+    directory: Path = attrs.field(converter=Path)
+    guild_id: int
+    app_id: int
+    channel_type: ChannelType = "text"
+    engine: str | None = None
+    verbosity: str | None = None
+    auto_worktrees: bool = False
+
+
+@final
+@attrs.frozen
+class ThreadRecord:
+    """A Discord thread bound to one agent session, in one directory, of one engine."""
+
+    thread_id: int
+    session_id: str
+    engine: str
+    directory: Path = attrs.field(converter=Path)
+    channel_id: int | None = None
+
+
+@final
+@attrs.frozen
+class WorktreeRecord:
+    """The git worktree a thread's session runs in."""
+
+    thread_id: int
+    project_directory: Path = attrs.field(converter=Path)
+    directory: Path = attrs.field(converter=Path)
+    branch: str
+    base_branch: str | None = None
+
+
+@final
+@attrs.frozen
+class Preference:
+    """Model and agent choice at one scope; `None` fields fall through to the next scope.
+
+    `scope_id` is the session id, the channel id, or "" for the global scope.
+    """
+
+    scope: PreferenceScope
+    scope_id: str
+    model: str | None = None
+    agent: str | None = None
+
+
+@final
+@attrs.frozen
+class ScheduledTask:
+    """A prompt to send to a channel (new thread) or thread at `next_run_at` (Unix time).
+
+    `schedule` is a cron expression for repeating tasks, or None for a one-off reminder.
+    """
+
+    channel_id: int
+    prompt: str
+    next_run_at: float
+    created_by: int
+    thread_id: int | None = None
+    schedule: str | None = None
+    enabled: bool = True
+    task_id: int | None = None
+
+
+@final
+@attrs.frozen
+class GatewaySessionRecord:
+    """What a restarted daemon needs to RESUME its gateway session instead of identifying."""
+
+    session_id: str
+    sequence: int | None
+    resume_url: str

@@ -1,0 +1,113 @@
+"""The schema, as a list of forward-only migrations.
+
+`PRAGMA user_version` holds how many migrations a database file has had. A migration is never
+edited once released: a change to the schema is a new entry at the end of `MIGRATIONS`, and the
+tests migrate a database from every earlier version to the latest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "migrate", "schema_version"]
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the tables the seeds name.
+    """
+    CREATE TABLE channels (
+        channel_id INTEGER PRIMARY KEY,
+        directory TEXT NOT NULL,
+        channel_type TEXT NOT NULL DEFAULT 'text' CHECK (channel_type IN ('text', 'voice')),
+        guild_id INTEGER NOT NULL,
+        app_id INTEGER NOT NULL,
+        engine TEXT,
+        verbosity TEXT,
+        auto_worktrees INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    );
+    CREATE INDEX channels_by_app ON channels (app_id, guild_id);
+
+    CREATE TABLE threads (
+        thread_id INTEGER PRIMARY KEY,
+        channel_id INTEGER REFERENCES channels (channel_id) ON DELETE SET NULL,
+        session_id TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        directory TEXT NOT NULL,
+        created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+        updated_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    );
+    CREATE INDEX threads_by_session ON threads (session_id);
+
+    CREATE TABLE worktrees (
+        thread_id INTEGER PRIMARY KEY,
+        project_directory TEXT NOT NULL,
+        directory TEXT NOT NULL UNIQUE,
+        branch TEXT NOT NULL,
+        base_branch TEXT,
+        created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    );
+
+    CREATE TABLE preferences (
+        scope TEXT NOT NULL CHECK (scope IN ('session', 'channel', 'global')),
+        scope_id TEXT NOT NULL,
+        model TEXT,
+        agent TEXT,
+        PRIMARY KEY (scope, scope_id)
+    );
+
+    CREATE TABLE scheduled_tasks (
+        task_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id INTEGER NOT NULL REFERENCES channels (channel_id) ON DELETE CASCADE,
+        thread_id INTEGER,
+        prompt TEXT NOT NULL,
+        schedule TEXT,
+        next_run_at REAL NOT NULL,
+        created_by INTEGER NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    );
+    CREATE INDEX scheduled_tasks_due ON scheduled_tasks (enabled, next_run_at);
+
+    CREATE TABLE bot_credentials (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        token TEXT NOT NULL,
+        updated_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    );
+
+    CREATE TABLE gateway_session (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        session_id TEXT NOT NULL,
+        sequence INTEGER,
+        resume_url TEXT NOT NULL,
+        updated_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    );
+    """,
+)
+
+LATEST_VERSION: Final = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(conn: sqlite3.Connection, *, target: int = LATEST_VERSION) -> int:
+    """Apply the migrations after the file's version up to `target`; return the new version.
+
+    Each migration and its version bump commit together, so a crash mid-way leaves the file at
+    a version it really has. A file newer than this code is refused rather than guessed at.
+    """
+    current = schema_version(conn)
+    if current > LATEST_VERSION:
+        raise ValueError(
+            f"the database is at schema version {current}, newer than this kimaki knows "
+            f"({LATEST_VERSION}); upgrade kimaki"
+        )
+    for version in range(current, target):
+        # executescript commits any open transaction first; BEGIN makes the pair atomic.
+        conn.executescript(
+            f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+        )
+    return schema_version(conn)

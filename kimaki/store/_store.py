@@ -1,0 +1,400 @@
+"""The one place SQL runs: a typed async API over SQLite (sqlite-utils).
+
+Every call runs in a worker thread through `trio.to_thread.run_sync` with a limiter of one, so
+the event loop never waits on disk and the single connection is never used by two threads at
+once. The file is in WAL mode (readers never block the writer), with foreign keys on and a busy
+timeout in case a CLI command writes while the daemon runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, final
+
+import attrs
+import trio
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+from kimaki.store._records import (
+    ChannelRecord,
+    GatewaySessionRecord,
+    Preference,
+    PreferenceScope,
+    ScheduledTask,
+    ThreadRecord,
+    WorktreeRecord,
+)
+from kimaki.store._schema import migrate
+
+__all__ = ["Store", "StoreClosedError"]
+
+log = logging.getLogger("kimaki.store")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_BUSY_TIMEOUT_MS = 5000
+
+
+class StoreClosedError(RuntimeError):
+    """The store was used after `aclose()`."""
+
+
+@final
+class Store:
+    """Async access to the daemon's database. Open with `await Store.open(path)`."""
+
+    def __init__(self, db: Database, path: Path) -> None:
+        self._db = db
+        self._path = path
+        self._limiter = trio.CapacityLimiter(1)
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating with mode 0600) and migrate the database at `path`."""
+        db = await trio.to_thread.run_sync(_open_database, path)
+        return cls(db, path)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await trio.to_thread.run_sync(self._db.conn.close, limiter=self._limiter)
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        call = functools.partial(fn, *args, **kwargs)
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def _get(self, table: str, pk: Any) -> dict[str, Any] | None:
+        try:
+            return self._db.table(table).get(pk)
+        except NotFoundError:
+            return None
+
+    def _upsert(self, table: str, row: dict[str, Any], pk: str | tuple[str, ...]) -> None:
+        with self._db.conn:
+            self._db.table(table).upsert(row, pk=pk)
+
+    def _delete(self, table: str, where: str, args: list[Any]) -> int:
+        with self._db.conn:
+            cursor = self._db.conn.execute(f"DELETE FROM {table} WHERE {where}", args)
+        return cursor.rowcount
+
+    def _rows(
+        self, table: str, where: str | None, args: list[Any], order_by: str
+    ) -> Iterator[dict[str, Any]]:
+        return self._db.table(table).rows_where(where, args, order_by=order_by)
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def put_channel(self, channel: ChannelRecord) -> None:
+        row = {
+            "channel_id": channel.channel_id,
+            "directory": str(channel.directory),
+            "channel_type": channel.channel_type,
+            "guild_id": channel.guild_id,
+            "app_id": channel.app_id,
+            "engine": channel.engine,
+            "verbosity": channel.verbosity,
+            "auto_worktrees": int(channel.auto_worktrees),
+        }
+        await self._run(self._upsert, "channels", row, "channel_id")
+
+    async def get_channel(self, channel_id: int) -> ChannelRecord | None:
+        row = await self._run(self._get, "channels", channel_id)
+        return None if row is None else _channel(row)
+
+    async def list_channels(
+        self, *, app_id: int | None = None, guild_id: int | None = None
+    ) -> list[ChannelRecord]:
+        clauses, args = [], []
+        if app_id is not None:
+            clauses.append("app_id = ?")
+            args.append(app_id)
+        if guild_id is not None:
+            clauses.append("guild_id = ?")
+            args.append(guild_id)
+        where = " AND ".join(clauses) or None
+
+        def query() -> list[ChannelRecord]:
+            return [_channel(r) for r in self._rows("channels", where, args, "channel_id")]
+
+        return await self._run(query)
+
+    async def delete_channel(self, channel_id: int) -> bool:
+        return await self._run(self._delete, "channels", "channel_id = ?", [channel_id]) > 0
+
+    # -- threads -----------------------------------------------------------------------------
+
+    async def put_thread(self, thread: ThreadRecord) -> None:
+        row = {
+            "thread_id": thread.thread_id,
+            "channel_id": thread.channel_id,
+            "session_id": thread.session_id,
+            "engine": thread.engine,
+            "directory": str(thread.directory),
+            "updated_at": time.time(),
+        }
+        await self._run(self._upsert, "threads", row, "thread_id")
+
+    async def get_thread(self, thread_id: int) -> ThreadRecord | None:
+        row = await self._run(self._get, "threads", thread_id)
+        if row is None:
+            return None
+        return ThreadRecord(
+            thread_id=row["thread_id"],
+            session_id=row["session_id"],
+            engine=row["engine"],
+            directory=row["directory"],
+            channel_id=row["channel_id"],
+        )
+
+    async def delete_thread(self, thread_id: int) -> bool:
+        return await self._run(self._delete, "threads", "thread_id = ?", [thread_id]) > 0
+
+    # -- worktrees ---------------------------------------------------------------------------
+
+    async def put_worktree(self, worktree: WorktreeRecord) -> None:
+        row = {
+            "thread_id": worktree.thread_id,
+            "project_directory": str(worktree.project_directory),
+            "directory": str(worktree.directory),
+            "branch": worktree.branch,
+            "base_branch": worktree.base_branch,
+        }
+        await self._run(self._upsert, "worktrees", row, "thread_id")
+
+    async def get_worktree(self, thread_id: int) -> WorktreeRecord | None:
+        row = await self._run(self._get, "worktrees", thread_id)
+        if row is None:
+            return None
+        return WorktreeRecord(
+            thread_id=row["thread_id"],
+            project_directory=row["project_directory"],
+            directory=row["directory"],
+            branch=row["branch"],
+            base_branch=row["base_branch"],
+        )
+
+    async def delete_worktree(self, thread_id: int) -> bool:
+        return await self._run(self._delete, "worktrees", "thread_id = ?", [thread_id]) > 0
+
+    # -- preferences -------------------------------------------------------------------------
+
+    async def set_preference(self, preference: Preference) -> None:
+        """Store `preference`; a preference with neither model nor agent clears the scope."""
+        if preference.model is None and preference.agent is None:
+            await self.clear_preference(preference.scope, preference.scope_id)
+            return
+        row = {
+            "scope": preference.scope,
+            "scope_id": preference.scope_id,
+            "model": preference.model,
+            "agent": preference.agent,
+        }
+        await self._run(self._upsert, "preferences", row, ("scope", "scope_id"))
+
+    async def get_preference(self, scope: PreferenceScope, scope_id: str = "") -> Preference | None:
+        row = await self._run(self._get, "preferences", (scope, scope_id))
+        if row is None:
+            return None
+        return Preference(scope=scope, scope_id=scope_id, model=row["model"], agent=row["agent"])
+
+    async def clear_preference(self, scope: PreferenceScope, scope_id: str = "") -> bool:
+        where = "scope = ? AND scope_id = ?"
+        return await self._run(self._delete, "preferences", where, [scope, scope_id]) > 0
+
+    async def effective_preference(
+        self, *, session_id: str | None, channel_id: int | None
+    ) -> Preference:
+        """Model and agent after precedence: session > channel > global (None = engine default).
+
+        Each field resolves on its own, so a session that overrides only the agent keeps the
+        channel's model.
+        """
+        scopes: list[tuple[PreferenceScope, str]] = []
+        if session_id is not None:
+            scopes.append(("session", session_id))
+        if channel_id is not None:
+            scopes.append(("channel", str(channel_id)))
+        scopes.append(("global", ""))
+
+        def query() -> Preference:
+            model: str | None = None
+            agent: str | None = None
+            for scope, scope_id in scopes:
+                row = self._get("preferences", (scope, scope_id))
+                if row is None:
+                    continue
+                model = model if model is not None else row["model"]
+                agent = agent if agent is not None else row["agent"]
+            return Preference(scope="session", scope_id=session_id or "", model=model, agent=agent)
+
+        return await self._run(query)
+
+    # -- scheduled tasks ---------------------------------------------------------------------
+
+    async def add_scheduled_task(self, task: ScheduledTask) -> ScheduledTask:
+        row = {
+            "channel_id": task.channel_id,
+            "thread_id": task.thread_id,
+            "prompt": task.prompt,
+            "schedule": task.schedule,
+            "next_run_at": task.next_run_at,
+            "created_by": task.created_by,
+            "enabled": int(task.enabled),
+        }
+
+        def insert() -> int:
+            with self._db.conn:
+                table = self._db.table("scheduled_tasks")
+                table.insert(row)
+                assert table.last_pk is not None
+                return int(table.last_pk)
+
+        task_id = await self._run(insert)
+        return attrs.evolve(task, task_id=task_id)
+
+    async def list_scheduled_tasks(self, *, channel_id: int | None = None) -> list[ScheduledTask]:
+        where = "channel_id = ?" if channel_id is not None else None
+        args = [channel_id] if channel_id is not None else []
+
+        def query() -> list[ScheduledTask]:
+            return [_task(r) for r in self._rows("scheduled_tasks", where, args, "next_run_at")]
+
+        return await self._run(query)
+
+    async def due_scheduled_tasks(self, now: float) -> list[ScheduledTask]:
+        def query() -> list[ScheduledTask]:
+            rows = self._rows(
+                "scheduled_tasks", "enabled = 1 AND next_run_at <= ?", [now], "next_run_at"
+            )
+            return [_task(r) for r in rows]
+
+        return await self._run(query)
+
+    async def reschedule_task(self, task_id: int, next_run_at: float | None) -> None:
+        """Move a task to `next_run_at`, or disable it (a finished one-off) when None."""
+
+        def update() -> None:
+            with self._db.conn:
+                if next_run_at is None:
+                    self._db.conn.execute(
+                        "UPDATE scheduled_tasks SET enabled = 0 WHERE task_id = ?", [task_id]
+                    )
+                else:
+                    self._db.conn.execute(
+                        "UPDATE scheduled_tasks SET next_run_at = ? WHERE task_id = ?",
+                        [next_run_at, task_id],
+                    )
+
+        await self._run(update)
+
+    async def delete_scheduled_task(self, task_id: int) -> bool:
+        return await self._run(self._delete, "scheduled_tasks", "task_id = ?", [task_id]) > 0
+
+    # -- bot token ---------------------------------------------------------------------------
+
+    async def get_bot_token(self) -> str | None:
+        row = await self._run(self._get, "bot_credentials", 1)
+        return None if row is None else str(row["token"])
+
+    async def set_bot_token(self, token: str) -> None:
+        row = {"id": 1, "token": token, "updated_at": time.time()}
+        await self._run(self._upsert, "bot_credentials", row, "id")
+
+    async def clear_bot_token(self) -> bool:
+        return await self._run(self._delete, "bot_credentials", "id = 1", []) > 0
+
+    # -- gateway session ---------------------------------------------------------------------
+
+    async def load_gateway_session(self) -> GatewaySessionRecord | None:
+        row = await self._run(self._get, "gateway_session", 1)
+        if row is None:
+            return None
+        return GatewaySessionRecord(
+            session_id=row["session_id"], sequence=row["sequence"], resume_url=row["resume_url"]
+        )
+
+    async def save_gateway_session(self, session: GatewaySessionRecord | None) -> None:
+        """Remember the gateway session for RESUME after a restart; None forgets it."""
+        if session is None:
+            await self._run(self._delete, "gateway_session", "id = 1", [])
+            return
+        row = {
+            "id": 1,
+            "session_id": session.session_id,
+            "sequence": session.sequence,
+            "resume_url": session.resume_url,
+            "updated_at": time.time(),
+        }
+        await self._run(self._upsert, "gateway_session", row, "id")
+
+
+def _open_database(path: Path) -> Database:
+    # Create the file 0600 before SQLite does: it holds the bot token. SQLite gives the -wal and
+    # -shm files the same mode as the database file.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        before = conn.execute("PRAGMA user_version").fetchone()[0]
+        after = migrate(conn)
+        if after != before:
+            log.info("database %s migrated from schema version %d to %d", path, before, after)
+    except BaseException:
+        conn.close()
+        raise
+    return Database(conn)
+
+
+def _channel(row: dict[str, Any]) -> ChannelRecord:
+    return ChannelRecord(
+        channel_id=row["channel_id"],
+        directory=row["directory"],
+        guild_id=row["guild_id"],
+        app_id=row["app_id"],
+        channel_type=row["channel_type"],
+        engine=row["engine"],
+        verbosity=row["verbosity"],
+        auto_worktrees=bool(row["auto_worktrees"]),
+    )
+
+
+def _task(row: dict[str, Any]) -> ScheduledTask:
+    return ScheduledTask(
+        channel_id=row["channel_id"],
+        thread_id=row["thread_id"],
+        prompt=row["prompt"],
+        schedule=row["schedule"],
+        next_run_at=row["next_run_at"],
+        created_by=row["created_by"],
+        enabled=bool(row["enabled"]),
+        task_id=row["task_id"],
+    )

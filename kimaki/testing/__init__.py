@@ -1,0 +1,3 @@
+"""kimaki.testing"""
+
+from __future__ import annotations

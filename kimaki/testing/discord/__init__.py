@@ -1,0 +1,3 @@
+"""kimaki.testing.discord"""
+
+from __future__ import annotations
