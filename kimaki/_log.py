@@ -12,6 +12,7 @@ server passwords.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -19,7 +20,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import Final
+from typing import Final, TextIO
 
 __all__ = [
     "FILE_ONLY",
@@ -95,6 +96,31 @@ class _StderrFormatter(_Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+class _SafeErrors:
+    """The stdlib prints a failed record's raw arguments to stderr; that could leak a secret."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"kimaki: a log line could not be written ({type(exc).__name__})\n")
+
+
+class _StderrHandler(_SafeErrors, logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time, not the object seen at start-up."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+class _FileHandler(_SafeErrors, logging.FileHandler):
+    pass
+
+
 def configure_logging(*, verbose: bool = False) -> None:
     """Log `kimaki.*` records to stderr: one line each, tracebacks left to the log file."""
     root = logging.getLogger("kimaki")
@@ -103,7 +129,7 @@ def configure_logging(*, verbose: bool = False) -> None:
         handler.close()
     root.setLevel(logging.DEBUG)
     root.propagate = False
-    stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler = _StderrHandler()
     stderr_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     stderr_handler.setFormatter(_StderrFormatter())
     stderr_handler.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
@@ -114,7 +140,7 @@ def open_log_file(path: Path) -> logging.Handler:
     """Start this run's log file, truncating the last run's; returns the handler to close."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     os.chmod(path, 0o600)
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler = _FileHandler(path, mode="w", encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(_Formatter())
     logging.getLogger("kimaki").addHandler(handler)

@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"kimaki: {message} (see `kimaki --help`)\n")
+        self.exit(EXIT_USAGE, f"kimaki: {redact(message)} (see `kimaki --help`)\n")
 
 
 def _build_parser() -> argparse.ArgumentParser:

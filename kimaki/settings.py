@@ -127,13 +127,13 @@ def load_settings(
 
 def check_token_shape(token: str, source: str) -> None:
     """Refuse values that cannot be a bot token, without echoing the value."""
+    if token.lower().startswith("bot "):
+        raise ConfigError(f"{source} must be the bare token, without the 'Bot ' prefix")
     if any(ch.isspace() for ch in token) or len(token) < 20:
         raise ConfigError(
             f"{source} does not look like a Discord bot token (copy it again from the "
             "Developer Portal: Bot → Reset Token)"
         )
-    if token.lower().startswith("bot "):
-        raise ConfigError(f"{source} must be the bare token, without the 'Bot ' prefix")
 
 
 def _directory(value: str, name: str) -> Path:
