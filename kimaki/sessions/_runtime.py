@@ -1,0 +1,276 @@
+"""Thread runtimes: one task per active Discord thread, serving its prompts one at a time.
+
+```
+ThreadRuntimes (owns a nursery)
+└─ ThreadRuntime.run, one per active thread
+     wait for a prompt (under the idle timeout) → serve it in its own CancelScope → repeat
+```
+
+Three behaviours come from cancel scopes:
+
+- **Abort on new message**: `submit()` of an interrupting prompt cancels the running turn's
+  scope. The runtime waits for the turn to unwind, then calls the handler's `interrupted()`
+  (shielded: it tells the engine to abort and posts "interrupted"), then serves the new prompt.
+- **Queue mode**: a prompt with `queued=True` waits behind the running turn instead.
+- **Idle eviction**: waiting for the next prompt happens under `trio.move_on_after(idle)`.
+  When it fires with nothing pending, the runtime deregisters itself (synchronously, so a
+  prompt arriving at that moment starts a fresh runtime instead of being lost) and returns.
+  A running turn — including one waiting on a permission or question — is never evicted,
+  because the idle timer only runs between turns.
+
+Prompts wait in a deque rather than a memory channel: an interrupting prompt goes to the
+*front* (the person said "stop, do this"), which a channel cannot express. Arrival order is
+otherwise kept: one receiver per thread; the router only submits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, final
+
+import attrs
+import trio
+
+from kimaki.sessions._prompt import Prompt
+
+__all__ = [
+    "RuntimeStatistics",
+    "ThreadRuntime",
+    "ThreadRuntimes",
+    "TurnHandler",
+    "TurnHandlerFactory",
+]
+
+log = logging.getLogger("kimaki.session")
+
+
+class TurnHandler(Protocol):
+    """What a runtime drives: the engine session and the Discord rendering of one thread."""
+
+    async def run_turn(self, prompt: Prompt) -> None:
+        """Send `prompt` and render the turn until it ends. Cancelled on interrupt."""
+
+    async def interrupted(self, prompt: Prompt) -> None:
+        """The turn for `prompt` was cancelled: abort the engine, flush, say so. Shielded."""
+
+    async def evicted(self) -> None:
+        """The runtime is going away idle: persist what must survive. Shielded."""
+
+
+TurnHandlerFactory = Callable[[int], TurnHandler]
+
+
+@final
+@attrs.frozen
+class RuntimeStatistics:
+    active_runtimes: int
+    running_turns: int
+    queued_prompts: int
+    turns_served: int
+    turns_interrupted: int
+    evictions: int
+
+
+@attrs.define
+class _Counters:
+    turns_served: int = 0
+    turns_interrupted: int = 0
+    evictions: int = 0
+
+
+@final
+class ThreadRuntime:
+    """Serves one thread's prompts. Created and owned by `ThreadRuntimes`."""
+
+    def __init__(
+        self,
+        thread_id: int,
+        handler: TurnHandler,
+        *,
+        idle_timeout: float,
+        on_exit: Callable[[ThreadRuntime], None],
+        counters: _Counters,
+    ) -> None:
+        self.thread_id = thread_id
+        self._handler = handler
+        self._idle_timeout = idle_timeout
+        self._on_exit = on_exit
+        self._counters = counters
+        self._pending: deque[Prompt] = deque()
+        self._wakeup = trio.Event()
+        self._current: Prompt | None = None
+        self._current_scope: trio.CancelScope | None = None
+        self._closed = False
+
+    @property
+    def running(self) -> Prompt | None:
+        """The prompt whose turn is running, if any."""
+        return self._current
+
+    @property
+    def pending(self) -> tuple[Prompt, ...]:
+        return tuple(self._pending)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def submit(self, prompt: Prompt) -> int:
+        """Accept `prompt`; return its position in the queue (0 = served next / now).
+
+        An interrupting prompt (`queued=False`) cancels the running turn and goes first. A
+        queued one waits behind the running turn; the caller shows the person its position.
+        """
+        if self._closed:
+            raise RuntimeError("submit() to an evicted runtime")
+        if prompt.queued and (self._current is not None or self._pending):
+            # Turns that will run before this one, the running one included.
+            position = len(self._pending) + (self._current is not None)
+            self._pending.append(prompt)
+        else:
+            if self._current_scope is not None:
+                self._current_scope.cancel()
+            self._pending.appendleft(prompt)
+            position = 0
+        self._wakeup.set()
+        return position
+
+    def interrupt(self) -> bool:
+        """Cancel the running turn without a new prompt (`/abort`). True if one was running."""
+        if self._current_scope is None:
+            return False
+        self._current_scope.cancel()
+        return True
+
+    def clear_queue(self, position: int | None = None) -> list[Prompt]:
+        """Drop queued prompts (all, or the one at 1-based `position`); return what was dropped."""
+        if position is None:
+            dropped = list(self._pending)
+            self._pending.clear()
+            return dropped
+        if not 1 <= position <= len(self._pending):
+            return []
+        dropped_one = self._pending[position - 1]
+        del self._pending[position - 1]
+        return [dropped_one]
+
+    async def run(self) -> None:
+        try:
+            while True:
+                prompt = await self._next_prompt()
+                if prompt is None:
+                    return
+                await self._serve(prompt)
+        finally:
+            self._close()
+
+    async def _next_prompt(self) -> Prompt | None:
+        with trio.move_on_after(self._idle_timeout):
+            while not self._pending:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+        if not self._pending:
+            # Idle: leave the registry now, before any await, so that a prompt arriving while
+            # we persist starts a new runtime rather than landing in this one.
+            self._close()
+            self._counters.evictions += 1
+            log.debug("thread %d idle for %.0f s: evicted", self.thread_id, self._idle_timeout)
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._handler.evicted()
+            except Exception:
+                log.exception("thread %d: saving state on eviction failed", self.thread_id)
+            return None
+        return self._pending.popleft()
+
+    async def _serve(self, prompt: Prompt) -> None:
+        self._current = prompt
+        try:
+            with trio.CancelScope() as scope:
+                self._current_scope = scope
+                await self._handler.run_turn(prompt)
+            self._current_scope = None
+            if scope.cancelled_caught:
+                self._counters.turns_interrupted += 1
+                with trio.CancelScope(shield=True):
+                    await self._handler.interrupted(prompt)
+            else:
+                self._counters.turns_served += 1
+        except Exception:
+            # A bug in one turn must not take the thread, or the daemon, down with it; the
+            # handler reports engine errors itself, so this is only ever a bug.
+            log.exception("thread %d: turn failed", self.thread_id)
+        finally:
+            self._current = None
+            self._current_scope = None
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._on_exit(self)
+
+
+@final
+class ThreadRuntimes:
+    """The registry of live thread runtimes, and the nursery that owns them.
+
+    `submit()` is synchronous (the router only sends): it finds the thread's runtime or starts
+    one, so prompts for a thread are served in the order they were submitted.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        handler_factory: TurnHandlerFactory,
+        *,
+        idle_timeout: float = 15 * 60,
+    ) -> None:
+        if not idle_timeout > 0 or math.isnan(idle_timeout):
+            raise ValueError("idle_timeout must be positive")
+        self._nursery = nursery
+        self._factory = handler_factory
+        self._idle_timeout = idle_timeout
+        self._runtimes: dict[int, ThreadRuntime] = {}
+        self._counters = _Counters()
+
+    def get(self, thread_id: int) -> ThreadRuntime | None:
+        return self._runtimes.get(thread_id)
+
+    def __len__(self) -> int:
+        return len(self._runtimes)
+
+    def submit(self, thread_id: int, prompt: Prompt) -> int:
+        """Route `prompt` to its thread's runtime, starting one if needed.
+
+        Returns the queue position, as `ThreadRuntime.submit` does.
+        """
+        runtime = self._runtimes.get(thread_id)
+        if runtime is None:
+            runtime = ThreadRuntime(
+                thread_id,
+                self._factory(thread_id),
+                idle_timeout=self._idle_timeout,
+                on_exit=self._forget,
+                counters=self._counters,
+            )
+            self._runtimes[thread_id] = runtime
+            self._nursery.start_soon(runtime.run, name=f"thread-{thread_id}")
+        return runtime.submit(prompt)
+
+    def _forget(self, runtime: ThreadRuntime) -> None:
+        if self._runtimes.get(runtime.thread_id) is runtime:
+            del self._runtimes[runtime.thread_id]
+
+    def statistics(self) -> RuntimeStatistics:
+        runtimes = list(self._runtimes.values())
+        return RuntimeStatistics(
+            active_runtimes=len(runtimes),
+            running_turns=sum(1 for r in runtimes if r.running is not None),
+            queued_prompts=sum(len(r.pending) for r in runtimes),
+            turns_served=self._counters.turns_served,
+            turns_interrupted=self._counters.turns_interrupted,
+            evictions=self._counters.evictions,
+        )
