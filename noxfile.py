@@ -20,7 +20,10 @@ nox.options.error_on_missing_interpreters = True
 ROOT = Path(__file__).parent
 OPENCODE_VERSION = "1.18.33"
 OPENCODE_PREFIX = ROOT / ".cache" / "opencode"
-LINT_PATHS = ["kimaki", "tests", "bench", "noxfile.py"]
+LINT_PATHS = [p for p in ("kimaki", "tests", "bench", "noxfile.py") if (ROOT / p).exists()]
+# Tool versions are pinned so that a new release cannot fail CI on unchanged code.
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
 
 
 def install_opencode(session: nox.Session) -> dict[str, str]:
@@ -67,14 +70,14 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install(RUFF)
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "mypy")
+    session.install("-e", ".[test]", MYPY)
     session.run("mypy")
 
 
