@@ -73,9 +73,7 @@ def redact(text: str) -> str:
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = record.name.rsplit(".", 1)[-1].upper() if record.name != "kimaki" else "KIMAKI"
-        when = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-            timespec="milliseconds"
-        )
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
         line = f"[{when}] [{record.levelname}] [{prefix}] {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
