@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, final
+from typing import Any, Literal, final
 
 import attrs
 
@@ -11,6 +11,7 @@ __all__ = [
     "ChannelRecord",
     "ChannelType",
     "GatewaySessionRecord",
+    "InteractionKey",
     "Preference",
     "PreferenceScope",
     "ScheduledTask",
@@ -95,6 +96,21 @@ class ScheduledTask:
     schedule: str | None = None
     enabled: bool = True
     task_id: int | None = None
+
+
+@final
+@attrs.frozen
+class InteractionKey:
+    """What a button or menu's custom id stands for: a kind, its data, and its thread.
+
+    `payload` is JSON-compatible data (a permission request id, a question's options, ...).
+    """
+
+    key: str
+    thread_id: int
+    kind: str
+    payload: Any
+    expires_at: float
 
 
 @final

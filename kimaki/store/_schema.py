@@ -83,6 +83,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         updated_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
     );
     """,
+    # 2: keys that Discord buttons and menus carry in their custom ids. A key is random and
+    # bound to one thread, so a custom id copied into another thread's interaction is refused.
+    """
+    CREATE TABLE interaction_keys (
+        key TEXT PRIMARY KEY,
+        thread_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX interaction_keys_by_thread ON interaction_keys (thread_id);
+    """,
 )
 
 LATEST_VERSION: Final = len(MIGRATIONS)

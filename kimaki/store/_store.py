@@ -9,8 +9,10 @@ timeout in case a CLI command writes while the daemon runs.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ from sqlite_utils.db import NotFoundError
 from kimaki.store._records import (
     ChannelRecord,
     GatewaySessionRecord,
+    InteractionKey,
     Preference,
     PreferenceScope,
     ScheduledTask,
@@ -327,6 +330,49 @@ class Store:
 
     async def clear_bot_token(self) -> bool:
         return await self._run(self._delete, "bot_credentials", "id = 1", []) > 0
+
+    # -- interaction keys ------------------------------------------------------------------
+
+    async def create_interaction_key(
+        self, *, thread_id: int, kind: str, payload: Any, ttl: float
+    ) -> InteractionKey:
+        """A fresh random key (for a custom id) bound to `thread_id`, valid for `ttl` seconds."""
+        record = InteractionKey(
+            key=secrets.token_urlsafe(12),
+            thread_id=thread_id,
+            kind=kind,
+            payload=payload,
+            expires_at=time.time() + ttl,
+        )
+        row = {
+            "key": record.key,
+            "thread_id": thread_id,
+            "kind": kind,
+            "payload": json.dumps(payload),
+            "expires_at": record.expires_at,
+        }
+        await self._run(self._upsert, "interaction_keys", row, "key")
+        return record
+
+    async def get_interaction_key(self, key: str, *, thread_id: int) -> InteractionKey | None:
+        """The key's record if it exists, has not expired and belongs to `thread_id`."""
+        row = await self._run(self._get, "interaction_keys", key)
+        if row is None or row["thread_id"] != thread_id or row["expires_at"] < time.time():
+            return None
+        return InteractionKey(
+            key=row["key"],
+            thread_id=row["thread_id"],
+            kind=row["kind"],
+            payload=json.loads(row["payload"]),
+            expires_at=row["expires_at"],
+        )
+
+    async def delete_interaction_key(self, key: str) -> bool:
+        return await self._run(self._delete, "interaction_keys", "key = ?", [key]) > 0
+
+    async def delete_expired_interaction_keys(self) -> int:
+        now = time.time()
+        return await self._run(self._delete, "interaction_keys", "expires_at < ?", [now])
 
     # -- gateway session ---------------------------------------------------------------------
 

@@ -232,3 +232,29 @@ async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
     await store.aclose()
     with pytest.raises(StoreClosedError):
         await store.get_channel(1)
+
+
+async def test_interaction_keys_are_bound_to_their_thread_and_expire(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "db") as store:
+        record = await store.create_interaction_key(
+            thread_id=5, kind="permission", payload={"request": "per_1", "tool": "bash"}, ttl=600
+        )
+        assert len(record.key) >= 16
+        other = await store.create_interaction_key(
+            thread_id=5, kind="permission", payload={}, ttl=600
+        )
+        assert other.key != record.key
+
+        found = await store.get_interaction_key(record.key, thread_id=5)
+        assert found == record
+        assert found is not None
+        assert found.payload == {"request": "per_1", "tool": "bash"}
+        # The same custom id pressed in another thread (forged or copied) means nothing there.
+        assert await store.get_interaction_key(record.key, thread_id=6) is None
+        assert await store.get_interaction_key("made-up", thread_id=5) is None
+
+        expired = await store.create_interaction_key(thread_id=5, kind="q", payload=1, ttl=-1)
+        assert await store.get_interaction_key(expired.key, thread_id=5) is None
+        assert await store.delete_expired_interaction_keys() == 1
+        assert await store.delete_interaction_key(record.key)
+        assert await store.get_interaction_key(record.key, thread_id=5) is None
