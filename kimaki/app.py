@@ -4,7 +4,8 @@
 Daemon.run
 └─ root nursery
    ├─ control server on the lock port (bound first: it is the single-instance lock)
-   ├─ signal watcher: SIGTERM / SIGINT stop the daemon by cancelling the root scope
+   ├─ signal watcher: SIGTERM / SIGINT stop (cancel the root scope); SIGUSR1 heap snapshot
+   ├─ systemd watchdog pings; memory watcher (heap snapshot near the memory limit)
    └─ Discord: REST client, gateway shard, dispatcher (kimaki.discord)
 ```
 
@@ -19,12 +20,15 @@ import logging
 import os
 import signal
 import sys
+import tracemalloc
 from typing import Any, Final, final
 
 import trio
 
 from kimaki._control import ControlServer
 from kimaki._log import open_log_file, register_secret
+from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
+from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
 from kimaki.errors import ConfigError
 from kimaki.settings import Settings, check_token_shape
@@ -79,6 +83,7 @@ class Daemon:
         self.settings = settings
         self._gateway_state = "connecting"
         self._guild_count = 0
+        self._notifier = SystemdNotifier()
         self._control = ControlServer(
             port=settings.lock_port, data_dir=settings.data_dir, health=self.health
         )
@@ -105,7 +110,9 @@ class Daemon:
                 self.settings.data_dir,
                 self.settings.lock_port,
             )
-            nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+            self._start_memory_tools(nursery)
+            nursery.start_soon(self._notifier.run_watchdog)
             async with await Store.open(self.settings.database_path) as store:
                 token = await self._bot_token(store)
                 await self._run_discord(store, token)
@@ -132,9 +139,33 @@ class Daemon:
     async def _run_discord(self, store: Store, token: str) -> None:
         await trio.sleep_forever()
 
-    async def _stop_on_signal(self, root: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    def _start_memory_tools(self, nursery: trio.Nursery) -> None:
+        if self.settings.trace_memory and not tracemalloc.is_tracing():
+            tracemalloc.start(10)
+            log.info("tracing memory allocations (--trace-memory)")
+        limit = cgroup_memory_limit() or self.settings.memory_limit
+        if limit is not None:
+            watcher = MemoryWatcher(self.settings.heap_snapshots_dir, limit)
+            nursery.start_soon(watcher.run)
+
+    async def _watch_signals(self, root: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
             async for signum in signals:
+                if signum == signal.SIGUSR1:
+                    await self._heap_snapshot()
+                    continue
                 log.info("%s received: stopping", signal.Signals(signum).name)
+                self._notifier.stopping()
                 root.cancel()
                 return
+
+    async def _heap_snapshot(self) -> None:
+        directory = self.settings.heap_snapshots_dir
+        try:
+            snapshot = await trio.to_thread.run_sync(
+                lambda: write_heap_snapshot(directory, reason="SIGUSR1")
+            )
+        except OSError as exc:
+            log.error("could not write a heap snapshot in %s: %s", directory, exc.strerror)
+            return
+        log.info("heap snapshot written: %s", snapshot.summary_path)

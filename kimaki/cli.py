@@ -16,6 +16,7 @@ from typing import NoReturn
 import trio
 
 from kimaki._log import FILE_ONLY, configure_logging, redact
+from kimaki._systemd_unit import unit_for_current_user
 from kimaki._version import __version__
 from kimaki.app import Daemon, prepare_data_dir, read_token_from_user
 from kimaki.errors import EXIT_CRASH, EXIT_OK, EXIT_USAGE, FatalError
@@ -53,17 +54,40 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug lines on stderr")
 
+    daemon = _Parser(add_help=False)
+    daemon.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="trace allocations from boot, for heap snapshots (env KIMAKI_TRACE_MEMORY=1)",
+    )
+    daemon.add_argument(
+        "--memory-limit",
+        help="take a heap snapshot past 85%% of this size, e.g. 2G, when no cgroup limit "
+        "is set (env KIMAKI_MEMORY_LIMIT)",
+    )
+
     parser = _Parser(
         prog="kimaki",
         description="Drive AI coding agents from Discord. With no command, runs the daemon.",
-        parents=[common],
+        parents=[common, daemon],
     )
     parser.add_argument("--version", action="version", version=f"kimaki {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     commands.add_parser(
-        "run", parents=[common], help="run the daemon (the default)", description="Run the daemon."
+        "run",
+        parents=[common, daemon],
+        help="run the daemon (the default)",
+        description="Run the daemon.",
     )
+    unit = commands.add_parser(
+        "systemd-unit",
+        parents=[common],
+        help="print a systemd unit for this installation",
+        description="Print a systemd unit (Type=notify, SIGUSR2 reload, watchdog) filled in "
+        "for this Python, this user, this PATH and the data dir.",
+    )
+    unit.add_argument("--user", action="store_true", help="a user unit, for `systemctl --user`")
 
     token = commands.add_parser(
         "token",
@@ -94,8 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose=args.verbose)
     try:
         settings = load_settings(
-            data_dir=args.data_dir, projects_dir=args.projects_dir, lock_port=args.lock_port
+            data_dir=args.data_dir,
+            projects_dir=args.projects_dir,
+            lock_port=args.lock_port,
+            memory_limit=getattr(args, "memory_limit", None),
+            trace_memory=getattr(args, "trace_memory", False),
         )
+        if args.command == "systemd-unit":
+            print(unit_for_current_user(settings.data_dir, user_unit=args.user), end="")
+            return EXIT_OK
         if args.command == "token":
             return trio.run(_token_command, settings, args.token_command)
         trio.run(Daemon(settings).run)

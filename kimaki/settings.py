@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from kimaki._memory import parse_size
 from kimaki.errors import ConfigError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 
 DEFAULT_DISCORD_API_URL: Final = "https://discord.com/api/v10"
 LOCK_PORT_RANGE: Final = range(30000, 40000)
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
 
 
 @final
@@ -39,6 +41,10 @@ class Settings:
     discord_api_url: str
     lock_port: int
     opencode_path: str
+    # Start tracemalloc at boot, so heap snapshots have allocation sites from the start.
+    trace_memory: bool = False
+    # Bytes; the cgroup's memory.max wins when there is one. None: no automatic snapshots.
+    memory_limit: int | None = None
     # From KIMAKI_BOT_TOKEN; None means "use the token stored by `kimaki token set`".
     bot_token: str | None = attrs.field(default=None, repr=False)
 
@@ -75,6 +81,8 @@ def load_settings(
     data_dir: str | None = None,
     projects_dir: str | None = None,
     lock_port: str | int | None = None,
+    memory_limit: str | None = None,
+    trace_memory: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build `Settings` from CLI flag values (None when not given) over the environment.
@@ -111,6 +119,14 @@ def load_settings(
 
     opencode_path = env.get("KIMAKI_OPENCODE_PATH", "").strip() or "opencode"
 
+    raw_limit, limit_source = pick(memory_limit, "KIMAKI_MEMORY_LIMIT")
+    limit = (
+        _size(raw_limit, "--memory-limit" if limit_source == "flag" else "KIMAKI_MEMORY_LIMIT")
+        if raw_limit is not None
+        else None
+    )
+    trace = trace_memory or env.get("KIMAKI_TRACE_MEMORY", "").strip().lower() in _TRUE
+
     token = env.get("KIMAKI_BOT_TOKEN", "").strip() or None
     if token is not None:
         check_token_shape(token, "KIMAKI_BOT_TOKEN")
@@ -121,6 +137,8 @@ def load_settings(
         discord_api_url=api_url.rstrip("/"),
         lock_port=port,
         opencode_path=opencode_path,
+        trace_memory=trace,
+        memory_limit=limit,
         bot_token=token,
     )
 
@@ -144,6 +162,13 @@ def _directory(value: str, name: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{name}: {path} exists and is not a directory")
     return path
+
+
+def _size(value: str, name: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a size such as 512M or 2G, got {value!r}") from None
 
 
 def _port(value: str, name: str) -> int:

@@ -122,3 +122,24 @@ def test_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
         load_settings(data_dir=str(tmp_path / "file"), environ={})
     with pytest.raises(ConfigError, match=r"KIMAKI_PROJECTS_DIR: .* not a directory"):
         load_settings(environ={"KIMAKI_PROJECTS_DIR": str(tmp_path / "file")})
+
+
+def test_memory_settings(tmp_path: Path) -> None:
+    default = load_settings(data_dir=str(tmp_path), environ={})
+    assert (default.memory_limit, default.trace_memory) == (None, False)
+    from_env = load_settings(
+        data_dir=str(tmp_path),
+        environ={"KIMAKI_MEMORY_LIMIT": "2G", "KIMAKI_TRACE_MEMORY": "1"},
+    )
+    assert (from_env.memory_limit, from_env.trace_memory) == (2 * 2**30, True)
+    from_flags = load_settings(
+        data_dir=str(tmp_path),
+        memory_limit="512M",
+        trace_memory=True,
+        environ={"KIMAKI_MEMORY_LIMIT": "2G"},
+    )
+    assert from_flags.memory_limit == 512 * 2**20
+    with pytest.raises(ConfigError, match="--memory-limit must be a size such as 512M or 2G"):
+        load_settings(data_dir=str(tmp_path), memory_limit="lots", environ={})
+    with pytest.raises(ConfigError, match="KIMAKI_MEMORY_LIMIT must be a size"):
+        load_settings(data_dir=str(tmp_path), environ={"KIMAKI_MEMORY_LIMIT": "-3"})
