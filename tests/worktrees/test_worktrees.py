@@ -186,12 +186,7 @@ async def test_conflict_stops_and_lists_files_without_losing_work(
     # Resolved as the agent would: edit, add, continue; then the merge goes through.
     (worktree.path / "README.md").write_text("from both\n")
     git(worktree.path, "add", "README.md")
-    subprocess.run(
-        ["git", "-c", "core.editor=true", "rebase", "--continue"],
-        cwd=worktree.path,
-        check=True,
-        capture_output=True,
-    )
+    git(worktree.path, "-c", "core.editor=true", "rebase", "--continue")
     final = await merge_worktree(worktree.path, worktree.branch, "main")
     assert final.outcome == "merged", final.message
     assert (project / "README.md").read_text() == "from both\n"
