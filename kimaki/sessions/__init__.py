@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from kimaki.sessions._prompt import Prompt, PromptSource
+from kimaki.sessions._attachments import (
+    AttachmentInfo,
+    PreparedAttachments,
+    prepare_attachments,
+)
+from kimaki.sessions._prompt import Prompt, PromptFile, PromptSource
 from kimaki.sessions._runtime import (
     RuntimeStatistics,
     ThreadRuntime,
@@ -12,11 +17,15 @@ from kimaki.sessions._runtime import (
 )
 
 __all__ = [
+    "AttachmentInfo",
+    "PreparedAttachments",
     "Prompt",
+    "PromptFile",
     "PromptSource",
     "RuntimeStatistics",
     "ThreadRuntime",
     "ThreadRuntimes",
     "TurnHandler",
     "TurnHandlerFactory",
+    "prepare_attachments",
 ]

@@ -6,9 +6,19 @@ from typing import Literal, final
 
 import attrs
 
-__all__ = ["Prompt", "PromptSource"]
+__all__ = ["Prompt", "PromptFile", "PromptSource"]
 
 PromptSource = Literal["message", "command", "scheduled", "voice"]
+
+
+@final
+@attrs.frozen
+class PromptFile:
+    """A file sent to the agent as a part of the prompt (an image, for now)."""
+
+    filename: str
+    mime: str
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
 
 
 @final
@@ -25,3 +35,4 @@ class Prompt:
     message_id: int | None = None
     queued: bool = False
     source: PromptSource = "message"
+    files: tuple[PromptFile, ...] = ()
