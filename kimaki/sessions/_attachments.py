@@ -62,7 +62,7 @@ _TEXT_SUFFIXES: Final = frozenset(
         ".swift .sql .html .htm .css .scss .xml .csv .tsv .log .diff .patch .gitignore "
         ".dockerfile .lua .pl .r .scala .ex .exs .erl .hs .ml .vue .svelte .tf .proto .graphql "
         ".gradle"
-    ).split()  # noqa: SIM905 (a word list reads better than 60 quoted strings)
+    ).split()
 )
 
 Fetch = Callable[[str], Awaitable[bytes]]
