@@ -37,7 +37,7 @@ class RequestValidator:
     """Validates (method, path under /api/v10, content type, body) against the spec."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+        from jsonschema import Draft202012Validator
         from referencing import Registry, Resource
         from referencing.jsonschema import DRAFT202012
 
