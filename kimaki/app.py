@@ -18,6 +18,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import random
 import signal
 import sys
 import tracemalloc
@@ -30,9 +31,14 @@ from kimaki._log import open_log_file, register_secret
 from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
 from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
-from kimaki.errors import ConfigError
+from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
+from kimaki.discord.gateway import GatewayEvent, GatewaySession, GatewayShard
+from kimaki.discord.models import Application
+from kimaki.discord.rest import RESTClient
+from kimaki.dispatch import Dispatcher
+from kimaki.errors import ConfigError, CredentialsError
 from kimaki.settings import Settings, check_token_shape
-from kimaki.store import Store
+from kimaki.store import GatewaySessionRecord, Store
 
 __all__ = ["Daemon", "prepare_data_dir", "read_token_from_user"]
 
@@ -81,8 +87,7 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._gateway_state = "connecting"
-        self._guild_count = 0
+        self._shard: GatewayShard | None = None
         self._notifier = SystemdNotifier()
         self._control = ControlServer(
             port=settings.lock_port, data_dir=settings.data_dir, health=self.health
@@ -94,8 +99,8 @@ class Daemon:
             "pid": os.getpid(),
             "version": __version__,
             "data_dir": str(self.settings.data_dir),
-            "gateway": self._gateway_state,
-            "guilds": self._guild_count,
+            "gateway": "connecting" if self._shard is None else self._shard.state,
+            "guilds": 0 if self._shard is None else self._shard.guild_count,
         }
 
     async def run(self) -> None:
@@ -137,7 +142,23 @@ class Daemon:
         return token
 
     async def _run_discord(self, store: Store, token: str) -> None:
-        await trio.sleep_forever()
+        async with RESTClient(token, base_url=self.settings.discord_api_url) as rest:
+            application = await _fetch_application(rest)
+            log.info("bot application %s (%d)", application.name or "?", application.id)
+            events_send, events_receive = trio.open_memory_channel[GatewayEvent](256)
+            shard = GatewayShard(
+                token=token,
+                fetch_gateway=rest.get_gateway_bot,
+                events=events_send,
+                session_store=_StoredGatewaySession(store),
+            )
+            self._shard = shard
+            dispatcher = Dispatcher()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(dispatcher.run, events_receive)
+                await nursery.start(shard.run)
+                log.info("connected to Discord: %d guild(s)", shard.guild_count)
+                self._notifier.ready(f"connected to Discord, {shard.guild_count} guild(s)")
 
     def _start_memory_tools(self, nursery: trio.Nursery) -> None:
         if self.settings.trace_memory and not tracemalloc.is_tracing():
@@ -169,3 +190,42 @@ class Daemon:
             log.error("could not write a heap snapshot in %s: %s", directory, exc.strerror)
             return
         log.info("heap snapshot written: %s", snapshot.summary_path)
+
+
+async def _fetch_application(rest: RESTClient) -> Application:
+    """The bot's application; retried while Discord is unreachable, fatal when it says no."""
+    delay = 1.0
+    while True:
+        try:
+            return await rest.get_current_application()
+        except Unauthorized:
+            raise CredentialsError(
+                "Discord rejected the bot token: reset it in the Developer Portal "
+                "(Bot → Reset Token), then set KIMAKI_BOT_TOKEN or run `kimaki token set`"
+            ) from None
+        except (NetworkError, ServerError) as exc:
+            log.warning("Discord is not reachable (%s); trying again in %.0f s", exc, delay)
+            await trio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 60.0)
+
+
+@final
+class _StoredGatewaySession:
+    """The gateway's session persistence, kept in the store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def load_gateway_session(self) -> GatewaySession | None:
+        record = await self._store.load_gateway_session()
+        if record is None or record.sequence is None:
+            return None
+        return GatewaySession(record.session_id, record.sequence, record.resume_url)
+
+    async def save_gateway_session(self, session: GatewaySession | None) -> None:
+        record = (
+            None
+            if session is None
+            else GatewaySessionRecord(session.session_id, session.sequence, session.resume_url)
+        )
+        await self._store.save_gateway_session(record)
