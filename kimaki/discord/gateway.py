@@ -1,0 +1,924 @@
+"""The Discord gateway client: one shard, one websocket at a time, kept alive for weeks.
+
+`GatewayShard.run()` is a supervisor loop. Each pass opens one connection (its own nursery with
+a reader, a heartbeat task and a sender), runs it until it ends, and decides from how it ended
+what comes next: RESUME the session, IDENTIFY afresh, or stop with a fatal error. That decision
+for server close codes lives in one function, `classify_close`. Backoff belongs to the
+supervisor: planned reconnects (op 7, op 9, a zombie connection) after a healthy connection go
+at once; failures wait a jittered exponential delay that resets after a healthy connection.
+
+Dispatches go to an unbounded internal buffer and a separate task forwards them to the memory
+channel given to the constructor. The reader therefore never waits for the consumer: heartbeat
+ACKs keep being read while the daemon is busy, so a slow consumer cannot make the connection
+look like a zombie. Each dispatch carries a sequence number; one at or below the last seen is a
+replay we already have and is dropped, so every event reaches the daemon exactly once.
+
+The session (id, last sequence handed to the consumer, resume URL) is saved through an injected
+`GatewaySessionStore` on READY/RESUMED, with each heartbeat, and when the shard stops, so a
+restarted daemon resumes instead of identifying. Closing with 1000 ends the session on
+Discord's side, so only a final shutdown does that; every reconnect and `close(resumable=True)`
+closes with 4900.
+
+Exceptions:
+
+```
+KimakiError
+├── GatewayError ............... misuse of a shard
+│   ├── PayloadTooLarge ........ a payload over 4096 bytes, refused before sending
+│   └── ShardClosed ............ a send on a shard that has stopped
+└── FatalError (kimaki.errors) . raised by run()
+    ├── ConfigError ............ close 4010-4013: a bug in how kimaki connects
+    └── CredentialsError ....... close 4004 (bad token) and 4014 (Message Content intent off)
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import ssl
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal, Protocol, final
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import attrs
+import trio
+import trio_websocket
+
+from kimaki._log import register_secret
+from kimaki.discord._gateway_protocol import (
+    API_VERSION,
+    INTENTS,
+    MAX_PAYLOAD_BYTES,
+    Opcode,
+    SendWindow,
+    ZlibStreamCorrupt,
+    ZlibStreamDecoder,
+    decode_payload,
+    encode_payload,
+)
+from kimaki.errors import ConfigError, CredentialsError, FatalError, KimakiError
+
+__all__ = [
+    "FINAL_CLOSE_CODE",
+    "INTENTS",
+    "RESUMABLE_CLOSE_CODE",
+    "CloseVerdict",
+    "GatewayError",
+    "GatewayEvent",
+    "GatewaySession",
+    "GatewaySessionStore",
+    "GatewayShard",
+    "GatewayState",
+    "GatewayStatistics",
+    "PayloadTooLarge",
+    "ShardClosed",
+    "classify_close",
+]
+
+log = logging.getLogger("kimaki.gateway")
+
+# Any code but 1000/1001 keeps the session resumable; 4900 is outside Discord's own range.
+RESUMABLE_CLOSE_CODE: Final = 4900
+FINAL_CLOSE_CODE: Final = 1000
+
+HEARTBEAT_RESERVE: Final = 3  # send slots per window only heartbeats may use
+IDENTIFY_SPACING: Final = 5.0  # one IDENTIFY per 5 s per max_concurrency bucket (one shard)
+BACKOFF_BASE: Final = 1.0
+BACKOFF_CAP: Final = 60.0
+CONNECT_TIMEOUT: Final = 20.0
+HELLO_TIMEOUT: Final = 20.0
+CLOSE_TIMEOUT: Final = 5.0
+SAVE_TIMEOUT: Final = 5.0
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+_APP_SENDABLE: Final = frozenset(
+    {
+        Opcode.PRESENCE_UPDATE,
+        Opcode.VOICE_STATE_UPDATE,
+        Opcode.REQUEST_GUILD_MEMBERS,
+        Opcode.REQUEST_SOUNDBOARD_SOUNDS,
+    }
+)
+
+GatewayState = Literal["connecting", "ready", "resuming", "stopped"]
+
+
+class GatewayError(KimakiError):
+    """A shard was asked to do something it cannot."""
+
+
+class PayloadTooLarge(GatewayError, ValueError):
+    """Discord closes the connection on a payload over 4096 bytes; we refuse it first."""
+
+
+class ShardClosed(GatewayError):
+    """The shard has stopped; nothing more can be sent through it."""
+
+
+@final
+@attrs.frozen
+class GatewayEvent:
+    """One dispatch as Discord sent it: `data` is the raw JSON `d`, converted downstream."""
+
+    name: str
+    sequence: int | None
+    data: Any
+
+
+@final
+@attrs.frozen
+class GatewaySession:
+    """What a restarted daemon needs to RESUME instead of IDENTIFY."""
+
+    session_id: str
+    sequence: int
+    resume_url: str
+
+
+class GatewaySessionStore(Protocol):
+    async def load_gateway_session(self) -> GatewaySession | None: ...
+
+    async def save_gateway_session(self, session: GatewaySession | None) -> None: ...
+
+
+@final
+@attrs.frozen
+class GatewayStatistics:
+    state: GatewayState
+    guild_count: int
+    latency: float | None
+    connections: int
+    identifies: int
+    resumes: int
+    events_received: int
+    events_dispatched: int
+    events_backlog: int
+    duplicates_dropped: int
+    malformed_payloads: int
+    heartbeats_sent: int
+    heartbeats_acked: int
+    zombie_closes: int
+    sends: int
+    sends_throttled: int
+
+
+@attrs.define
+class _Counters:
+    connections: int = 0
+    identifies: int = 0
+    resumes: int = 0
+    events_received: int = 0
+    events_dispatched: int = 0
+    duplicates_dropped: int = 0
+    malformed_payloads: int = 0
+    heartbeats_sent: int = 0
+    heartbeats_acked: int = 0
+    zombie_closes: int = 0
+    sends: int = 0
+    sends_throttled: int = 0
+
+
+@final
+@attrs.frozen
+class CloseVerdict:
+    """What to do after Discord closed the connection with some code."""
+
+    action: Literal["resume", "reidentify", "fatal"]
+    error: FatalError | None = None
+
+
+_TOKEN_FIX: Final = (
+    "copy the token from the Discord Developer Portal (Applications → your app → Bot → "
+    "Reset Token) into kimaki's settings and restart"
+)
+_CONNECT_BUG: Final = "this is a bug in kimaki, please report it with the log file"
+
+
+def classify_close(code: int | None) -> CloseVerdict:
+    """The one place that decides what a gateway close code means for us.
+
+    4007 (invalid sequence) and 4009 (session timed out) end the session: IDENTIFY again.
+    4004 and 4014 need the person running the daemon; 4010-4013 are our bugs. Everything
+    else, 4000-4003/4005/4008, 1000/1001/1006 from Discord and codes we do not know, is a
+    dropped connection: RESUME.
+    """
+    if code == 4004:
+        return CloseVerdict(
+            "fatal", CredentialsError(f"Discord rejected the bot token (close 4004): {_TOKEN_FIX}")
+        )
+    if code == 4014:
+        return CloseVerdict(
+            "fatal",
+            CredentialsError(
+                "Discord refused the Message Content intent (close 4014): switch on Developer "
+                "Portal → Applications → your app → Bot → Privileged Gateway Intents → "
+                "Message Content Intent, then restart kimaki"
+            ),
+        )
+    bugs = {
+        4010: "Discord rejected the shard kimaki sent in IDENTIFY (close 4010 invalid shard)",
+        4011: "Discord requires sharding for this bot (close 4011); kimaki runs one shard",
+        4012: f"Discord rejected gateway API version {API_VERSION} (close 4012)",
+        4013: f"Discord rejected the intents {int(INTENTS)} kimaki sent (close 4013)",
+    }
+    if code in bugs:
+        return CloseVerdict("fatal", ConfigError(f"{bugs[code]}: {_CONNECT_BUG}"))
+    if code in (4007, 4009):
+        return CloseVerdict("reidentify")
+    return CloseVerdict("resume")
+
+
+@attrs.frozen
+class _End:
+    """How one connection ended and what the supervisor does next."""
+
+    reason: str
+    next: Literal["resume", "reidentify", "stop"]
+    close_code: int = RESUMABLE_CLOSE_CODE  # ours, if the socket is still open
+    unplanned: bool = True  # counts towards backoff
+    error: FatalError | None = None
+    wait: float = 0.0
+
+
+@attrs.define(eq=False)
+class _Outgoing:
+    text: str
+    sent: trio.Event = attrs.field(factory=trio.Event)
+    failed: bool = False
+
+
+class _GatewayUnavailable(Exception):
+    pass
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _connect_url(base: str) -> str:
+    parts = urlsplit(base)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise _GatewayUnavailable(f"not a websocket URL: {base!r}")
+    query = urlencode({"v": API_VERSION, "encoding": "json", "compress": "zlib-stream"})
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
+
+
+async def _open_stream(url: str) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "wss":
+        return await trio.open_ssl_over_tcp_stream(
+            host,
+            parts.port or 443,
+            ssl_context=ssl.create_default_context(),
+            https_compatible=True,
+        )
+    return await trio.open_tcp_stream(host, parts.port or 80)
+
+
+@final
+class GatewayShard:
+    """One gateway shard: `await nursery.start(shard.run)` returns once it is READY/RESUMED.
+
+    `fetch_gateway` returns the JSON of `GET /gateway/bot`; it is called before each fresh
+    IDENTIFY, which also respects `session_start_limit`. `random_source` is injectable so
+    tests can pin the jitter. The `events` channel is closed when `run()` returns.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        fetch_gateway: Callable[[], Awaitable[dict[str, Any]]],
+        events: trio.MemorySendChannel[GatewayEvent],
+        session_store: GatewaySessionStore | None = None,
+        random_source: Callable[[], float] = random.random,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        register_secret(token)
+        self._token = token
+        self._fetch_gateway = fetch_gateway
+        self._events = events
+        self._store = session_store
+        self._random = random_source
+        self._shard = shard
+
+        self._session_id: str | None = None
+        self._resume_url: str | None = None
+        self._sequence: int | None = None  # last received, for RESUME and heartbeats
+        self._delivered: int | None = None  # last handed to the consumer, for the store
+        self._saved: GatewaySession | None = None
+        self._save_lock = trio.Lock()
+        self._persist_wanted = trio.Event()
+
+        self._buffer_in, self._buffer_out = trio.open_memory_channel[
+            tuple[GatewayEvent, str | None]
+        ](math.inf)
+        self._outbox: deque[_Outgoing] = deque()
+        self._outbox_nonempty = trio.Event()
+
+        self._state: GatewayState = "stopped"
+        self._guild_ids: set[str] = set()
+        self._latency: float | None = None
+        self._counters = _Counters()
+        self._last_identify_at = -math.inf
+
+        self._task_status: trio.TaskStatus[None] | None = None
+        self._supervisor_scope = trio.CancelScope()
+        self._stop_code: int | None = None
+        self._running = False
+        self._stopped = trio.Event()
+
+    # -- observation ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> GatewayState:
+        return self._state
+
+    @property
+    def guild_count(self) -> int:
+        return len(self._guild_ids)
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds between the last heartbeat and its ACK; None before the first ACK."""
+        return self._latency
+
+    def statistics(self) -> GatewayStatistics:
+        return GatewayStatistics(
+            state=self._state,
+            guild_count=self.guild_count,
+            latency=self._latency,
+            events_backlog=self._buffer_out.statistics().current_buffer_used,
+            **attrs.asdict(self._counters),
+        )
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_nowait(self, op: int, data: Any) -> None:
+        """Queue a payload (presence, voice state, member request) for the next ready connection.
+
+        Raises `PayloadTooLarge` at once for a payload over 4096 bytes, `ValueError` for an
+        opcode the shard sends itself, and `ShardClosed` once the shard has stopped.
+        """
+        self._enqueue(op, data)
+
+    async def send(self, op: int, data: Any) -> None:
+        """Like `send_nowait`, then wait until the payload is written to a connection."""
+        item = self._enqueue(op, data)
+        await item.sent.wait()
+        if item.failed:
+            raise ShardClosed("the gateway shard stopped before the payload was sent")
+
+    async def update_presence(self, presence: dict[str, Any]) -> None:
+        await self.send(Opcode.PRESENCE_UPDATE, presence)
+
+    async def update_voice_state(
+        self,
+        guild_id: int | str,
+        channel_id: int | str | None,
+        *,
+        self_mute: bool = False,
+        self_deaf: bool = False,
+    ) -> None:
+        await self.send(
+            Opcode.VOICE_STATE_UPDATE,
+            {
+                "guild_id": str(guild_id),
+                "channel_id": None if channel_id is None else str(channel_id),
+                "self_mute": self_mute,
+                "self_deaf": self_deaf,
+            },
+        )
+
+    def _enqueue(self, op: int, data: Any) -> _Outgoing:
+        if op not in _APP_SENDABLE:
+            raise ValueError(f"opcode {op} is not one the application sends itself")
+        text = encode_payload(op, data)
+        size = len(text.encode())
+        if size > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(
+                f"gateway payload (op {op}) is {size} bytes, over Discord's limit of "
+                f"{MAX_PAYLOAD_BYTES}; it was not sent"
+            )
+        if self._stopped.is_set() or self._stop_code is not None:
+            raise ShardClosed("the gateway shard has stopped")
+        item = _Outgoing(text)
+        self._outbox.append(item)
+        self._outbox_nonempty.set()
+        return item
+
+    async def _next_outgoing(self) -> _Outgoing:
+        while not self._outbox:
+            self._outbox_nonempty = trio.Event()
+            await self._outbox_nonempty.wait()
+        return self._outbox[0]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def close(self, *, resumable: bool = False) -> None:
+        """Stop the shard and wait for `run()` to return.
+
+        `resumable=True` is for a graceful restart: the socket closes with 4900 and the session
+        is saved, so the next daemon RESUMEs. Otherwise the close is final (1000) and Discord
+        ends the session.
+        """
+        if self._stop_code is None:
+            self._stop_code = RESUMABLE_CLOSE_CODE if resumable else FINAL_CLOSE_CODE
+        self._supervisor_scope.cancel()
+        if self._running:
+            await self._stopped.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stay connected until cancelled (closes with 1000) or `close()`; raises `FatalError`."""
+        if self._running or self._stopped.is_set():
+            raise RuntimeError("a GatewayShard can run only once")
+        self._running = True
+        self._task_status = task_status
+        self._state = "connecting"
+        fatal: FatalError | None = None
+        try:
+            await self._load_session()
+            async with self._events, trio.open_nursery() as nursery:
+                nursery.start_soon(self._forward_events)
+                nursery.start_soon(self._persist_when_asked)
+                with self._supervisor_scope:
+                    try:
+                        await self._supervise()
+                    except FatalError as exc:
+                        fatal = exc
+                nursery.cancel_scope.cancel()
+        finally:
+            self._state = "stopped"
+            self._fail_outbox()
+            with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
+                await self._save_session()
+            self._stopped.set()
+        if fatal is not None:
+            log.error("%s", fatal)
+            raise fatal
+
+    def _fail_outbox(self) -> None:
+        while self._outbox:
+            item = self._outbox.popleft()
+            item.failed = True
+            item.sent.set()
+
+    async def _supervise(self) -> None:
+        failures = 0
+        pause = 0.0
+        while True:
+            self._state = "resuming" if self._can_resume() else "connecting"
+            if pause > 0:
+                log.info("reconnecting in %.1f s", pause)
+                await trio.sleep(pause)
+            end, healthy = await self._connect_once()
+            if end.error is not None:
+                raise end.error
+            if end.next == "stop":
+                return
+            if end.next == "reidentify":
+                self._forget_session()
+            if healthy:
+                failures = 0
+            if end.unplanned or not healthy:
+                failures += 1
+            pause = max(end.wait, self._backoff(failures) if failures else 0.0)
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(failures - 1, 16))
+        return ceiling * (0.5 + self._random() / 2)
+
+    async def _connect_once(self) -> tuple[_End, bool]:
+        resuming = self._can_resume()
+        try:
+            if resuming:
+                assert self._resume_url is not None
+                url = _connect_url(self._resume_url)
+            else:
+                url = _connect_url(await self._gateway_url_for_identify())
+        except _GatewayUnavailable as exc:
+            return _End(f"cannot find the gateway: {exc}", "resume"), False
+        self._counters.connections += 1
+        log.debug("connecting to %s (%s)", url, "resume" if resuming else "identify")
+        parts = urlsplit(url)
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                stream = await _open_stream(url)
+        except (OSError, trio.TooSlowError) as exc:
+            return _End(f"could not connect: {exc!r}", "resume"), False
+        connection: _Connection | None = None
+        failure: BaseException | None = None
+        try:
+            # trio-websocket's own reader lives here and may outlast our tasks by the close
+            # handshake. The TCP stream is ours to close: trio-websocket leaves a client's
+            # stream open when the server closes first.
+            async with trio.open_nursery() as protocol_nursery:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    ws = await trio_websocket.wrap_client_stream(
+                        protocol_nursery,
+                        stream,
+                        parts.netloc,
+                        f"{parts.path}?{parts.query}",
+                        max_message_size=MAX_MESSAGE_BYTES,
+                    )
+                connection = _Connection(self, ws, resuming=resuming)
+                try:
+                    await connection.run()
+                finally:
+                    await self._close_socket(ws, connection)
+                protocol_nursery.cancel_scope.cancel()
+        except* (trio_websocket.HandshakeError, trio.TooSlowError, OSError) as group:
+            failure = group.exceptions[0]
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+        if connection is None or connection.end is None:
+            return _End(f"could not connect: {failure!r}", "resume"), False
+        end = connection.end
+        log.info("gateway connection ended: %s", end.reason)
+        return end, connection.healthy
+
+    async def _close_socket(
+        self, ws: trio_websocket.WebSocketConnection, connection: _Connection
+    ) -> None:
+        if self._stop_code is not None:
+            code = self._stop_code
+        elif connection.end is not None:
+            code = connection.end.close_code
+        else:  # run() was cancelled: a final shutdown
+            code = FINAL_CLOSE_CODE
+        if ws.closed is not None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            await ws.aclose(code, "kimaki is restarting" if code != FINAL_CLOSE_CODE else None)
+        if code == FINAL_CLOSE_CODE:
+            self._forget_session()  # Discord ends a session closed with 1000
+
+    async def _gateway_url_for_identify(self) -> str:
+        try:
+            info = await self._fetch_gateway()
+        except FatalError:
+            raise
+        except Exception as exc:
+            raise _GatewayUnavailable(f"GET /gateway/bot failed: {exc!r}") from exc
+        url = info.get("url") if isinstance(info, dict) else None
+        if not isinstance(url, str):
+            raise _GatewayUnavailable(f"GET /gateway/bot returned no url: {info!r}")
+        limit = info.get("session_start_limit")
+        limit = limit if isinstance(limit, dict) else {}
+        remaining, reset_after = limit.get("remaining"), limit.get("reset_after")
+        if isinstance(remaining, int) and remaining <= 0 and isinstance(reset_after, int | float):
+            log.warning(
+                "Discord's daily session start limit (%s) is used up; waiting %.0f s before "
+                "identifying",
+                limit.get("total"),
+                reset_after / 1000,
+            )
+            await trio.sleep(max(0.0, reset_after / 1000))
+        # With max_concurrency buckets, shard N identifies in bucket N % max_concurrency, one
+        # IDENTIFY per bucket per 5 s. One shard means one bucket, so: one per 5 s.
+        await trio.sleep_until(self._last_identify_at + IDENTIFY_SPACING)
+        return url
+
+    # -- session ----------------------------------------------------------------------------
+
+    def _can_resume(self) -> bool:
+        return (
+            self._session_id is not None
+            and self._resume_url is not None
+            and self._sequence is not None
+        )
+
+    def _forget_session(self) -> None:
+        self._session_id = self._resume_url = None
+        self._sequence = self._delivered = None
+        self._persist_wanted.set()
+
+    def _stored_session(self) -> GatewaySession | None:
+        if self._session_id is None or self._resume_url is None or self._delivered is None:
+            return None
+        return GatewaySession(self._session_id, self._delivered, self._resume_url)
+
+    async def _load_session(self) -> None:
+        if self._store is None:
+            return
+        try:
+            session = await self._store.load_gateway_session()
+        except Exception:
+            log.warning("could not load the stored gateway session; identifying", exc_info=True)
+            return
+        if session is None:
+            return
+        self._session_id, self._resume_url = session.session_id, session.resume_url
+        self._sequence = self._delivered = session.sequence
+        self._saved = session
+        log.info("resuming the stored gateway session at sequence %d", session.sequence)
+
+    async def _save_session(self) -> None:
+        if self._store is None:
+            return
+        async with self._save_lock:
+            session = self._stored_session()
+            if session == self._saved:
+                return
+            try:
+                await self._store.save_gateway_session(session)
+            except Exception:
+                log.warning("could not save the gateway session", exc_info=True)
+                return
+            self._saved = session
+
+    async def _persist_when_asked(self) -> None:
+        while True:
+            await self._persist_wanted.wait()
+            self._persist_wanted = trio.Event()
+            await self._save_session()
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def _forward_events(self) -> None:
+        async for event, session_id in self._buffer_out:
+            try:
+                await self._events.send(event)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.info("nobody reads gateway events any more; stopping the shard")
+                if self._stop_code is None:
+                    self._stop_code = FINAL_CLOSE_CODE
+                self._supervisor_scope.cancel()
+                return
+            self._counters.events_dispatched += 1
+            if session_id is not None and session_id == self._session_id:
+                self._delivered = event.sequence
+            if event.name in ("READY", "RESUMED"):
+                self._persist_wanted.set()
+
+    def _on_dispatch(self, connection: _Connection, payload: dict[str, Any]) -> None:
+        name, sequence, data = payload.get("t"), payload.get("s"), payload.get("d")
+        if not isinstance(name, str) or not _is_int(sequence):
+            self._counters.malformed_payloads += 1
+            log.warning("skipped a dispatch without an event name or sequence: %.200r", payload)
+            return
+        assert isinstance(sequence, int)
+        if self._sequence is not None and sequence <= self._sequence:
+            self._counters.duplicates_dropped += 1
+            log.debug("dropped %s #%d, already received", name, sequence)
+            return
+        self._sequence = sequence
+        self._counters.events_received += 1
+        if name == "READY":
+            self._on_ready(connection, data)
+        elif name == "RESUMED":
+            log.info("resumed session at sequence %d", sequence)
+            self._became_ready(connection)
+        elif name in ("GUILD_CREATE", "GUILD_DELETE") and isinstance(data, dict):
+            guild_id = data.get("id")
+            if isinstance(guild_id, str | int):
+                if name == "GUILD_CREATE":
+                    self._guild_ids.add(str(guild_id))
+                elif not data.get("unavailable"):  # an outage keeps the bot in the guild
+                    self._guild_ids.discard(str(guild_id))
+        self._buffer_in.send_nowait((GatewayEvent(name, sequence, data), self._session_id))
+
+    def _on_ready(self, connection: _Connection, data: Any) -> None:
+        data = data if isinstance(data, dict) else {}
+        session_id, resume_url = data.get("session_id"), data.get("resume_gateway_url")
+        if isinstance(session_id, str) and isinstance(resume_url, str):
+            self._session_id, self._resume_url = session_id, resume_url
+        else:
+            log.warning("READY without session_id/resume_gateway_url; cannot resume later")
+        guilds = data.get("guilds")
+        self._guild_ids = {
+            str(guild["id"])
+            for guild in (guilds if isinstance(guilds, list) else [])
+            if isinstance(guild, dict) and isinstance(guild.get("id"), str | int)
+        }
+        log.info("ready: %d guilds", len(self._guild_ids))
+        self._became_ready(connection)
+
+    def _became_ready(self, connection: _Connection) -> None:
+        self._state = "ready"
+        connection.mark_healthy()
+        if self._task_status is not None:
+            task_status, self._task_status = self._task_status, None
+            task_status.started()
+
+    def _handshake_payload(self, resuming: bool) -> str:
+        if resuming:
+            self._counters.resumes += 1
+            log.info("resuming session at sequence %s", self._sequence)
+            return encode_payload(
+                Opcode.RESUME,
+                {"token": self._token, "session_id": self._session_id, "seq": self._sequence},
+            )
+        self._forget_session()  # a new session starts its sequence at 1
+        self._counters.identifies += 1
+        self._last_identify_at = trio.current_time()
+        log.info("identifying (intents %d)", int(INTENTS))
+        return encode_payload(
+            Opcode.IDENTIFY,
+            {
+                "token": self._token,
+                "intents": int(INTENTS),
+                "properties": {"os": sys.platform, "browser": "kimaki", "device": "kimaki"},
+                "shard": list(self._shard),
+            },
+        )
+
+
+@final
+class _Connection:
+    """One websocket: a reader, a heartbeat task and a sender in one nursery.
+
+    Any task ends the connection with `finish()`, which records why (the first reason wins)
+    and cancels the nursery; the supervisor reads `end` afterwards.
+    """
+
+    def __init__(
+        self, shard: GatewayShard, ws: trio_websocket.WebSocketConnection, *, resuming: bool
+    ) -> None:
+        self._shard = shard
+        self._counters = shard._counters
+        self._ws = ws
+        self._resuming = resuming
+        self._decoder = ZlibStreamDecoder()
+        self._window = SendWindow()
+        self._nursery: trio.Nursery | None = None
+        self._hello = trio.Event()
+        self._interval = 0.0
+        self._beat_now = trio.Event()
+        self._ack_pending = False
+        self._heartbeat_sent_at = 0.0
+        self._ready_for_sends = trio.Event()
+        self.healthy = False
+        self.end: _End | None = None
+
+    async def run(self) -> _End:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._read_loop)
+            nursery.start_soon(self._heartbeat_loop)
+            nursery.start_soon(self._send_loop)
+        assert self.end is not None  # the tasks only return after finish()
+        return self.end
+
+    def finish(self, end: _End) -> None:
+        if self.end is None:
+            self.end = end
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    def mark_healthy(self) -> None:
+        self.healthy = True
+        self._ready_for_sends.set()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                self.finish(self._end_for_close(exc.reason))
+                return
+            if isinstance(message, bytes):
+                try:
+                    raw = self._decoder.feed(message)
+                except ZlibStreamCorrupt as exc:
+                    self._counters.malformed_payloads += 1
+                    log.warning("the compressed gateway stream is corrupt (%s); reconnecting", exc)
+                    self.finish(_End("corrupt zlib stream", "resume"))
+                    return
+                if raw is None:
+                    continue
+            else:
+                raw = message.encode()
+            payload = decode_payload(raw)
+            if payload is None:
+                self._counters.malformed_payloads += 1
+                log.warning("skipped a gateway payload that is not a JSON object: %.200r", raw)
+                continue
+            self._handle(payload)
+
+    @staticmethod
+    def _end_for_close(reason: trio_websocket.CloseReason | None) -> _End:
+        code = reason.code if reason is not None else None
+        detail = f"Discord closed the connection with {code}"
+        if reason is not None and reason.reason:
+            detail += f" ({reason.reason})"
+        verdict = classify_close(code)
+        if verdict.action == "fatal":
+            return _End(detail, "stop", FINAL_CLOSE_CODE, error=verdict.error)
+        return _End(detail, verdict.action)
+
+    def _handle(self, payload: dict[str, Any]) -> None:
+        op, data = payload.get("op"), payload.get("d")
+        if not _is_int(op):
+            self._counters.malformed_payloads += 1
+            log.warning("skipped a gateway payload without an opcode: %.200r", payload)
+        elif op == Opcode.DISPATCH:
+            self._shard._on_dispatch(self, payload)
+        elif op == Opcode.HEARTBEAT:
+            self._beat_now.set()
+        elif op == Opcode.HEARTBEAT_ACK:
+            if self._ack_pending:
+                self._ack_pending = False
+                self._counters.heartbeats_acked += 1
+                self._shard._latency = trio.current_time() - self._heartbeat_sent_at
+        elif op == Opcode.HELLO:
+            self._on_hello(data)
+        elif op == Opcode.RECONNECT:
+            self.finish(_End("Discord asked for a reconnect (op 7)", "resume", unplanned=False))
+        elif op == Opcode.INVALID_SESSION:
+            if data is True:
+                self.finish(_End("invalid session, resumable (op 9)", "resume", unplanned=False))
+            else:
+                wait = 1 + 4 * self._shard._random()
+                self.finish(
+                    _End("invalid session (op 9)", "reidentify", unplanned=False, wait=wait)
+                )
+        else:
+            log.debug("ignored gateway opcode %s", op)
+
+    def _on_hello(self, data: Any) -> None:
+        interval = data.get("heartbeat_interval") if isinstance(data, dict) else None
+        if self._hello.is_set():
+            log.debug("ignored a second Hello")
+        elif (
+            isinstance(interval, int | float)
+            and not isinstance(interval, bool)
+            and 0 < interval < math.inf
+        ):
+            self._interval = interval / 1000
+            self._hello.set()
+        else:
+            self._counters.malformed_payloads += 1
+            log.warning("skipped a Hello without a usable heartbeat_interval: %.200r", data)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def _send_reserved(self, text: str) -> bool:
+        """Send a payload of our own (heartbeat, IDENTIFY, RESUME); it may use reserved slots."""
+        await trio.sleep_until(self._window.free_at(trio.current_time()))
+        self._window.record(trio.current_time())
+        try:
+            await self._ws.send_message(text)
+        except trio_websocket.ConnectionClosed:
+            return False  # the reader sees the close and ends the connection
+        return True
+
+    async def _heartbeat_loop(self) -> None:
+        with trio.move_on_after(HELLO_TIMEOUT):
+            await self._hello.wait()
+        if not self._hello.is_set():
+            self.finish(_End(f"no Hello within {HELLO_TIMEOUT:.0f} s", "resume"))
+            return
+        if not await self._send_reserved(self._shard._handshake_payload(self._resuming)):
+            return
+        next_beat = trio.current_time() + self._interval * self._shard._random()
+        while True:
+            with trio.move_on_at(next_beat):
+                await self._beat_now.wait()
+            requested = self._beat_now.is_set()
+            if requested:
+                self._beat_now = trio.Event()
+            else:
+                if self._ack_pending:
+                    self._counters.zombie_closes += 1
+                    log.warning("no heartbeat ACK since the last heartbeat; reconnecting")
+                    self.finish(_End("zombie connection", "resume", unplanned=False))
+                    return
+                next_beat = trio.current_time() + self._interval
+            self._ack_pending = True
+            self._heartbeat_sent_at = trio.current_time()
+            if not await self._send_reserved(
+                encode_payload(Opcode.HEARTBEAT, self._shard._sequence)
+            ):
+                return
+            self._counters.heartbeats_sent += 1
+            self._shard._persist_wanted.set()
+
+    async def _send_loop(self) -> None:
+        await self._ready_for_sends.wait()
+        shard = self._shard
+        while True:
+            item = await shard._next_outgoing()
+            now = trio.current_time()
+            free_at = self._window.free_at(now, reserve=HEARTBEAT_RESERVE)
+            if free_at > now:
+                self._counters.sends_throttled += 1
+                log.debug("gateway send limit reached; waiting %.1f s", free_at - now)
+                await trio.sleep_until(free_at)
+                continue
+            self._window.record(now)
+            try:
+                await self._ws.send_message(item.text)
+            except trio_websocket.ConnectionClosed:
+                return  # the item stays queued for the next connection
+            if shard._outbox and shard._outbox[0] is item:
+                shard._outbox.popleft()
+            self._counters.sends += 1
+            item.sent.set()
