@@ -1,0 +1,477 @@
+"""Agent servers under supervision: one nursery per server, started on demand, restarted on
+crash, stopped when idle. Shared by every engine (OpenCode's `opencode serve`, ACP agents).
+
+```
+ServerPool (the engine's nursery)
+└─ AgentServer.run, one per key (a project directory, an ACP agent in a directory)
+     wait for demand ─► spawn ─► hooks.connect (readiness, ≤ ready_timeout, raced with exit)
+       ▲                          │ ready: hooks.serve (the event stream) runs beside it
+       │                          ▼
+       ├── idle / stop() ◄── wait: process exit │ idle_timeout without activity │ stop()
+       └── backoff ◄──────── crash (exit while ready): restart after 0.5 s ×2 … ≤ 30 s;
+                             five crashes within 60 s: give up, tell hooks.crashed(gave_up),
+                             wait for the next connection() request
+```
+
+An engine gives the supervisor its `ServerHooks`: how to launch, how to tell the server is
+ready (OpenCode: the `listening on` line, then `GET /global/health`; ACP: `initialize`), what to
+run while it is up, and what to do when it crashes. Everything uses trio's clock.
+
+Start failures (the binary is missing, the server exits or never becomes ready) answer the
+requests waiting for the server right away with `EngineUnavailableError`, whose message ends
+with the server's last stderr lines: a person sees why, not a timeout. They count as crashes
+for giving up, but the next start waits for the next request rather than looping.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from typing import Generic, Protocol, TypeVar, final
+
+import attrs
+import trio
+
+from kimaki.agents._errors import EngineUnavailableError
+from kimaki.agents._process import AgentProcess, LaunchSpec, spawn
+
+__all__ = [
+    "AgentServer",
+    "RestartPolicy",
+    "ServerHooks",
+    "ServerPool",
+    "ServerState",
+    "ServerStatistics",
+]
+
+log = logging.getLogger("kimaki.agents")
+
+ConnT = TypeVar("ConnT")
+KeyT = TypeVar("KeyT", bound=Hashable)
+
+
+class ServerState(enum.Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+
+
+@final
+@attrs.frozen
+class RestartPolicy:
+    initial_delay: float = 0.5
+    factor: float = 2.0
+    max_delay: float = 30.0
+    jitter: float = 0.25
+    healthy_reset: float = 60.0
+    max_crashes: int = 5
+    crash_window: float = 60.0
+
+    def delay(self, consecutive: int, rng: random.Random) -> float:
+        """Delay before restart number `consecutive` (1-based), jittered downwards so that
+        servers that crashed together do not restart together."""
+        base = min(self.max_delay, self.initial_delay * self.factor ** max(0, consecutive - 1))
+        return base * (1.0 - self.jitter * rng.random())
+
+
+class ServerHooks(Protocol[ConnT]):
+    """What an engine tells the supervisor about its kind of server."""
+
+    def launch_spec(self) -> LaunchSpec: ...
+
+    async def connect(self, process: AgentProcess, nursery: trio.Nursery) -> ConnT:
+        """Wait until the server is ready and return a connection to it.
+
+        `nursery` lives exactly as long as the process: a hook that must read while it
+        connects (ACP's JSON-RPC reader, which carries the `initialize` answer) starts that
+        task there. Raise `EngineUnavailableError` with a reason on failure; the supervisor
+        bounds the wait and appends the stderr tail.
+        """
+        ...
+
+    async def serve(self, connection: ConnT) -> None:
+        """Runs while the server is up (e.g. the event stream); cancelled when it stops."""
+        ...
+
+    async def disconnect(self, connection: ConnT) -> None:
+        """The server is stopping or gone: release the connection. Runs shielded."""
+        ...
+
+    def crashed(self, message: str, *, gave_up: bool) -> None:
+        """The server died while in use (`gave_up`: it will not be restarted on its own)."""
+        ...
+
+
+@final
+@attrs.frozen
+class ServerStatistics:
+    state: ServerState
+    pid: int | None
+    starts: int
+    crashes: int
+    start_failures: int
+    busy: int
+    last_error: str | None
+
+
+@attrs.define
+class _Crash:
+    message: str
+    start_failure: bool
+
+
+def _with_stderr(message: str, process: AgentProcess | None) -> str:
+    tail = process.stderr_tail.text() if process is not None else ""
+    return f"{message}\n{tail}" if tail else message
+
+
+@final
+class AgentServer(Generic[ConnT]):
+    """One supervised agent server. `run()` must be running (in the engine's nursery) for
+    `connection()` to start it."""
+
+    def __init__(
+        self,
+        name: str,
+        hooks: ServerHooks[ConnT],
+        *,
+        policy: RestartPolicy | None = None,
+        idle_timeout: float = 30 * 60.0,
+        ready_timeout: float = 30.0,
+        stop_grace: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self._hooks = hooks
+        self._policy = policy or RestartPolicy()
+        self._idle_timeout = idle_timeout
+        self._ready_timeout = ready_timeout
+        self._stop_grace = stop_grace
+        self._rng = rng or random.Random()
+        self._state = ServerState.STOPPED
+        self._connection: ConnT | None = None
+        self._process: AgentProcess | None = None
+        self._demand = trio.Event()
+        self._changed = trio.lowlevel.ParkingLot()
+        self._wake = trio.Event()
+        self._closed = False
+        self._stop_requested = False
+        self._last_activity = -math.inf
+        self._busy = 0
+        self._crash_times: list[float] = []
+        self._consecutive = 0
+        self._failures = 0
+        self._last_error: str | None = None
+        self._starts = 0
+        self._crashes = 0
+        self._start_failures = 0
+
+    # ----------------------------------------------------------------- for engines
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
+
+    @property
+    def process(self) -> AgentProcess | None:
+        return self._process
+
+    async def connection(self) -> ConnT:
+        """The ready server's connection, starting it if needed.
+
+        Raises `EngineUnavailableError` when this start fails or the server was given up.
+        """
+        self.touch()
+        if self._closed:
+            raise EngineUnavailableError(f"{self.name}: the agent supervisor has stopped")
+        if self._state is ServerState.FAILED:
+            self._crash_times.clear()
+            self._consecutive = 0
+            self._set_state(ServerState.STOPPED)
+        failures = self._failures
+        self._demand.set()
+        while True:
+            if self._state is ServerState.READY and self._connection is not None:
+                return self._connection
+            if self._failures != failures:
+                raise EngineUnavailableError(self._last_error or f"{self.name} is unavailable")
+            if self._closed:
+                raise EngineUnavailableError(f"{self.name}: the agent supervisor has stopped")
+            await self._changed.park()
+
+    async def wait_for_state(self, *states: ServerState) -> None:
+        """Wait until the server is in one of `states` (for operations and tests)."""
+        while self._state not in states:
+            await self._changed.park()
+
+    def touch(self) -> None:
+        """Session activity: pushes the idle stop back."""
+        self._last_activity = trio.current_time()
+
+    @property
+    def current(self) -> ConnT | None:
+        """The connection if the server is ready now (never starts it)."""
+        return self._connection if self._state is ServerState.READY else None
+
+    def hold(self) -> None:
+        """A turn started: no idle stop until the matching `release()`."""
+        self._busy += 1
+        self._poke()
+
+    def release(self) -> None:
+        self._busy = max(0, self._busy - 1)
+        self.touch()
+        self._poke()
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """`hold()` for the duration of a block."""
+        self.hold()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def stop(self) -> None:
+        """Stop the server now (as if idle); the next `connection()` starts it again."""
+        self._stop_requested = True
+        self._poke()
+
+    def statistics(self) -> ServerStatistics:
+        return ServerStatistics(
+            state=self._state,
+            pid=self._process.pid if self._process is not None else None,
+            starts=self._starts,
+            crashes=self._crashes,
+            start_failures=self._start_failures,
+            busy=self._busy,
+            last_error=self._last_error,
+        )
+
+    # ----------------------------------------------------------------- the loop
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    def _set_state(self, state: ServerState) -> None:
+        self._state = state
+        self._changed.unpark_all()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Supervise until cancelled; the process is always stopped and reaped on the way out."""
+        task_status.started()
+        try:
+            while True:
+                await self._demand.wait()
+                self._stop_requested = False
+                crash = await self._run_once()
+                if crash is None:
+                    self._consecutive = 0
+                    self._demand = trio.Event()
+                    self._set_state(ServerState.STOPPED)
+                    continue
+                await self._after_crash(crash)
+        finally:
+            self._closed = True
+            self._connection = None
+            self._set_state(ServerState.STOPPED)
+
+    async def _after_crash(self, crash: _Crash) -> None:
+        now = trio.current_time()
+        self._crashes += 1
+        self._last_error = crash.message
+        self._crash_times = [t for t in self._crash_times if now - t < self._policy.crash_window]
+        self._crash_times.append(now)
+        self._consecutive += 1
+        if len(self._crash_times) >= self._policy.max_crashes:
+            message = (
+                f"{self.name} crashed {len(self._crash_times)} times within "
+                f"{self._policy.crash_window:.0f} s; not restarting it until the next request.\n"
+                f"{crash.message}"
+            )
+            log.error("%s", message)
+            self._last_error = message
+            self._failures += 1
+            self._demand = trio.Event()
+            self._set_state(ServerState.FAILED)
+            self._hooks.crashed(message, gave_up=True)
+            return
+        if crash.start_failure:
+            log.warning("%s", crash.message)
+            self._start_failures += 1
+            self._failures += 1
+            self._demand = trio.Event()
+            self._set_state(ServerState.STOPPED)
+            return
+        delay = self._policy.delay(self._consecutive, self._rng)
+        log.warning("%s; restarting in %.1f s", crash.message, delay)
+        self._hooks.crashed(crash.message, gave_up=False)
+        self._set_state(ServerState.BACKOFF)
+        await trio.sleep(delay)
+
+    async def _run_once(self) -> _Crash | None:
+        """Start the server and keep it until it exits (a crash), idles out or is stopped."""
+        self._set_state(ServerState.STARTING)
+        spec = self._hooks.launch_spec()
+        try:
+            process = spawn(spec)
+        except OSError as exc:
+            return _Crash(f"{self.name}: could not start {spec.argv[0]}: {exc}", True)
+        self._starts += 1
+        self._process = process
+        exited = trio.Event()
+        stderr_done = trio.Event()
+
+        async def watch_exit() -> None:
+            await process.wait()
+            exited.set()
+            self._poke()
+
+        async def pump_stderr() -> None:
+            try:
+                await process.pump_stderr(lambda line: log.debug("%s: %s", self.name, line))
+            finally:
+                stderr_done.set()
+
+        connection: ConnT | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_exit)
+                nursery.start_soon(pump_stderr)
+                connected = await self._connect(process, nursery, exited, stderr_done)
+                if isinstance(connected, _Crash):
+                    nursery.cancel_scope.cancel()
+                    return connected
+                connection = connected
+                outcome = await self._serve(nursery, process, connection, exited, stderr_done)
+                nursery.cancel_scope.cancel()
+            return outcome
+        finally:
+            self._connection = None
+            with trio.CancelScope(shield=True):
+                # The connection's tasks are gone by now; release it, then the process.
+                if connection is not None:
+                    await self._hooks.disconnect(connection)
+                await process.stop(self._stop_grace)
+                await process.aclose_streams()
+            self._process = None
+
+    async def _connect(
+        self,
+        process: AgentProcess,
+        process_nursery: trio.Nursery,
+        exited: trio.Event,
+        stderr_done: trio.Event,
+    ) -> ConnT | _Crash:
+        result: list[ConnT] = []
+        failure: list[str] = []
+
+        async def connect(cancel_scope: trio.CancelScope) -> None:
+            try:
+                result.append(await self._hooks.connect(process, process_nursery))
+            except EngineUnavailableError as exc:
+                failure.append(str(exc))
+            except Exception as exc:
+                log.exception("%s: readiness check failed", self.name)
+                failure.append(repr(exc))
+            cancel_scope.cancel()
+
+        async def exit_during_start(cancel_scope: trio.CancelScope) -> None:
+            await exited.wait()
+            cancel_scope.cancel()
+
+        with trio.move_on_after(self._ready_timeout) as timeout:
+            async with trio.open_nursery() as race:
+                race.start_soon(connect, race.cancel_scope)
+                race.start_soon(exit_during_start, race.cancel_scope)
+        if result and not exited.is_set():
+            return result[0]
+        if result:
+            with trio.CancelScope(shield=True):
+                await self._hooks.disconnect(result[0])
+        if failure and not exited.is_set():
+            with trio.move_on_after(1.0):  # a server that closed its output is usually exiting
+                await exited.wait()
+        if exited.is_set():
+            with trio.move_on_after(1.0):
+                await stderr_done.wait()
+            message = f"{self.name} exited with code {process.returncode} while starting"
+        elif failure:
+            message = f"{self.name} failed to start: {failure[0]}"
+        elif timeout.cancelled_caught:
+            message = f"{self.name} was not ready after {self._ready_timeout:.0f} s"
+        else:
+            message = f"{self.name} failed to start"
+        return _Crash(_with_stderr(message, process), True)
+
+    async def _run_serve(self, connection: ConnT, errors: list[str]) -> None:
+        try:
+            await self._hooks.serve(connection)
+        except Exception as exc:
+            log.exception("%s: the connection task failed", self.name)
+            errors.append(f"the connection to the agent failed: {exc!r}")
+            self._poke()
+
+    async def _serve(
+        self,
+        nursery: trio.Nursery,
+        process: AgentProcess,
+        connection: ConnT,
+        exited: trio.Event,
+        stderr_done: trio.Event,
+    ) -> _Crash | None:
+        self._connection = connection
+        ready_at = trio.current_time()
+        self._set_state(ServerState.READY)
+        log.info("%s ready (pid %d)", self.name, process.pid)
+        serve_errors: list[str] = []
+        nursery.start_soon(self._run_serve, connection, serve_errors)
+        while True:
+            if serve_errors:
+                return _Crash(f"{self.name}: {serve_errors[0]}", False)
+            if exited.is_set():
+                self._connection = None
+                if trio.current_time() - ready_at >= self._policy.healthy_reset:
+                    self._consecutive = 0
+                with trio.move_on_after(1.0):
+                    await stderr_done.wait()
+                message = f"{self.name} exited unexpectedly (code {process.returncode})"
+                return _Crash(_with_stderr(message, process), False)
+            if self._stop_requested:
+                log.info("%s stopping on request", self.name)
+                return None
+            deadline = math.inf if self._busy else self._last_activity + self._idle_timeout
+            if trio.current_time() >= deadline:
+                log.info("%s idle for %.0f s; stopping it", self.name, self._idle_timeout)
+                return None
+            self._wake = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+
+
+@final
+class ServerPool(Generic[KeyT, ConnT]):
+    """The engine's agent servers by key, each supervised in the pool's nursery."""
+
+    def __init__(
+        self, nursery: trio.Nursery, factory: Callable[[KeyT], AgentServer[ConnT]]
+    ) -> None:
+        self._nursery = nursery
+        self._factory = factory
+        self._servers: dict[KeyT, AgentServer[ConnT]] = {}
+
+    def get(self, key: KeyT) -> AgentServer[ConnT]:
+        server = self._servers.get(key)
+        if server is None:
+            server = self._servers[key] = self._factory(key)
+            self._nursery.start_soon(server.run, name=f"agent server {server.name}")
+        return server
+
+    def servers(self) -> dict[KeyT, AgentServer[ConnT]]:
+        return dict(self._servers)

@@ -1,0 +1,1104 @@
+"""A fake `opencode serve`: the routes and event shapes the daemon relies on, with scripted turns.
+
+The shapes are copied from what OpenCode 1.18.33 actually sends (recorded from the binary
+against a fake model): a turn is `message.updated` (user) → its text part → `session.status`
+busy → per model step an assistant `message.updated`, `step-start`, parts (text as an empty part,
+`message.part.delta`s, then the part with `time.end`; tools pending → running → completed or
+error), `step-finish`, the message completed → `session.status` idle → `session.idle`. An abort
+answers `session.error` (`MessageAbortedError`), idle, then the final parts and idle again;
+every new event stream starts with `server.connected` and a burst of `plugin.added`.
+
+Two ways to run it:
+
+- In process: `port = await nursery.start(fake.serve)`. `stub_command(port)` is a command an
+  engine can "start" as its server: a tiny process that prints the `listening on` line for this
+  fake and sleeps, so the supervisor manages a real child while the test scripts the server.
+- As a process: `python -m kimaki.testing.opencode [faults] serve --port 0 --hostname
+  127.0.0.1`, printing the same line as the real binary; faults (`--start-delay`,
+  `--exit-at-start`, `--unhealthy`, `--crash-after`, `--ignore-sigterm`, `--record-env`) and
+  `POST /__fake__/crash` exercise the supervisor with a real process.
+
+Scripts are lists of actions (`Say`, `Think`, `Tool`, `Ask`, `Todo`, `Hold`, `Fail`, `Rename`,
+`Malformed`, `DropStream`, `Crash`) making one `FakeTurn`; prompts without a script get
+`Say("ok")`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import string
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Final, final
+
+import attrs
+import trio
+
+from kimaki._http import Request, Response, serve_http
+
+__all__ = [
+    "Ask",
+    "Crash",
+    "DropStream",
+    "Fail",
+    "FakeOpenCode",
+    "FakeTurn",
+    "Hold",
+    "Malformed",
+    "Rename",
+    "Say",
+    "Think",
+    "Todo",
+    "Tool",
+    "main",
+    "process_running",
+    "sigkill_daemon_stand_in",
+    "stub_command",
+    "wait_for_exit",
+]
+
+log = logging.getLogger("kimaki.fakeopencode")
+
+VERSION: Final = "1.18.33"
+REJECTED: Final = "The user rejected permission to use this specific tool call."
+DISMISSED: Final = "The user dismissed this question"
+_ALPHABET: Final = string.ascii_letters + string.digits
+_HEARTBEAT: Final = 10.0
+
+_STUB: Final = (
+    "import sys, time\n"
+    "print(f'opencode server listening on http://127.0.0.1:{sys.argv[1]}', flush=True)\n"
+    "time.sleep(1e9)\n"
+)
+
+
+def stub_command(port: int) -> tuple[str, ...]:
+    """A server command for an engine under test: prints this fake's URL, then sleeps."""
+    return (sys.executable, "-c", _STUB, str(port))
+
+
+# ----------------------------------------------------------------------------- scripts
+
+
+@final
+@attrs.frozen
+class Say:
+    text: str
+    chunk: int = 8
+    delay: float = 0.0
+
+
+@final
+@attrs.frozen
+class Think:
+    text: str
+
+
+@final
+@attrs.frozen
+class Tool:
+    """A tool call. `ask` makes it ask permission first (a reject fails it and ends the turn)."""
+
+    tool: str
+    input: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    output: str = ""
+    title: str = ""
+    ask: bool = False
+    patterns: tuple[str, ...] = ()
+    always: tuple[str, ...] = ()
+    error: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+@final
+@attrs.frozen
+class Ask:
+    """The question tool: `questions` as OpenCode's QuestionInfo dicts."""
+
+    questions: tuple[dict[str, Any], ...] = attrs.field(hash=False)
+
+
+@final
+@attrs.frozen
+class Todo:
+    todos: tuple[dict[str, str], ...] = attrs.field(hash=False)
+
+
+@final
+@attrs.frozen
+class Hold:
+    """A stream that stalls until the test calls `release()` or the turn is aborted."""
+
+
+@final
+@attrs.frozen
+class Fail:
+    name: str = "APIError"
+    message: str = "scripted failure"
+
+
+@final
+@attrs.frozen
+class Rename:
+    title: str
+
+
+@final
+@attrs.frozen
+class Malformed:
+    """Raw SSE `data` that is not a valid event."""
+
+    data: str = "{not json"
+
+
+@final
+@attrs.frozen
+class DropStream:
+    """End every event stream; with `until_turn_end`, refuse new ones until the turn is over."""
+
+    until_turn_end: bool = True
+
+
+@final
+@attrs.frozen
+class Crash:
+    """The server dies (as a process: exits 70)."""
+
+
+Action = Say | Think | Tool | Ask | Todo | Hold | Fail | Rename | Malformed | DropStream | Crash
+
+
+@final
+@attrs.frozen
+class FakeTurn:
+    actions: tuple[Action, ...]
+    finish: str = "stop"
+
+    @classmethod
+    def of(cls, *actions: Action, finish: str = "stop") -> FakeTurn:
+        return cls(tuple(actions), finish)
+
+
+@final
+@attrs.frozen
+class RecordedRequest:
+    method: str
+    path: str
+    body: Any
+    at: float
+
+
+# ----------------------------------------------------------------------------- state
+
+
+_counter = itertools.count(1)
+
+
+def _ascending(prefix: str) -> str:
+    value = (int(time.time() * 1000) * 0x1000 + next(_counter) % 0x1000) & 0xFFFF_FFFF_FFFF
+    return f"{prefix}_{value:012x}" + "".join(secrets.choice(_ALPHABET) for _ in range(14))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+_ZERO_TOKENS: Final = {"input": 0, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}}
+_STEP_TOKENS: Final = {
+    "total": 15,
+    "input": 10,
+    "output": 5,
+    "reasoning": 0,
+    "cache": {"write": 0, "read": 0},
+}
+
+
+@attrs.define
+class _Session:
+    id: str
+    title: str
+    directory: str
+    created: int
+    messages: list[dict[str, Any]] = attrs.Factory(list)
+    busy: bool = False
+    run: _TurnRun | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "slug": "fake-session",
+            "projectID": "global",
+            "directory": self.directory,
+            "path": self.directory.lstrip("/"),
+            "title": self.title,
+            "version": VERSION,
+            "cost": 0,
+            "tokens": _ZERO_TOKENS,
+            "time": {"created": self.created, "updated": _now_ms()},
+        }
+
+
+@attrs.define
+class _Pending:
+    kind: str  # "permission" | "question"
+    request: dict[str, Any]
+    answered: trio.Event = attrs.Factory(trio.Event)
+    reply: Any = None
+
+
+@final
+class FakeOpenCode:
+    def __init__(
+        self,
+        *,
+        turns: Iterable[FakeTurn] = (),
+        password: str | None = None,
+        directory: str | None = None,
+        plugin_burst: int = 45,
+        unhealthy: bool = False,
+        default_reply: str = "ok",
+        on_crash: Callable[[], None] | None = None,
+    ) -> None:
+        self._turns = list(turns)
+        self.password = password
+        self.directory = directory or os.getcwd()
+        self.plugin_burst = plugin_burst
+        self.unhealthy = unhealthy
+        self.default_reply = default_reply
+        self.on_crash = on_crash
+        self.sessions: dict[str, _Session] = {}
+        self.requests: list[RecordedRequest] = []
+        self._pending: dict[str, _Pending] = {}
+        self._subscribers: dict[int, trio.MemorySendChannel[bytes]] = {}
+        self._ids = itertools.count()
+        self._refuse_streams = False
+        self._release = trio.Event()
+        self._changed = trio.lowlevel.ParkingLot()
+        self._nursery: trio.Nursery | None = None
+        self.streams_opened = 0
+
+    # ------------------------------------------------------------------ test controls
+
+    def add_turns(self, *turns: FakeTurn) -> None:
+        self._turns.extend(turns)
+
+    def release(self) -> None:
+        """Let every `Hold` go on."""
+        self._release.set()
+        self._release = trio.Event()
+
+    def drop_streams(self) -> None:
+        for channel in list(self._subscribers.values()):
+            channel.close()
+
+    def emit_raw(self, data: str) -> None:
+        self._broadcast(b"data: " + data.encode() + b"\n\n")
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def pending(self, kind: str) -> list[dict[str, Any]]:
+        return [p.request for p in self._pending.values() if p.kind == kind]
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._changed.park()
+
+    def _poke(self) -> None:
+        self._changed.unpark_all()
+
+    # ------------------------------------------------------------------ serving
+
+    async def serve(
+        self,
+        *,
+        port: int = 0,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            bound = await nursery.start(
+                lambda task_status: serve_http(
+                    self._handle, port=port, name="fakeopencode", task_status=task_status
+                )
+            )
+            task_status.started(bound)
+
+    def _authorized(self, request: Request) -> bool:
+        if not self.password:
+            return True
+        header = request.header("authorization") or ""
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(value).decode()
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return decoded == f"opencode:{self.password}"
+
+    async def _handle(self, request: Request) -> Response:
+        try:
+            body = request.json() if request.body else None
+        except ValueError:
+            return _bad_request("malformed JSON body")
+        self.requests.append(RecordedRequest(request.method, request.path, body, time.time()))
+        self._poke()
+        if not self._authorized(request):
+            return Response(401, [("www-authenticate", 'Basic realm="opencode"')])
+        return await self._route(request, body)
+
+    async def _route(self, request: Request, body: Any) -> Response:
+        method, parts = request.method, [p for p in request.path.split("/") if p]
+        match method, parts:
+            case "GET", ["global", "health"]:
+                if self.unhealthy:
+                    return Response.json({"healthy": False}, status=503)
+                return Response.json({"healthy": True, "version": VERSION})
+            case "GET", ["event"]:
+                return self._event_stream()
+            case "POST", ["session"]:
+                return self._create_session(body)
+            case "GET", ["session"]:
+                return Response.json([s.info() for s in self.sessions.values()])
+            case "GET", ["session", "status"]:
+                return Response.json(
+                    {s.id: {"type": "busy"} for s in self.sessions.values() if s.busy}
+                )
+            case "GET", ["session", session_id]:
+                session = self.sessions.get(session_id)
+                return Response.json(session.info()) if session else _not_found(session_id)
+            case "GET", ["session", session_id, "message"]:
+                session = self.sessions.get(session_id)
+                if session is None:
+                    return _not_found(session_id)
+                limit = request.query.get("limit")
+                messages = session.messages
+                if limit and limit[0].isdigit():
+                    messages = messages[-int(limit[0]) :]
+                return Response.json(messages)
+            case "POST", ["session", session_id, "prompt_async"]:
+                return self._prompt(session_id, body)
+            case "POST", ["session", session_id, "abort"]:
+                session = self.sessions.get(session_id)
+                if session is None:
+                    return _not_found(session_id)
+                return Response.json(self._abort(session))
+            case "GET", ["permission"]:
+                return Response.json(self.pending("permission"))
+            case "POST", ["permission", request_id, "reply"]:
+                return self._answer("permission", request_id, body)
+            case "GET", ["question"]:
+                return Response.json(self.pending("question"))
+            case "POST", ["question", request_id, "reply"]:
+                return self._answer("question", request_id, body)
+            case "POST", ["question", request_id, "reject"]:
+                return self._answer("question", request_id, None)
+            case "GET", ["agent"]:
+                return Response.json(_AGENTS)
+            case "GET", ["config", "providers"]:
+                return Response.json(_PROVIDERS)
+            case "GET", ["command"]:
+                return Response.json(_COMMANDS)
+            case "POST", ["__fake__", "crash"]:
+                self._crash()
+                return Response.json(True)
+        # The real server answers every unknown path with its web UI.
+        return Response.text("<!doctype html><title>opencode</title>", content_type="text/html")
+
+    # ------------------------------------------------------------------ events
+
+    def _event(self, kind: str, properties: dict[str, Any]) -> bytes:
+        payload = {"id": _ascending("evt"), "type": kind, "properties": properties}
+        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+    def emit(self, kind: str, properties: dict[str, Any]) -> None:
+        self._broadcast(self._event(kind, properties))
+
+    def _broadcast(self, data: bytes) -> None:
+        for channel in list(self._subscribers.values()):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                channel.send_nowait(data)
+        self._poke()
+
+    def _event_stream(self) -> Response:
+        if self._refuse_streams:
+            return Response.json({"error": "unavailable"}, status=503)
+        send, receive = trio.open_memory_channel[bytes](math.inf)
+        key = next(self._ids)
+        self._subscribers[key] = send
+        self.streams_opened += 1
+        send.send_nowait(self._event("server.connected", {}))
+        for n in range(self.plugin_burst):
+            send.send_nowait(self._event("plugin.added", {"id": f"core/plugin-{n}"}))
+        self._poke()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    with trio.move_on_after(_HEARTBEAT) as beat:
+                        try:
+                            data = await receive.receive()
+                        except trio.EndOfChannel:  # drop_streams()
+                            return
+                    if beat.cancelled_caught:
+                        data = self._event("server.heartbeat", {})
+                    yield data
+            finally:
+                self._subscribers.pop(key, None)
+                send.close()
+                self._poke()
+
+        return Response.stream(chunks())
+
+    # ------------------------------------------------------------------ sessions
+
+    def _create_session(self, body: Any) -> Response:
+        body = body if isinstance(body, dict) else {}
+        title = body.get("title")
+        if title is not None and not isinstance(title, str):
+            return _bad_request("title must be a string")
+        created = _now_ms()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        session = _Session(
+            id=_ascending("ses"),
+            title=title or f"New session - {stamp}",
+            directory=self.directory,
+            created=created,
+        )
+        self.sessions[session.id] = session
+        self.emit("session.created", {"sessionID": session.id, "info": session.info()})
+        self.emit("session.updated", {"sessionID": session.id, "info": session.info()})
+        return Response.json(session.info())
+
+    def _prompt(self, session_id: str, body: Any) -> Response:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return _not_found(session_id)
+        if not isinstance(body, dict) or not isinstance(body.get("parts"), list):
+            return _bad_request("parts is required")
+        message_id = body.get("messageID")
+        if message_id is not None and (
+            not isinstance(message_id, str) or not message_id.startswith("msg")
+        ):
+            return _bad_request("messageID must start with msg")
+        if session.busy:
+            return _bad_request("session is busy")
+        user_id = message_id or _ascending("msg")
+        model = body.get("model") or {"providerID": "fake", "modelID": "fake-model"}
+        agent = body.get("agent") or "build"
+        info = {
+            "id": user_id,
+            "sessionID": session.id,
+            "role": "user",
+            "time": {"created": _now_ms()},
+            "agent": agent,
+            "model": model,
+        }
+        parts = []
+        for raw in body["parts"]:
+            if isinstance(raw, dict):
+                parts.append(
+                    {**raw, "id": _ascending("prt"), "sessionID": session.id, "messageID": user_id}
+                )
+        session.messages.append({"info": info, "parts": parts})
+        self.emit("message.updated", {"sessionID": session.id, "info": info})
+        for part in parts:
+            self.emit(
+                "message.part.updated", {"sessionID": session.id, "part": part, "time": _now_ms()}
+            )
+        session.busy = True
+        self.emit("session.status", {"sessionID": session.id, "status": {"type": "busy"}})
+        turn = self._turns.pop(0) if self._turns else FakeTurn.of(Say(self.default_reply))
+        run = session.run = _TurnRun(self, session, user_id, turn, model, agent)
+        assert self._nursery is not None
+        self._nursery.start_soon(run.run)
+        return Response.empty(204)
+
+    def _abort(self, session: _Session) -> bool:
+        run = session.run
+        if run is None:
+            return True
+        run.abort()
+        return True
+
+    def _answer(self, kind: str, request_id: str, body: Any) -> Response:
+        pending = self._pending.get(request_id)
+        if pending is None or pending.kind != kind:
+            name = "PermissionNotFoundError" if kind == "permission" else "QuestionNotFoundError"
+            return Response.json(
+                {"name": name, "data": {"message": f"{request_id} not found"}}, status=404
+            )
+        if kind == "permission":
+            reply = body.get("reply") if isinstance(body, dict) else None
+            if reply not in ("once", "always", "reject"):
+                return _bad_request("reply must be once, always or reject")
+            pending.reply = reply
+        elif body is not None:
+            answers = body.get("answers") if isinstance(body, dict) else None
+            if not isinstance(answers, list):
+                return _bad_request("answers is required")
+            pending.reply = answers
+        del self._pending[request_id]
+        pending.answered.set()
+        return Response.json(True)
+
+    def _crash(self) -> None:
+        if self.on_crash is None:
+            raise RuntimeError("Crash in process needs on_crash (e.g. kill the stub process)")
+        self.on_crash()
+
+
+class _TurnAborted(Exception):
+    pass
+
+
+@final
+class _TurnRun:
+    """One scripted turn, emitting what the real server would, in the same order."""
+
+    def __init__(
+        self,
+        fake: FakeOpenCode,
+        session: _Session,
+        user_id: str,
+        turn: FakeTurn,
+        model: dict[str, Any],
+        agent: str,
+    ) -> None:
+        self.fake = fake
+        self.session = session
+        self.user_id = user_id
+        self.turn = turn
+        self.model = model
+        self.agent = agent
+        self.scope = trio.CancelScope()
+        self.message: dict[str, Any] | None = None
+        self.open_text: dict[str, Any] | None = None
+        self.finished = False
+
+    # --------------------------------------------------------------- plumbing
+
+    def _emit_part(self, part: dict[str, Any]) -> None:
+        assert self.message is not None
+        parts: list[dict[str, Any]] = self.message["parts"]
+        for index, existing in enumerate(parts):
+            if existing["id"] == part["id"]:
+                parts[index] = part
+                break
+        else:
+            parts.append(part)
+        self.fake.emit(
+            "message.part.updated",
+            {"sessionID": self.session.id, "part": part, "time": _now_ms()},
+        )
+
+    def _part(self, kind: str, **fields: Any) -> dict[str, Any]:
+        assert self.message is not None
+        return {
+            "id": _ascending("prt"),
+            "messageID": self.message["info"]["id"],
+            "sessionID": self.session.id,
+            "type": kind,
+            **fields,
+        }
+
+    def _ensure_step(self) -> None:
+        if self.message is not None:
+            return
+        info = {
+            "id": _ascending("msg"),
+            "parentID": self.user_id,
+            "role": "assistant",
+            "mode": self.agent,
+            "agent": self.agent,
+            "path": {"cwd": self.session.directory, "root": "/"},
+            "cost": 0,
+            "tokens": _ZERO_TOKENS,
+            "modelID": self.model.get("modelID", "fake-model"),
+            "providerID": self.model.get("providerID", "fake"),
+            "time": {"created": _now_ms()},
+            "sessionID": self.session.id,
+        }
+        self.message = {"info": info, "parts": []}
+        self.session.messages.append(self.message)
+        self.fake.emit("message.updated", {"sessionID": self.session.id, "info": info})
+        self._emit_part(self._part("step-start"))
+
+    def _finish_step(self, reason: str, error: dict[str, Any] | None = None) -> None:
+        if self.message is None:
+            return
+        info = self.message["info"]
+        if error is None:
+            self._emit_part(self._part("step-finish", reason=reason, tokens=_STEP_TOKENS, cost=0))
+            info["finish"] = reason
+            info["tokens"] = _STEP_TOKENS
+        else:
+            info["error"] = error
+        info["time"]["completed"] = _now_ms()
+        self.fake.emit("message.updated", {"sessionID": self.session.id, "info": info})
+        self.message = None
+
+    def _idle(self) -> None:
+        self.session.busy = False
+        self.fake.emit("session.status", {"sessionID": self.session.id, "status": {"type": "idle"}})
+        self.fake.emit("session.idle", {"sessionID": self.session.id})
+
+    def _end(self) -> None:
+        self.finished = True
+        self.session.run = None
+        self._idle()
+        if self.fake._refuse_streams:
+            self.fake._refuse_streams = False
+        self.fake._poke()
+
+    # --------------------------------------------------------------- the turn
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                for action in self.turn.actions:
+                    if not await self._act(action):
+                        self._finish_step("tool-calls")
+                        self._end()
+                        return
+                self._finish_step(self.turn.finish)
+                if self.turn.finish == "content-filter":
+                    self.fake.emit(
+                        "session.error",
+                        {
+                            "sessionID": self.session.id,
+                            "error": {
+                                "name": "ContentFilterError",
+                                "data": {"message": "blocked by the content filter"},
+                            },
+                        },
+                    )
+                self._end()
+            except _TurnAborted:
+                pass
+
+    def abort(self) -> None:
+        """What the real server does on `POST /session/{id}/abort`."""
+        if self.finished:
+            return
+        self.finished = True
+        self.scope.cancel()
+        error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
+        self.fake.emit("session.error", {"sessionID": self.session.id, "error": error})
+        self._idle()
+        if self.open_text is not None:
+            self.open_text["time"]["end"] = _now_ms()
+            self._emit_part(self.open_text)
+        for pending_id, pending in list(self.fake._pending.items()):
+            if pending.request.get("sessionID") == self.session.id:
+                del self.fake._pending[pending_id]
+        self._finish_step("", error=error)
+        self.session.run = None
+        self._idle()
+        if self.fake._refuse_streams:
+            self.fake._refuse_streams = False
+
+    async def _act(self, action: Action) -> bool:
+        """Do one action; False ends the turn early (a rejected permission or question)."""
+        if isinstance(action, Say | Think):
+            await self._text(action)
+        elif isinstance(action, Tool):
+            return await self._tool(action)
+        elif isinstance(action, Ask):
+            return await self._ask(action)
+        elif isinstance(action, Todo):
+            self._ensure_step()
+            self.fake.emit(
+                "todo.updated", {"sessionID": self.session.id, "todos": list(action.todos)}
+            )
+        elif isinstance(action, Hold):
+            await self.fake._release.wait()
+        elif isinstance(action, Fail):
+            self._ensure_step()
+            error = {"name": action.name, "data": {"message": action.message}}
+            self.fake.emit("session.error", {"sessionID": self.session.id, "error": error})
+            self._finish_step("", error=error)
+            self._end()
+            raise _TurnAborted
+        elif isinstance(action, Rename):
+            self.session.title = action.title
+            self.fake.emit(
+                "session.updated", {"sessionID": self.session.id, "info": self.session.info()}
+            )
+        elif isinstance(action, Malformed):
+            self.fake.emit_raw(action.data)
+        elif isinstance(action, DropStream):
+            self.fake._refuse_streams = action.until_turn_end
+            self.fake.drop_streams()
+            await trio.lowlevel.checkpoint()
+        elif isinstance(action, Crash):
+            self.fake._crash()
+        return True
+
+    async def _text(self, action: Say | Think) -> None:
+        self._ensure_step()
+        kind = "text" if isinstance(action, Say) else "reasoning"
+        part = self._part(kind, text="", time={"start": _now_ms()})
+        self.open_text = part
+        self._emit_part(part)
+        chunk = action.chunk if isinstance(action, Say) else 16
+        delay = action.delay if isinstance(action, Say) else 0.0
+        text = action.text
+        for start in range(0, len(text), max(1, chunk)):
+            if delay:
+                await trio.sleep(delay)
+            else:
+                await trio.lowlevel.checkpoint()
+            piece = text[start : start + chunk]
+            part = {**part, "text": part["text"] + piece}
+            self.open_text = part
+            self.fake.emit(
+                "message.part.delta",
+                {
+                    "sessionID": self.session.id,
+                    "messageID": part["messageID"],
+                    "partID": part["id"],
+                    "field": "text",
+                    "delta": piece,
+                },
+            )
+        part = {**part, "time": {**part["time"], "end": _now_ms()}}
+        self.open_text = None
+        self._emit_part(part)
+
+    async def _tool(self, action: Tool) -> bool:
+        self._ensure_step()
+        call_id = f"call_{next(_counter)}"
+        base = self._part("tool", tool=action.tool, callID=call_id)
+        self._emit_part({**base, "state": {"status": "pending", "input": {}, "raw": ""}})
+        started = _now_ms()
+        running = {"status": "running", "input": action.input, "time": {"start": started}}
+        self._emit_part({**base, "state": running})
+        if action.ask:
+            assert self.message is not None
+            request = {
+                "id": _ascending("per"),
+                "sessionID": self.session.id,
+                "permission": action.tool,
+                "patterns": list(action.patterns or (str(action.input.get("command", "*")),)),
+                "metadata": dict(action.input),
+                "always": list(action.always or ("*",)),
+                "tool": {"messageID": self.message["info"]["id"], "callID": call_id},
+            }
+            reply = await self._wait_answer("permission", request)
+            self.fake.emit(
+                "permission.replied",
+                {"sessionID": self.session.id, "requestID": request["id"], "reply": reply},
+            )
+            if reply == "reject":
+                state = {
+                    "status": "error",
+                    "input": action.input,
+                    "error": REJECTED,
+                    "time": {"start": started, "end": _now_ms()},
+                }
+                self._emit_part({**base, "state": state})
+                return False
+        await trio.lowlevel.checkpoint()
+        end = {"start": started, "end": _now_ms()}
+        if action.error is not None:
+            state = {"status": "error", "input": action.input, "error": action.error, "time": end}
+        else:
+            state = {
+                "status": "completed",
+                "input": action.input,
+                "output": action.output,
+                "metadata": action.metadata or {"output": action.output},
+                "title": action.title or str(action.input.get("command", action.tool)),
+                "time": end,
+            }
+        self._emit_part({**base, "state": state})
+        self._finish_step("tool-calls")
+        return True
+
+    async def _ask(self, action: Ask) -> bool:
+        self._ensure_step()
+        assert self.message is not None
+        call_id = f"call_{next(_counter)}"
+        base = self._part("tool", tool="question", callID=call_id)
+        self._emit_part({**base, "state": {"status": "pending", "input": {}, "raw": ""}})
+        request = {
+            "id": _ascending("que"),
+            "sessionID": self.session.id,
+            "questions": list(action.questions),
+            "tool": {"messageID": self.message["info"]["id"], "callID": call_id},
+        }
+        started = _now_ms()
+        tool_input = {"questions": list(action.questions)}
+        reply = await self._wait_answer("question", request, running=(base, tool_input))
+        end = {"start": started, "end": _now_ms()}
+        if reply is None:
+            self.fake.emit(
+                "question.rejected", {"sessionID": self.session.id, "requestID": request["id"]}
+            )
+            state = {"status": "error", "input": tool_input, "error": DISMISSED, "time": end}
+            self._emit_part({**base, "state": state})
+            return False
+        self.fake.emit(
+            "question.replied",
+            {"sessionID": self.session.id, "requestID": request["id"], "answers": reply},
+        )
+        state = {
+            "status": "completed",
+            "input": tool_input,
+            "output": f"User has answered your questions: {json.dumps(reply)}",
+            "metadata": {"answers": reply, "truncated": False},
+            "title": f"Asked {len(action.questions)} question",
+            "time": end,
+        }
+        self._emit_part({**base, "state": state})
+        self._finish_step("tool-calls")
+        return True
+
+    async def _wait_answer(
+        self,
+        kind: str,
+        request: dict[str, Any],
+        running: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    ) -> Any:
+        pending = _Pending(kind, request)
+        self.fake._pending[request["id"]] = pending
+        self.fake.emit(f"{kind}.asked", request)
+        if running is not None:
+            base, tool_input = running
+            state = {"status": "running", "input": tool_input, "time": {"start": _now_ms()}}
+            self._emit_part({**base, "state": state})
+        await pending.answered.wait()
+        return pending.reply
+
+
+def _not_found(session_id: str) -> Response:
+    return Response.json(
+        {"name": "NotFoundError", "data": {"message": f"Session not found: {session_id}"}},
+        status=404,
+    )
+
+
+def _bad_request(message: str) -> Response:
+    return Response.json(
+        {"name": "BadRequest", "data": {"message": message}, "success": False}, status=400
+    )
+
+
+_AGENTS: Final = [
+    {
+        "name": "build",
+        "description": "The default agent. Executes tools based on configured permissions.",
+        "mode": "primary",
+        "native": True,
+        "permission": [{"permission": "*", "pattern": "*", "action": "allow"}],
+        "options": {},
+    },
+    {
+        "name": "plan",
+        "description": "Plan mode. Disallows all edit tools.",
+        "mode": "primary",
+        "native": True,
+        "permission": [],
+        "options": {},
+    },
+    {
+        "name": "explore",
+        "description": "Fast agent specialized for exploring codebases.",
+        "mode": "subagent",
+        "native": True,
+        "permission": [],
+        "options": {},
+    },
+    {
+        "name": "title",
+        "mode": "primary",
+        "native": True,
+        "hidden": True,
+        "permission": [],
+        "options": {},
+    },
+]
+
+_PROVIDERS: Final = {
+    "providers": [
+        {
+            "id": "fake",
+            "name": "Fake",
+            "source": "config",
+            "env": [],
+            "options": {},
+            "models": {
+                "fake-model": {
+                    "id": "fake-model",
+                    "providerID": "fake",
+                    "name": "Fake model",
+                    "limit": {"context": 100000, "output": 4096},
+                },
+                "fake-large": {
+                    "id": "fake-large",
+                    "providerID": "fake",
+                    "name": "Fake large",
+                    "limit": {"context": 1000000, "output": 32768},
+                },
+            },
+        }
+    ],
+    "default": {"fake": "fake-model"},
+}
+
+_COMMANDS: Final = [
+    {"name": "init", "description": "guided AGENTS.md setup", "template": "...", "hints": []},
+    {"name": "review", "description": "review changes", "template": "...", "hints": []},
+]
+
+
+# ----------------------------------------------------------------------------- orphan checks
+
+_DAEMON_STAND_IN: Final = """
+import sys, trio
+from pathlib import Path
+from kimaki.agents.opencode import OpenCodeConfig, open_opencode_engine
+
+async def main():
+    cfg = OpenCodeConfig(command=tuple(sys.argv[2:]), home_for=lambda d: Path(sys.argv[1]))
+    async with open_opencode_engine(cfg) as engine:
+        connection = await engine.server(Path(sys.argv[1])).connection()
+        print(connection.process.pid, flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+def process_running(pid: int) -> bool:
+    """Running, not exited (an exited orphan can linger as a zombie until init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            stat = file.read()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+async def wait_for_exit(pid: int) -> None:
+    """Wait for any process (not only a child) to exit, through a pidfd."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+async def sigkill_daemon_stand_in(directory: str, command: Sequence[str]) -> int:
+    """Run a stand-in daemon that starts an OpenCode server (`command`) through the engine,
+    SIGKILL the stand-in once the server is ready, and return the server's pid.
+
+    What happens to that pid next is the test: with the parent-death signal it exits.
+    """
+    driver = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _DAEMON_STAND_IN, directory, *command],
+        stdout=subprocess.PIPE,
+        cwd=directory,
+    )
+    assert driver.stdout is not None
+    try:
+        line = b""
+        with trio.fail_after(60):
+            while not line.endswith(b"\n"):
+                data = await driver.stdout.receive_some(64)
+                if not data:
+                    raise RuntimeError("the stand-in daemon exited before its server was ready")
+                line += data
+        driver.send_signal(signal.SIGKILL)
+        await driver.wait()
+        return int(line)
+    finally:
+        with trio.CancelScope(shield=True):
+            if driver.returncode is None:
+                driver.kill()
+                await driver.wait()
+            await driver.stdout.aclose()
+
+
+# ----------------------------------------------------------------------------- as a process
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kimaki.testing.opencode",
+        description="A fake `opencode serve` for tests, with scripted faults.",
+    )
+    parser.add_argument("--start-delay", type=float, default=0.0, help="wait before listening")
+    parser.add_argument("--exit-at-start", type=int, help="exit with this code before listening")
+    parser.add_argument("--unhealthy", action="store_true", help="answer health with 503")
+    parser.add_argument("--crash-after", type=float, help="exit 70 this long after listening")
+    parser.add_argument("--ignore-sigterm", action="store_true")
+    parser.add_argument("--record-env", help="write the environment as JSON to this file")
+    parser.add_argument("--reply", default="ok", help="what unscripted turns say")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve")
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--hostname", default="127.0.0.1")
+    return parser
+
+
+def _exit_crashed() -> None:
+    print("fake opencode: crashing as scripted", file=sys.stderr, flush=True)
+    os._exit(70)
+
+
+async def _serve_process(args: argparse.Namespace) -> None:
+    if args.start_delay:
+        await trio.sleep(args.start_delay)
+    fake = FakeOpenCode(
+        password=os.environ.get("OPENCODE_SERVER_PASSWORD") or None,
+        unhealthy=args.unhealthy,
+        default_reply=args.reply,
+        on_crash=_exit_crashed,
+    )
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: fake.serve(port=args.port, task_status=task_status)
+        )
+        print(f"opencode server listening on http://{args.hostname}:{port}", flush=True)
+        if args.crash_after is not None:
+            await trio.sleep(args.crash_after)
+            _exit_crashed()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.record_env:
+        with open(args.record_env, "w", encoding="utf-8") as file:
+            json.dump(dict(os.environ), file)
+    if args.exit_at_start is not None:
+        print("fake opencode: refusing to start as scripted", file=sys.stderr, flush=True)
+        return int(args.exit_at_start)
+    try:
+        trio.run(_serve_process, args)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""The OpenCode engine against the fake server: the engine starts a real (stub) child process
+as its server, the fake in this process answers its HTTP and scripts its turns."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from kimaki.agents import (
+    EngineEvent,
+    EventQueue,
+    ModelRef,
+    PermissionRequested,
+    PermissionResolved,
+    PlanEntry,
+    PlanUpdated,
+    QuestionAsked,
+    QuestionResolved,
+    SessionNotFoundError,
+    SessionRenamed,
+    StepFinished,
+    TextCompleted,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnEnded,
+    TurnInProgressError,
+    Usage,
+)
+from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
+from kimaki.testing.opencode import (
+    Ask,
+    DropStream,
+    Fail,
+    FakeOpenCode,
+    FakeTurn,
+    Hold,
+    Malformed,
+    Rename,
+    Say,
+    Todo,
+    Tool,
+    stub_command,
+)
+
+
+@attrs.frozen
+class Picture:
+    filename: str
+    mime: str
+    data: bytes
+
+
+@asynccontextmanager
+async def running(
+    tmp_path: Path, *turns: FakeTurn, **config: Any
+) -> AsyncIterator[tuple[FakeOpenCode, OpenCodeEngine]]:
+    fake = FakeOpenCode(turns=turns, directory=str(tmp_path), plugin_burst=3)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(fake.serve)
+        options: dict[str, Any] = {
+            "command": stub_command(port),
+            "stream_backoff": (0.01, 0.05),
+            "stop_grace": 2.0,
+        }
+        options.update(config)
+        async with open_opencode_engine(OpenCodeConfig(**options)) as engine:
+            yield fake, engine
+        nursery.cancel_scope.cancel()
+
+
+async def until_turn_end(events: EventQueue) -> list[EngineEvent]:
+    out: list[EngineEvent] = []
+    with trio.fail_after(10):
+        async for event in events:
+            out.append(event)
+            if isinstance(event, TurnEnded):
+                return out
+    raise AssertionError(f"the stream ended without TurnEnded: {out}")
+
+
+def texts(events: list[EngineEvent]) -> list[str]:
+    return [e.text for e in events if isinstance(e, TextCompleted)]
+
+
+async def test_a_text_turn(tmp_path: Path) -> None:
+    turn = FakeTurn.of(Say("Hello there, this is a scripted reply.", chunk=8))
+    async with running(tmp_path, turn) as (fake, engine):
+        session = await engine.open_session(tmp_path, title="first")
+        assert session.title == "first"
+        turn_id = await session.prompt("do the thing", model=ModelRef.parse("fake/fake-model"))
+        events = await until_turn_end(session.events)
+    deltas = [e.delta for e in events if isinstance(e, TextDelta)]
+    assert "".join(deltas) == "Hello there, this is a scripted reply."
+    assert len(deltas) == 5
+    assert texts(events) == ["Hello there, this is a scripted reply."]
+    step = [e for e in events if isinstance(e, StepFinished)]
+    assert [s.reason for s in step] == ["stop"]
+    assert [e for e in events if isinstance(e, Usage)] == [Usage(10, 5, 0, 0, 0, 0.0, 100_000)]
+    assert events[-1] == TurnEnded(turn_id, "end_turn")
+    [prompt] = [r for r in fake.requests if r.path.endswith("/prompt_async")]
+    assert prompt.body["messageID"] == turn_id
+    assert prompt.body["model"] == {"providerID": "fake", "modelID": "fake-model"}
+    assert prompt.body["parts"] == [{"type": "text", "text": "do the thing"}]
+
+
+async def test_files_go_as_data_urls(tmp_path: Path) -> None:
+    async with running(tmp_path) as (fake, engine):
+        session = await engine.open_session(tmp_path)
+        png = b"\x89PNG\r\n\x1a\nfake"
+        await session.prompt("look", [Picture("shot.png", "image/png", png)], agent="plan")
+        await until_turn_end(session.events)
+    [prompt] = [r for r in fake.requests if r.path.endswith("/prompt_async")]
+    assert prompt.body["agent"] == "plan"
+    assert prompt.body["parts"][1] == {
+        "type": "file",
+        "mime": "image/png",
+        "filename": "shot.png",
+        "url": "data:image/png;base64," + base64.b64encode(png).decode(),
+    }
+
+
+@pytest.mark.parametrize("reply", ["once", "reject"])
+async def test_permission_approved_or_rejected(tmp_path: Path, reply: str) -> None:
+    turn = FakeTurn.of(
+        Tool("bash", {"command": "echo hi", "description": "Say hi"}, output="hi\n", ask=True),
+        Say("Ran it."),
+    )
+    async with running(tmp_path, turn) as (fake, engine):
+        session = await engine.open_session(tmp_path)
+        turn_id = await session.prompt("run echo")
+        events: list[EngineEvent] = []
+        with trio.fail_after(10):
+            async for event in session.events:
+                events.append(event)
+                if isinstance(event, PermissionRequested):
+                    assert event.title == "echo hi"
+                    assert event.patterns == ("echo hi",)
+                    await session.reply_permission(event.request_id, reply)  # type: ignore[arg-type]
+                if isinstance(event, TurnEnded):
+                    break
+        assert fake.pending("permission") == []
+    [resolved] = [e for e in events if isinstance(e, PermissionResolved)]
+    assert resolved.reply == reply
+    [finished] = [e for e in events if isinstance(e, ToolFinished)]
+    assert finished.tool == "bash"
+    assert finished.input_summary == "echo hi"
+    if reply == "once":
+        assert (finished.status, finished.output) == ("completed", "hi\n")
+        assert texts(events) == ["Ran it."]
+    else:
+        assert finished.status == "error"
+        assert "rejected" in (finished.error or "")
+        assert texts(events) == []
+    assert events[-1] == TurnEnded(turn_id, "end_turn")
+
+
+async def test_question_answered_then_one_rejected(tmp_path: Path) -> None:
+    question = {
+        "question": "Which color?",
+        "header": "Color",
+        "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": ""}],
+    }
+    turns = [FakeTurn.of(Ask((question,)), Say("Blue it is.")), FakeTurn.of(Ask((question,)))]
+    async with running(tmp_path, *turns) as (_fake, engine):
+        session = await engine.open_session(tmp_path)
+        for answer in (["Blue"], None):
+            await session.prompt("ask me")
+            events: list[EngineEvent] = []
+            with trio.fail_after(10):
+                async for event in session.events:
+                    events.append(event)
+                    if isinstance(event, QuestionAsked):
+                        assert event.questions[0].options[1].label == "Blue"
+                        if answer is None:
+                            await session.reject_question(event.request_id)
+                        else:
+                            await session.answer_question(event.request_id, [answer])
+                    if isinstance(event, TurnEnded):
+                        break
+            [resolved] = [e for e in events if isinstance(e, QuestionResolved)]
+            assert resolved.answers == (None if answer is None else (tuple(answer),))
+        assert texts(events) == []
+
+
+async def test_abort_during_a_slow_stream_then_the_next_turn_is_clean(tmp_path: Path) -> None:
+    turns = [FakeTurn.of(Say("slow stream "), Hold()), FakeTurn.of(Say("fresh"))]
+    async with running(tmp_path, *turns) as (_fake, engine):
+        session = await engine.open_session(tmp_path)
+        first = await session.prompt("go slow")
+        with trio.fail_after(10):
+            async for event in session.events:
+                if isinstance(event, TextCompleted):
+                    break
+        await session.abort()
+        assert session.turn_id is None
+        events = await until_turn_end(session.events)
+        assert events[-1] == TurnEnded(first, "aborted")
+        second = await session.prompt("again")
+        events = await until_turn_end(session.events)
+    assert texts(events) == ["fresh"]
+    assert events[-1] == TurnEnded(second, "end_turn")
+    assert not any(isinstance(e, TurnEnded) and e.turn_id == first for e in events)
+
+
+async def test_prompting_during_a_turn_is_refused(tmp_path: Path) -> None:
+    async with running(tmp_path, FakeTurn.of(Hold())) as (fake, engine):
+        session = await engine.open_session(tmp_path)
+        await session.prompt("one")
+        with pytest.raises(TurnInProgressError):
+            await session.prompt("two")
+        fake.release()
+        await until_turn_end(session.events)
+
+
+async def test_a_turn_that_ends_while_the_stream_is_down_still_ends(tmp_path: Path) -> None:
+    turn = FakeTurn.of(Say("before"), DropStream(until_turn_end=True), Say("while away"))
+    async with running(tmp_path, turn) as (fake, engine):
+        session = await engine.open_session(tmp_path)
+        turn_id = await session.prompt("go")
+        events = await until_turn_end(session.events)
+        assert fake.streams_opened >= 2
+    assert texts(events) == ["before", "while away"]
+    assert events[-1] == TurnEnded(turn_id, "end_turn")
+
+
+async def test_malformed_events_are_skipped(tmp_path: Path) -> None:
+    turn = FakeTurn.of(
+        Malformed("{broken"),
+        Malformed('{"type": "message.part.delta", "properties": {"sessionID": 5}}'),
+        Say("still fine"),
+    )
+    async with running(tmp_path, turn) as (_fake, engine):
+        session = await engine.open_session(tmp_path)
+        await session.prompt("go")
+        events = await until_turn_end(session.events)
+        assert engine._directory(tmp_path).malformed_events == 2
+    assert texts(events) == ["still fine"]
+
+
+@pytest.mark.parametrize(
+    ("turn", "reason", "message"),
+    [
+        (FakeTurn.of(Fail("APIError", "rate limited")), "error", "rate limited"),
+        (FakeTurn.of(Say("cut"), finish="length"), "max_tokens", None),
+        (
+            FakeTurn.of(Say("no"), finish="content-filter"),
+            "refused",
+            "blocked by the content filter",
+        ),
+    ],
+)
+async def test_stop_reasons(
+    tmp_path: Path, turn: FakeTurn, reason: str, message: str | None
+) -> None:
+    async with running(tmp_path, turn) as (_fake, engine):
+        session = await engine.open_session(tmp_path)
+        turn_id = await session.prompt("go")
+        events = await until_turn_end(session.events)
+    assert events[-1] == TurnEnded(turn_id, reason, message)  # type: ignore[arg-type]
+
+
+async def test_rename_and_todos(tmp_path: Path) -> None:
+    turn = FakeTurn.of(
+        Rename("A better title"),
+        Todo(({"content": "Do a", "status": "pending", "priority": "high"},)),
+        Say("ok"),
+    )
+    async with running(tmp_path, turn) as (_fake, engine):
+        session = await engine.open_session(tmp_path)
+        await session.prompt("go")
+        events = await until_turn_end(session.events)
+    assert SessionRenamed("A better title") in events
+    assert PlanUpdated((PlanEntry("Do a", "pending", "high"),)) in events
+    assert session.title == "A better title"
+
+
+async def test_resuming_a_session(tmp_path: Path) -> None:
+    async with running(tmp_path) as (_fake, engine):
+        with pytest.raises(SessionNotFoundError) as raised:
+            await engine.open_session(tmp_path, resume_id="ses_gone")
+        assert raised.value.session_id == "ses_gone"
+        session = await engine.open_session(tmp_path)
+        await session.aclose()
+        again = await engine.open_session(tmp_path, resume_id=session.session_id)
+        assert again is not session
+        assert again is await engine.open_session(tmp_path, resume_id=session.session_id)
+        await again.prompt("hello")
+        assert texts(await until_turn_end(again.events)) == ["ok"]
+
+
+async def test_a_crash_mid_turn_ends_the_turn_and_the_next_prompt_restarts(tmp_path: Path) -> None:
+    from kimaki.agents import RestartPolicy, ServerState
+
+    policy = RestartPolicy(initial_delay=0.01)
+    async with running(tmp_path, FakeTurn.of(Say("working"), Hold()), policy=policy) as (
+        fake,
+        engine,
+    ):
+        session = await engine.open_session(tmp_path)
+        turn_id = await session.prompt("go")
+        server = engine.server(tmp_path)
+        connection = server.current
+        assert connection is not None
+        os.kill(connection.process.pid, signal.SIGKILL)
+        events = await until_turn_end(session.events)
+        assert events[-1].stop_reason == "error"  # type: ignore[union-attr]
+        assert events[-1].turn_id == turn_id  # type: ignore[union-attr]
+        assert "exited unexpectedly" in (events[-1].message or "")  # type: ignore[union-attr]
+        await server.wait_for_state(ServerState.READY)
+        fake.release()  # the fake's own turn is still "running"; let it end
+        await fake.wait_for(lambda: not any(s.busy for s in fake.sessions.values()))
+        await session.prompt("again")
+        assert texts(await until_turn_end(session.events)) == ["ok"]
+
+
+async def test_models_agents_and_commands(tmp_path: Path) -> None:
+    async with running(tmp_path) as (_fake, engine):
+        [provider] = await engine.list_models(tmp_path)
+        assert provider.provider_id == "fake"
+        assert provider.default_model == "fake-model"
+        assert [(m.id, m.context_limit) for m in provider.models] == [
+            ("fake-model", 100_000),
+            ("fake-large", 1_000_000),
+        ]
+        agents = await engine.list_agents(tmp_path)
+        assert [(a.name, a.primary) for a in agents] == [
+            ("build", True),
+            ("plan", True),
+            ("explore", False),
+        ]
+        assert [c.name for c in await engine.list_commands(tmp_path)] == ["init", "review"]
+
+
+async def test_a_slow_reader_never_blocks_and_loses_no_final_event() -> None:
+    queue = EventQueue(max_pending_deltas=3)
+    for n in range(10):
+        queue.send_nowait(TextDelta("p", str(n)))
+    queue.send_nowait(TextCompleted("p", "0123456789"))
+    queue.send_nowait(
+        ToolStarted(
+            part_id="t", call_id="c", tool="bash", title="", input_summary="", status="running"
+        )
+    )
+    received = [queue.receive_nowait() for _ in range(5)]
+    assert received[:3] == [TextDelta("p", "0"), TextDelta("p", "1"), TextDelta("p", "2")]
+    assert received[3] == TextCompleted("p", "0123456789")
+    assert queue.statistics().deltas_dropped == 7
+    queue.close()
+    with pytest.raises(trio.EndOfChannel):
+        await queue.receive()
