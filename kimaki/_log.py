@@ -127,6 +127,9 @@ def configure_logging(*, verbose: bool = False) -> None:
         handler.close()
     root.setLevel(logging.DEBUG)
     root.propagate = False
+    # httpx logs every request at INFO; the REST client logs what matters itself.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     stderr_handler = _StderrHandler()
     stderr_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     stderr_handler.setFormatter(_StderrFormatter())
