@@ -40,7 +40,8 @@ import random
 import ssl
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, Protocol, final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -279,6 +280,28 @@ async def _open_stream(url: str) -> trio.SocketStream | trio.SSLStream[trio.Sock
     return await trio.open_tcp_stream(host, parts.port or 80)
 
 
+@asynccontextmanager
+async def _cancellation_into() -> AsyncIterator[trio.CancelScope]:
+    """A scope that is cancelled when the surrounding code is, for use under a shield.
+
+    Code shielded from outside cancellation (to finish a close handshake) can still let that
+    cancellation stop the work it wraps in the yielded scope. When the block ends, a pending
+    outside cancellation is delivered as usual.
+    """
+    work = trio.CancelScope()
+
+    async def relay() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            work.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay)
+        yield work
+        nursery.cancel_scope.cancel()
+
+
 @final
 class GatewayShard:
     """One gateway shard: `await nursery.start(shard.run)` returns once it is READY/RESUMED.
@@ -513,24 +536,32 @@ class GatewayShard:
         connection: _Connection | None = None
         failure: BaseException | None = None
         try:
-            # trio-websocket's own reader lives here and may outlast our tasks by the close
-            # handshake. The TCP stream is ours to close: trio-websocket leaves a client's
-            # stream open when the server closes first.
-            async with trio.open_nursery() as protocol_nursery:
-                with trio.fail_after(CONNECT_TIMEOUT):
-                    ws = await trio_websocket.wrap_client_stream(
-                        protocol_nursery,
-                        stream,
-                        parts.netloc,
-                        f"{parts.path}?{parts.query}",
-                        max_message_size=MAX_MESSAGE_BYTES,
-                    )
-                connection = _Connection(self, ws, resuming=resuming)
-                try:
-                    await connection.run()
-                finally:
-                    await self._close_socket(ws, connection)
-                protocol_nursery.cancel_scope.cancel()
+            # trio-websocket's own reader lives in `protocol_nursery` and must outlast our
+            # tasks by the close handshake, even when run() is cancelled: without it nobody
+            # reads the server's close frame and the close can only time out. So that nursery
+            # is shielded, and outside cancellation reaches our own work through `work`.
+            # The TCP stream is ours to close: trio-websocket leaves a client's stream open
+            # when the server closes first.
+            async with _cancellation_into() as work:
+                with trio.CancelScope(shield=True):
+                    async with trio.open_nursery() as protocol_nursery:
+                        ws: trio_websocket.WebSocketConnection | None = None
+                        try:
+                            with work:
+                                with trio.fail_after(CONNECT_TIMEOUT):
+                                    ws = await trio_websocket.wrap_client_stream(
+                                        protocol_nursery,
+                                        stream,
+                                        parts.netloc,
+                                        f"{parts.path}?{parts.query}",
+                                        max_message_size=MAX_MESSAGE_BYTES,
+                                    )
+                                connection = _Connection(self, ws, resuming=resuming)
+                                await connection.run()
+                        finally:
+                            if ws is not None and connection is not None:
+                                await self._close_socket(ws, connection)
+                            protocol_nursery.cancel_scope.cancel()
         except* (trio_websocket.HandshakeError, trio.TooSlowError, OSError) as group:
             failure = group.exceptions[0]
         finally:

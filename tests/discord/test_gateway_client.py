@@ -596,6 +596,9 @@ async def test_cancelled_run_closes_with_1000(autojump_clock: trio.abc.Clock) ->
                 await h.server.wait_for_heartbeats(1)
                 assert store.session is not None
                 scope.cancel()
+                cancelled_at = trio.current_time()
+        # The close handshake completes at once (the shutdown does not wait out a timeout).
+        assert trio.current_time() - cancelled_at < 1.0
         assert await h.server.wait_for_client_close() == FINAL_CLOSE_CODE
         assert h.shard.state == "stopped"
         assert store.session is None  # Discord ended the session; a restart identifies
