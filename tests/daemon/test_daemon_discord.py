@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
+import sys
 from pathlib import Path
 
-import pytest
 import trio
 
 from kimaki.testing.daemon import running_daemon
-from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[DiscordEmulator]:
-    async with open_discord_emulator(validate_requests=True) as emulator:
-        emulator.create_workspace()
-        yield emulator
+from kimaki.testing.discord import DiscordEmulator
 
 
 async def test_reaches_ready_and_health_says_so(emulator: DiscordEmulator, tmp_path: Path) -> None:
@@ -56,7 +48,7 @@ async def test_two_data_dirs_run_side_by_side(emulator: DiscordEmulator, tmp_pat
 async def test_uses_the_stored_token(emulator: DiscordEmulator, tmp_path: Path) -> None:
     data = tmp_path / "data"
     await trio.run_process(
-        [__import__("sys").executable, "-m", "kimaki", "token", "set", "--data-dir", str(data)],
+        [sys.executable, "-m", "kimaki", "token", "set", "--data-dir", str(data)],
         stdin=emulator.token.encode(),
         capture_stdout=True,
     )
