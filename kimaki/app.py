@@ -32,13 +32,13 @@ from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapsh
 from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
 from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
-from kimaki.discord.gateway import GatewayEvent, GatewaySession, GatewayShard
+from kimaki.discord.gateway import GatewayEvent, GatewayShard
 from kimaki.discord.models import Application
 from kimaki.discord.rest import RESTClient
 from kimaki.dispatch import Dispatcher
 from kimaki.errors import ConfigError, CredentialsError
 from kimaki.settings import Settings, check_token_shape
-from kimaki.store import GatewaySessionRecord, Store
+from kimaki.store import Store
 
 __all__ = ["Daemon", "prepare_data_dir", "read_token_from_user"]
 
@@ -150,7 +150,7 @@ class Daemon:
                 token=token,
                 fetch_gateway=rest.get_gateway_bot,
                 events=events_send,
-                session_store=_StoredGatewaySession(store),
+                session_store=store,
             )
             self._shard = shard
             dispatcher = Dispatcher()
@@ -207,25 +207,3 @@ async def _fetch_application(rest: RESTClient) -> Application:
             log.warning("Discord is not reachable (%s); trying again in %.0f s", exc, delay)
             await trio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 60.0)
-
-
-@final
-class _StoredGatewaySession:
-    """The gateway's session persistence, kept in the store."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def load_gateway_session(self) -> GatewaySession | None:
-        record = await self._store.load_gateway_session()
-        if record is None or record.sequence is None:
-            return None
-        return GatewaySession(record.session_id, record.sequence, record.resume_url)
-
-    async def save_gateway_session(self, session: GatewaySession | None) -> None:
-        record = (
-            None
-            if session is None
-            else GatewaySessionRecord(session.session_id, session.sequence, session.resume_url)
-        )
-        await self._store.save_gateway_session(record)

@@ -62,6 +62,7 @@ from kimaki.discord._gateway_protocol import (
     encode_payload,
 )
 from kimaki.errors import ConfigError, CredentialsError, FatalError, KimakiError
+from kimaki.store import GatewaySession
 
 __all__ = [
     "FINAL_CLOSE_CODE",
@@ -129,17 +130,9 @@ class GatewayEvent:
     data: Any
 
 
-@final
-@attrs.frozen
-class GatewaySession:
-    """What a restarted daemon needs to RESUME instead of IDENTIFY."""
-
-    session_id: str
-    sequence: int
-    resume_url: str
-
-
 class GatewaySessionStore(Protocol):
+    """Where the session is kept between runs (`kimaki.store.Store` is one)."""
+
     async def load_gateway_session(self) -> GatewaySession | None: ...
 
     async def save_gateway_session(self, session: GatewaySession | None) -> None: ...

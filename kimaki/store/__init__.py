@@ -5,7 +5,7 @@ from __future__ import annotations
 from kimaki.store._records import (
     ChannelRecord,
     ChannelType,
-    GatewaySessionRecord,
+    GatewaySession,
     InteractionKey,
     Preference,
     PreferenceScope,
@@ -20,7 +20,7 @@ __all__ = [
     "LATEST_VERSION",
     "ChannelRecord",
     "ChannelType",
-    "GatewaySessionRecord",
+    "GatewaySession",
     "InteractionKey",
     "Preference",
     "PreferenceScope",

@@ -10,7 +10,7 @@ import attrs
 __all__ = [
     "ChannelRecord",
     "ChannelType",
-    "GatewaySessionRecord",
+    "GatewaySession",
     "InteractionKey",
     "Preference",
     "PreferenceScope",
@@ -115,9 +115,13 @@ class InteractionKey:
 
 @final
 @attrs.frozen
-class GatewaySessionRecord:
-    """What a restarted daemon needs to RESUME its gateway session instead of identifying."""
+class GatewaySession:
+    """What a restarted daemon needs to RESUME its gateway session instead of identifying.
+
+    `sequence` is the last event handed to the daemon, so anything received but not yet
+    handled when the process stopped is replayed by Discord.
+    """
 
     session_id: str
-    sequence: int | None
+    sequence: int
     resume_url: str

@@ -26,7 +26,7 @@ from sqlite_utils.db import NotFoundError
 
 from kimaki.store._records import (
     ChannelRecord,
-    GatewaySessionRecord,
+    GatewaySession,
     InteractionKey,
     Preference,
     PreferenceScope,
@@ -376,15 +376,15 @@ class Store:
 
     # -- gateway session ---------------------------------------------------------------------
 
-    async def load_gateway_session(self) -> GatewaySessionRecord | None:
+    async def load_gateway_session(self) -> GatewaySession | None:
         row = await self._run(self._get, "gateway_session", 1)
-        if row is None:
+        if row is None or row["sequence"] is None:
             return None
-        return GatewaySessionRecord(
+        return GatewaySession(
             session_id=row["session_id"], sequence=row["sequence"], resume_url=row["resume_url"]
         )
 
-    async def save_gateway_session(self, session: GatewaySessionRecord | None) -> None:
+    async def save_gateway_session(self, session: GatewaySession | None) -> None:
         """Remember the gateway session for RESUME after a restart; None forgets it."""
         if session is None:
             await self._run(self._delete, "gateway_session", "id = 1", [])

@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from kimaki.testing.daemon import running_daemon
-from kimaki.testing.discord import DiscordEmulator
+from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
 
 
 async def test_reaches_ready_and_health_says_so(emulator: DiscordEmulator, tmp_path: Path) -> None:
@@ -80,3 +80,19 @@ async def test_sigint_stops_cleanly(emulator: DiscordEmulator, tmp_path: Path) -
     ) as daemon:
         assert await daemon.stop(signal.SIGINT) == 0
     assert "SIGINT received: stopping" in daemon.log_text()
+
+
+async def test_a_killed_daemon_resumes_its_gateway_session(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with open_discord_emulator(heartbeat_interval=0.5) as emulator:
+        emulator.create_workspace()
+        async with running_daemon(
+            api_url=emulator.api_url, token=emulator.token, data_dir=data
+        ) as first:
+            await emulator.gateway.wait_for_heartbeats(2)  # the session is saved with beats
+            assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        identifies = len(emulator.gateway.identifies)
+        async with running_daemon(api_url=emulator.api_url, token=emulator.token, data_dir=data):
+            resumed = await emulator.gateway.wait_for_resume()
+            assert resumed["session_id"]
+            assert len(emulator.gateway.identifies) == identifies  # no fresh IDENTIFY

@@ -9,7 +9,7 @@ import pytest
 from kimaki.store import (
     LATEST_VERSION,
     ChannelRecord,
-    GatewaySessionRecord,
+    GatewaySession,
     Preference,
     ScheduledTask,
     Store,
@@ -215,12 +215,12 @@ async def test_bot_token_and_gateway_session(tmp_path: Path) -> None:
         await store.set_bot_token("second-token-abcdefghijkl")
         assert await store.load_gateway_session() is None
         await store.save_gateway_session(
-            GatewaySessionRecord(session_id="abc", sequence=41, resume_url="wss://resume")
+            GatewaySession(session_id="abc", sequence=41, resume_url="wss://resume")
         )
     # A new process (a restart) sees what the last one saved.
     async with await Store.open(path) as store:
         assert await store.get_bot_token() == "second-token-abcdefghijkl"
-        assert await store.load_gateway_session() == GatewaySessionRecord("abc", 41, "wss://resume")
+        assert await store.load_gateway_session() == GatewaySession("abc", 41, "wss://resume")
         await store.save_gateway_session(None)
         assert await store.load_gateway_session() is None
         assert await store.clear_bot_token()
