@@ -1048,7 +1048,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--start-delay", type=float, default=0.0, help="wait before listening")
     parser.add_argument("--exit-at-start", type=int, help="exit with this code before listening")
     parser.add_argument("--unhealthy", action="store_true", help="answer health with 503")
-    parser.add_argument("--crash-after", type=float, help="exit 70 this long after listening")
+    parser.add_argument(
+        "--crash-after",
+        type=float,
+        help="exit 70 this long after the first request other than the health check",
+    )
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--record-env", help="write the environment as JSON to this file")
     parser.add_argument("--reply", default="ok", help="what unscripted turns say")
@@ -1079,6 +1083,9 @@ async def _serve_process(args: argparse.Namespace) -> None:
         )
         print(f"opencode server listening on http://{args.hostname}:{port}", flush=True)
         if args.crash_after is not None:
+            # Counted from the first request past the health check, so the crash comes after
+            # the daemon has started using the server, however slow the machine is.
+            await fake.wait_for(lambda: any(r.path != "/global/health" for r in fake.requests))
             await trio.sleep(args.crash_after)
             _exit_crashed()
 
