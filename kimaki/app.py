@@ -31,6 +31,7 @@ from kimaki._log import open_log_file, register_secret
 from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
 from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
+from kimaki.agents.opencode import OpenCodeConfig, open_opencode_engine
 from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
 from kimaki.discord.gateway import GatewayEvent, GatewayShard
 from kimaki.discord.models import Application
@@ -118,7 +119,10 @@ class Daemon:
             nursery.start_soon(self._watch_signals, nursery.cancel_scope)
             self._start_memory_tools(nursery)
             nursery.start_soon(self._notifier.run_watchdog)
-            async with await Store.open(self.settings.database_path) as store:
+            async with (
+                await Store.open(self.settings.database_path) as store,
+                open_opencode_engine(_opencode_config(self.settings)),
+            ):
                 token = await self._bot_token(store)
                 await self._run_discord(store, token)
 
@@ -190,6 +194,13 @@ class Daemon:
             log.error("could not write a heap snapshot in %s: %s", directory, exc.strerror)
             return
         log.info("heap snapshot written: %s", snapshot.summary_path)
+
+
+def _opencode_config(settings: Settings) -> OpenCodeConfig:
+    """Agent servers start on demand, per project directory, and stop when idle."""
+    return OpenCodeConfig(
+        command=(settings.opencode_path,), idle_timeout=settings.agent_idle_timeout
+    )
 
 
 async def _fetch_application(rest: RESTClient) -> Application:

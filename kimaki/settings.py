@@ -41,6 +41,8 @@ class Settings:
     discord_api_url: str
     lock_port: int
     opencode_path: str
+    # Seconds without session activity before an agent server is stopped (restarted on demand).
+    agent_idle_timeout: float = 30 * 60.0
     # Start tracemalloc at boot, so heap snapshots have allocation sites from the start.
     trace_memory: bool = False
     # Bytes; the cgroup's memory.max wins when there is one. None: no automatic snapshots.
@@ -118,6 +120,8 @@ def load_settings(
     _check_api_url(api_url)
 
     opencode_path = env.get("KIMAKI_OPENCODE_PATH", "").strip() or "opencode"
+    raw_idle = env.get("KIMAKI_AGENT_IDLE_TIMEOUT", "").strip()
+    idle = _duration(raw_idle, "KIMAKI_AGENT_IDLE_TIMEOUT") if raw_idle else 30 * 60.0
 
     raw_limit, limit_source = pick(memory_limit, "KIMAKI_MEMORY_LIMIT")
     limit = (
@@ -137,6 +141,7 @@ def load_settings(
         discord_api_url=api_url.rstrip("/"),
         lock_port=port,
         opencode_path=opencode_path,
+        agent_idle_timeout=idle,
         trace_memory=trace,
         memory_limit=limit,
         bot_token=token,
@@ -162,6 +167,19 @@ def _directory(value: str, name: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{name}: {path} exists and is not a directory")
     return path
+
+
+def _duration(value: str, name: str) -> float:
+    """Seconds, or a number with s, m or h: '90', '45s', '30m', '2h'."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (value[:-1], value[-1]) if value[-1:].lower() in units else (value, "s")
+    try:
+        seconds = float(number) * units[unit.lower()]
+    except ValueError:
+        seconds = 0
+    if not seconds > 0:
+        raise ConfigError(f"{name} must be a duration such as 30m or 1800, got {value!r}")
+    return seconds
 
 
 def _size(value: str, name: str) -> int:

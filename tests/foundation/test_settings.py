@@ -124,6 +124,21 @@ def test_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
         load_settings(environ={"KIMAKI_PROJECTS_DIR": str(tmp_path / "file")})
 
 
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("90", 90.0), ("45s", 45.0), ("30m", 1800.0), ("2h", 7200.0)]
+)
+def test_agent_idle_timeout(tmp_path: Path, value: str, seconds: float) -> None:
+    assert load_settings(data_dir=str(tmp_path), environ={}).agent_idle_timeout == 1800.0
+    settings = load_settings(data_dir=str(tmp_path), environ={"KIMAKI_AGENT_IDLE_TIMEOUT": value})
+    assert settings.agent_idle_timeout == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5m", "m"])
+def test_agent_idle_timeout_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="KIMAKI_AGENT_IDLE_TIMEOUT must be a duration"):
+        load_settings(data_dir=str(tmp_path), environ={"KIMAKI_AGENT_IDLE_TIMEOUT": value})
+
+
 def test_memory_settings(tmp_path: Path) -> None:
     default = load_settings(data_dir=str(tmp_path), environ={})
     assert (default.memory_limit, default.trace_memory) == (None, False)
