@@ -113,21 +113,11 @@ class Store:
     # -- channels ----------------------------------------------------------------------------
 
     async def put_channel(self, channel: ChannelRecord) -> None:
-        row = {
-            "channel_id": channel.channel_id,
-            "directory": str(channel.directory),
-            "channel_type": channel.channel_type,
-            "guild_id": channel.guild_id,
-            "app_id": channel.app_id,
-            "engine": channel.engine,
-            "verbosity": channel.verbosity,
-            "auto_worktrees": int(channel.auto_worktrees),
-        }
-        await self._run(self._upsert, "channels", row, "channel_id")
+        await self._run(self._upsert, "channels", _row(channel), "channel_id")
 
     async def get_channel(self, channel_id: int) -> ChannelRecord | None:
         row = await self._run(self._get, "channels", channel_id)
-        return None if row is None else _channel(row)
+        return None if row is None else _record(ChannelRecord, row)
 
     async def list_channels(
         self, *, app_id: int | None = None, guild_id: int | None = None
@@ -142,7 +132,8 @@ class Store:
         where = " AND ".join(clauses) or None
 
         def query() -> list[ChannelRecord]:
-            return [_channel(r) for r in self._rows("channels", where, args, "channel_id")]
+            rows = self._rows("channels", where, args, "channel_id")
+            return [_record(ChannelRecord, r) for r in rows]
 
         return await self._run(query)
 
@@ -152,27 +143,12 @@ class Store:
     # -- threads -----------------------------------------------------------------------------
 
     async def put_thread(self, thread: ThreadRecord) -> None:
-        row = {
-            "thread_id": thread.thread_id,
-            "channel_id": thread.channel_id,
-            "session_id": thread.session_id,
-            "engine": thread.engine,
-            "directory": str(thread.directory),
-            "updated_at": time.time(),
-        }
+        row = {**_row(thread), "updated_at": time.time()}
         await self._run(self._upsert, "threads", row, "thread_id")
 
     async def get_thread(self, thread_id: int) -> ThreadRecord | None:
         row = await self._run(self._get, "threads", thread_id)
-        if row is None:
-            return None
-        return ThreadRecord(
-            thread_id=row["thread_id"],
-            session_id=row["session_id"],
-            engine=row["engine"],
-            directory=row["directory"],
-            channel_id=row["channel_id"],
-        )
+        return None if row is None else _record(ThreadRecord, row)
 
     async def delete_thread(self, thread_id: int) -> bool:
         return await self._run(self._delete, "threads", "thread_id = ?", [thread_id]) > 0
@@ -180,26 +156,11 @@ class Store:
     # -- worktrees ---------------------------------------------------------------------------
 
     async def put_worktree(self, worktree: WorktreeRecord) -> None:
-        row = {
-            "thread_id": worktree.thread_id,
-            "project_directory": str(worktree.project_directory),
-            "directory": str(worktree.directory),
-            "branch": worktree.branch,
-            "base_branch": worktree.base_branch,
-        }
-        await self._run(self._upsert, "worktrees", row, "thread_id")
+        await self._run(self._upsert, "worktrees", _row(worktree), "thread_id")
 
     async def get_worktree(self, thread_id: int) -> WorktreeRecord | None:
         row = await self._run(self._get, "worktrees", thread_id)
-        if row is None:
-            return None
-        return WorktreeRecord(
-            thread_id=row["thread_id"],
-            project_directory=row["project_directory"],
-            directory=row["directory"],
-            branch=row["branch"],
-            base_branch=row["base_branch"],
-        )
+        return None if row is None else _record(WorktreeRecord, row)
 
     async def delete_worktree(self, thread_id: int) -> bool:
         return await self._run(self._delete, "worktrees", "thread_id = ?", [thread_id]) > 0
@@ -211,19 +172,11 @@ class Store:
         if preference.model is None and preference.agent is None:
             await self.clear_preference(preference.scope, preference.scope_id)
             return
-        row = {
-            "scope": preference.scope,
-            "scope_id": preference.scope_id,
-            "model": preference.model,
-            "agent": preference.agent,
-        }
-        await self._run(self._upsert, "preferences", row, ("scope", "scope_id"))
+        await self._run(self._upsert, "preferences", _row(preference), ("scope", "scope_id"))
 
     async def get_preference(self, scope: PreferenceScope, scope_id: str = "") -> Preference | None:
         row = await self._run(self._get, "preferences", (scope, scope_id))
-        if row is None:
-            return None
-        return Preference(scope=scope, scope_id=scope_id, model=row["model"], agent=row["agent"])
+        return None if row is None else _record(Preference, row)
 
     async def clear_preference(self, scope: PreferenceScope, scope_id: str = "") -> bool:
         where = "scope = ? AND scope_id = ?"
@@ -260,15 +213,8 @@ class Store:
     # -- scheduled tasks ---------------------------------------------------------------------
 
     async def add_scheduled_task(self, task: ScheduledTask) -> ScheduledTask:
-        row = {
-            "channel_id": task.channel_id,
-            "thread_id": task.thread_id,
-            "prompt": task.prompt,
-            "schedule": task.schedule,
-            "next_run_at": task.next_run_at,
-            "created_by": task.created_by,
-            "enabled": int(task.enabled),
-        }
+        row = _row(task)
+        del row["task_id"]  # assigned by SQLite
 
         def insert() -> int:
             with self._db.conn:
@@ -285,7 +231,10 @@ class Store:
         args = [channel_id] if channel_id is not None else []
 
         def query() -> list[ScheduledTask]:
-            return [_task(r) for r in self._rows("scheduled_tasks", where, args, "next_run_at")]
+            return [
+                _record(ScheduledTask, r)
+                for r in self._rows("scheduled_tasks", where, args, "next_run_at")
+            ]
 
         return await self._run(query)
 
@@ -294,7 +243,7 @@ class Store:
             rows = self._rows(
                 "scheduled_tasks", "enabled = 1 AND next_run_at <= ?", [now], "next_run_at"
             )
-            return [_task(r) for r in rows]
+            return [_record(ScheduledTask, r) for r in rows]
 
         return await self._run(query)
 
@@ -380,22 +329,14 @@ class Store:
         row = await self._run(self._get, "gateway_session", 1)
         if row is None or row["sequence"] is None:
             return None
-        return GatewaySession(
-            session_id=row["session_id"], sequence=row["sequence"], resume_url=row["resume_url"]
-        )
+        return _record(GatewaySession, row)
 
     async def save_gateway_session(self, session: GatewaySession | None) -> None:
         """Remember the gateway session for RESUME after a restart; None forgets it."""
         if session is None:
             await self._run(self._delete, "gateway_session", "id = 1", [])
             return
-        row = {
-            "id": 1,
-            "session_id": session.session_id,
-            "sequence": session.sequence,
-            "resume_url": session.resume_url,
-            "updated_at": time.time(),
-        }
+        row = {"id": 1, **_row(session), "updated_at": time.time()}
         await self._run(self._upsert, "gateway_session", row, "id")
 
 
@@ -420,27 +361,24 @@ def _open_database(path: Path) -> Database:
     return Database(conn)
 
 
-def _channel(row: dict[str, Any]) -> ChannelRecord:
-    return ChannelRecord(
-        channel_id=row["channel_id"],
-        directory=row["directory"],
-        guild_id=row["guild_id"],
-        app_id=row["app_id"],
-        channel_type=row["channel_type"],
-        engine=row["engine"],
-        verbosity=row["verbosity"],
-        auto_worktrees=bool(row["auto_worktrees"]),
-    )
+_Record = TypeVar("_Record", bound=attrs.AttrsInstance)
 
 
-def _task(row: dict[str, Any]) -> ScheduledTask:
-    return ScheduledTask(
-        channel_id=row["channel_id"],
-        thread_id=row["thread_id"],
-        prompt=row["prompt"],
-        schedule=row["schedule"],
-        next_run_at=row["next_run_at"],
-        created_by=row["created_by"],
-        enabled=bool(row["enabled"]),
-        task_id=row["task_id"],
-    )
+def _row(record: attrs.AttrsInstance) -> dict[str, Any]:
+    """A record as a table row: its fields by name, paths as text, booleans as 0/1."""
+    row = attrs.asdict(record, recurse=False)
+    for name, value in row.items():
+        if isinstance(value, Path):
+            row[name] = str(value)
+        elif isinstance(value, bool):
+            row[name] = int(value)
+    return row
+
+
+def _record(cls: type[_Record], row: dict[str, Any]) -> _Record:
+    """A table row as a record of `cls` (columns the record has no field for are ignored)."""
+    values = {}
+    for field in attrs.fields(cls):
+        value = row[field.name]
+        values[field.name] = bool(value) if field.type in ("bool", bool) else value
+    return cls(**values)
