@@ -72,10 +72,13 @@ def read_token_from_user() -> str:
 
     Never from argv: other users can read a command line in `ps`.
     """
-    if sys.stdin.isatty():
-        token = getpass.getpass("Discord bot token (input hidden): ")
-    else:
-        token = sys.stdin.readline()
+    try:
+        if sys.stdin.isatty():
+            token = getpass.getpass("Discord bot token (input hidden): ")
+        else:
+            token = sys.stdin.readline()
+    except EOFError:  # Ctrl-D at the prompt
+        token = ""
     token = token.strip()
     if not token:
         raise ConfigError("no token given: paste the bot token at the prompt or on stdin")

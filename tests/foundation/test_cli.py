@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import io
 import os
 import subprocess
 import sys
@@ -13,6 +15,8 @@ import trio
 from kimaki._control import ControlServer
 from kimaki._http import Request, Response, serve_http
 from kimaki._version import __version__
+from kimaki.app import read_token_from_user
+from kimaki.errors import ConfigError
 
 TOKEN = "MTAxMjM0NTY3ODkwMTIzNDU2.GabcDE.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
@@ -188,3 +192,18 @@ async def test_lock_port_held_by_another_data_dir_or_program(tmp_path: Path) -> 
         assert result.returncode == 64
         assert f"lock port {foreign} is in use by another program" in result.stderr.decode()
         nursery.cancel_scope.cancel()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_end_of_input_at_the_token_prompt_is_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    def ctrl_d(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    monkeypatch.setattr(getpass, "getpass", ctrl_d)
+    with pytest.raises(ConfigError, match="no token given"):
+        read_token_from_user()
