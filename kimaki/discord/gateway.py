@@ -7,10 +7,11 @@ for server close codes lives in one function, `classify_close`. Backoff belongs 
 supervisor: planned reconnects (op 7, op 9, a zombie connection) after a healthy connection go
 at once; failures wait a jittered exponential delay that resets after a healthy connection.
 
-Dispatches go to an unbounded internal buffer and a separate task forwards them to the memory
-channel given to the constructor. The reader therefore never waits for the consumer: heartbeat
-ACKs keep being read while the daemon is busy, so a slow consumer cannot make the connection
-look like a zombie. Each dispatch carries a sequence number; one at or below the last seen is a
+Dispatches go straight into the memory channel given to the constructor while the consumer
+keeps up; when it falls behind they go to an unbounded internal buffer that a separate task
+drains in order. The reader therefore never waits for the consumer: heartbeat ACKs keep being
+read while the daemon is busy, so a slow consumer cannot make the connection look like a
+zombie. Each dispatch carries a sequence number; one at or below the last seen is a
 replay we already have and is dropped, so every event reaches the daemon exactly once.
 
 The session (id, last sequence handed to the consumer, resume URL) is saved through an injected
@@ -333,6 +334,7 @@ class GatewayShard:
         self._buffer_in, self._buffer_out = trio.open_memory_channel[
             tuple[GatewayEvent, str | None]
         ](math.inf)
+        self._forwarding = False  # the forwarder holds an event it has not handed on yet
         self._outbox: deque[_Outgoing] = deque()
         self._outbox_nonempty = trio.Event()
 
@@ -548,6 +550,9 @@ class GatewayShard:
                                         parts.netloc,
                                         f"{parts.path}?{parts.query}",
                                         max_message_size=MAX_MESSAGE_BYTES,
+                                        # Fewer task switches per event under a burst.
+                                        message_queue_size=256,
+                                        receive_buffer_size=65536,
                                     )
                                 connection = _Connection(self, ws, resuming=resuming)
                                 await connection.run()
@@ -666,6 +671,7 @@ class GatewayShard:
 
     async def _forward_events(self) -> None:
         async for event, session_id in self._buffer_out:
+            self._forwarding = True
             try:
                 await self._events.send(event)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -674,11 +680,34 @@ class GatewayShard:
                     self._stop_code = FINAL_CLOSE_CODE
                 self._supervisor_scope.cancel()
                 return
-            self._counters.events_dispatched += 1
-            if session_id is not None and session_id == self._session_id:
-                self._delivered = event.sequence
-            if event.name in ("READY", "RESUMED"):
-                self._persist_wanted.set()
+            finally:
+                self._forwarding = False
+            self._handed_on(event, session_id)
+
+    def _hand_on(self, event: GatewayEvent) -> None:
+        """Give `event` to the consumer: directly when it keeps up, else through the buffer.
+
+        The direct path saves two trips through the scheduler per event; it is taken only
+        when nothing is buffered or in flight, so events keep their order either way.
+        """
+        if not self._forwarding and not self._buffer_out.statistics().current_buffer_used:
+            try:
+                self._events.send_nowait(event)
+            except trio.WouldBlock:
+                pass  # the consumer is behind: buffer from here on
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the forwarder notices and stops the shard
+            else:
+                self._handed_on(event, self._session_id)
+                return
+        self._buffer_in.send_nowait((event, self._session_id))
+
+    def _handed_on(self, event: GatewayEvent, session_id: str | None) -> None:
+        self._counters.events_dispatched += 1
+        if session_id is not None and session_id == self._session_id:
+            self._delivered = event.sequence
+        if event.name in ("READY", "RESUMED"):
+            self._persist_wanted.set()
 
     def _on_dispatch(self, connection: _Connection, payload: dict[str, Any]) -> None:
         name, sequence, data = payload.get("t"), payload.get("s"), payload.get("d")
@@ -705,7 +734,7 @@ class GatewayShard:
                     self._guild_ids.add(str(guild_id))
                 elif not data.get("unavailable"):  # an outage keeps the bot in the guild
                     self._guild_ids.discard(str(guild_id))
-        self._buffer_in.send_nowait((GatewayEvent(name, sequence, data), self._session_id))
+        self._hand_on(GatewayEvent(name, sequence, data))
 
     def _on_ready(self, connection: _Connection, data: Any) -> None:
         data = data if isinstance(data, dict) else {}
