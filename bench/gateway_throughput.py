@@ -579,18 +579,6 @@ def print_table(results: dict[str, list[RunResult]]) -> None:
 # ---------------------------------------------------------------------------------- main
 
 
-def fill_emulator_gaps(emulator: DiscordEmulator) -> None:
-    """Two fields real Discord sends and hikari requires, which the emulator leaves out or null:
-    the READY/`/users/@me` user's `mfa_enabled` and `verified`, and a text channel's
-    `default_auto_archive_duration` (hikari builds a timedelta from it). Without them hikari
-    logs errors for READY and GUILD_CREATE and skips them."""
-    emulator.bot_user.setdefault("mfa_enabled", False)
-    emulator.bot_user.setdefault("verified", True)
-    for channel in emulator.state.channels.values():
-        if channel.get("default_auto_archive_duration", 0) is None:
-            channel["default_auto_archive_duration"] = 1440
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=30_000, help="events per run")
@@ -651,7 +639,6 @@ async def main(args: argparse.Namespace) -> int:
             channels=["general", "backend", "frontend", "support"],
             users=["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"],
         )
-        fill_emulator_gaps(emulator)
         feed = build_feed(space, args.events)
         print(f"feed: {describe_feed(feed)}")
         print(f"{args.runs} run(s) per client, clients alternating; each in its own subprocess")

@@ -197,6 +197,8 @@ class DiscordState:
         self.dispatched: collections.deque[tuple[str, Json]] = collections.deque(maxlen=10_000)
         self._changed = trio.Event()
         self.bot_user = self.add_user(bot_username, bot=True, user_id=application_id)
+        # Discord sends these for the current user (READY, /users/@me); clients rely on them.
+        self.bot_user.update(mfa_enabled=False, verified=True)
         self.application_id: str = self.bot_user["id"]
 
     # ---- ids, notification ------------------------------------------------------------
@@ -456,7 +458,8 @@ class DiscordState:
                 topic=payload.get("topic"),
                 last_message_id=None,
                 rate_limit_per_user=payload.get("rate_limit_per_user", 0),
-                default_auto_archive_duration=payload.get("default_auto_archive_duration"),
+                # Discord's default is a day; it never sends null here.
+                default_auto_archive_duration=payload.get("default_auto_archive_duration") or 1440,
             )
         if kind == ChannelType.GUILD_VOICE:
             channel.update(
