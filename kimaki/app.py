@@ -177,10 +177,15 @@ class Daemon:
             nursery.start_soon(watcher.run)
 
     async def _watch_signals(self, root: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+        watched = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+        with trio.open_signal_receiver(*watched) as signals:
             async for signum in signals:
                 if signum == signal.SIGUSR1:
                     await self._heap_snapshot()
+                    continue
+                if signum == signal.SIGUSR2:
+                    # Its default action would kill the daemon (`systemctl reload`).
+                    log.warning("SIGUSR2 received: in-place restart is not available yet")
                     continue
                 log.info("%s received: stopping", signal.Signals(signum).name)
                 self._notifier.stopping()

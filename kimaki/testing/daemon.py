@@ -52,6 +52,16 @@ class DaemonProcess:
     async def health(self) -> dict[str, Any] | None:
         return await query_health(self.lock_port)
 
+    async def wait_for_log(self, text: str, *, within: float = 30) -> str:
+        """Wait until the daemon's log file contains `text` (another process writes it, so
+        there is nothing to wait on but the file itself); returns the log."""
+        with trio.fail_after(within):
+            while True:
+                log = self.log_text()
+                if text in log:
+                    return log
+                await trio.sleep(0.05)
+
     def send_signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
