@@ -475,16 +475,22 @@ class GatewayServer:
         else:
             self._close(connection, 4001, "Unknown opcode.")
 
-    def _identify(self, connection: _Connection, data: Any) -> None:
+    def _authenticate(self, connection: _Connection, data: Any, log: list[Any]) -> bool:
+        """The checks IDENTIFY and RESUME share; False when the connection was closed."""
         if connection.session is not None:
             self._close(connection, 4005, "Already authenticated.")
-            return
+            return False
         if not isinstance(data, dict):
             self._close(connection, 4002, "Error while decoding payload.")
-            return
-        self._identifies.append(data)
+            return False
+        log.append(data)
         if data.get("token") != self._token:
             self._close(connection, 4004, "Authentication failed.")
+            return False
+        return True
+
+    def _identify(self, connection: _Connection, data: Any) -> None:
+        if not self._authenticate(connection, data, self._identifies):
             return
         if self.close_on_identify is not None:
             self._close(connection, self.close_on_identify, "Scripted close.")
@@ -521,15 +527,7 @@ class GatewayServer:
             self._emit(session, "GUILD_CREATE", guild)
 
     def _resume(self, connection: _Connection, data: Any) -> None:
-        if connection.session is not None:
-            self._close(connection, 4005, "Already authenticated.")
-            return
-        if not isinstance(data, dict):
-            self._close(connection, 4002, "Error while decoding payload.")
-            return
-        self._resumes.append(data)
-        if data.get("token") != self._token:
-            self._close(connection, 4004, "Authentication failed.")
+        if not self._authenticate(connection, data, self._resumes):
             return
         session = self._sessions.get(str(data.get("session_id")))
         seq = data.get("seq")
