@@ -26,6 +26,7 @@ from typing import Any, Final, final
 
 import trio
 
+from kimaki._backoff import Backoff
 from kimaki._control import ControlServer
 from kimaki._log import open_log_file, register_secret
 from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
@@ -38,6 +39,7 @@ from kimaki.discord.models import Application
 from kimaki.discord.rest import RESTClient
 from kimaki.dispatch import Dispatcher
 from kimaki.errors import ConfigError, CredentialsError
+from kimaki.guilds import GuildCache
 from kimaki.settings import Settings, check_token_shape
 from kimaki.store import Store
 
@@ -46,6 +48,7 @@ __all__ = ["Daemon", "prepare_data_dir", "read_token_from_user"]
 log = logging.getLogger("kimaki.app")
 
 _DATA_SUBDIRS: Final = ("heap-snapshots", "worktrees", "attachments")
+_DISCORD_BACKOFF: Final = Backoff(initial=1.0, cap=60.0)
 
 
 def prepare_data_dir(settings: Settings) -> None:
@@ -92,6 +95,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._shard: GatewayShard | None = None
+        self.guilds = GuildCache()
         self._notifier = SystemdNotifier()
         self._control = ControlServer(
             port=settings.lock_port, data_dir=settings.data_dir, health=self.health
@@ -161,6 +165,7 @@ class Daemon:
             )
             self._shard = shard
             dispatcher = Dispatcher()
+            self.guilds.subscribe(dispatcher)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(dispatcher.run, events_receive)
                 await nursery.start(shard.run)
@@ -213,7 +218,7 @@ def _opencode_config(settings: Settings) -> OpenCodeConfig:
 
 async def _fetch_application(rest: RESTClient) -> Application:
     """The bot's application; retried while Discord is unreachable, fatal when it says no."""
-    delay = 1.0
+    failures = 0
     while True:
         try:
             return await rest.get_current_application()
@@ -223,6 +228,7 @@ async def _fetch_application(rest: RESTClient) -> Application:
                 "(Bot → Reset Token), then set KIMAKI_BOT_TOKEN or run `kimaki token set`"
             ) from None
         except (NetworkError, ServerError) as exc:
+            failures += 1
+            delay = _DISCORD_BACKOFF.delay(failures, random.random())
             log.warning("Discord is not reachable (%s); trying again in %.0f s", exc, delay)
-            await trio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 60.0)
+            await trio.sleep(delay)

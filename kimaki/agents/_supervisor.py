@@ -36,6 +36,7 @@ from typing import Generic, Protocol, TypeVar, final
 import attrs
 import trio
 
+from kimaki._backoff import Backoff
 from kimaki.agents._errors import EngineUnavailableError
 from kimaki.agents._process import AgentProcess, LaunchSpec, spawn
 
@@ -74,10 +75,10 @@ class RestartPolicy:
     crash_window: float = 60.0
 
     def delay(self, consecutive: int, rng: random.Random) -> float:
-        """Delay before restart number `consecutive` (1-based), jittered downwards so that
-        servers that crashed together do not restart together."""
-        base = min(self.max_delay, self.initial_delay * self.factor ** max(0, consecutive - 1))
-        return base * (1.0 - self.jitter * rng.random())
+        """Delay before restart number `consecutive` (1-based), jittered so that servers that
+        crashed together do not restart together."""
+        backoff = Backoff(self.initial_delay, self.max_delay, self.factor, self.jitter)
+        return backoff.delay(consecutive, rng.random())
 
 
 class ServerHooks(Protocol[ConnT]):

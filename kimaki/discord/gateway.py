@@ -50,6 +50,7 @@ import attrs
 import trio
 import trio_websocket
 
+from kimaki._backoff import Backoff
 from kimaki._log import register_secret
 from kimaki.discord._gateway_protocol import (
     API_VERSION,
@@ -90,8 +91,7 @@ FINAL_CLOSE_CODE: Final = 1000
 
 HEARTBEAT_RESERVE: Final = 3  # send slots per window only heartbeats may use
 IDENTIFY_SPACING: Final = 5.0  # one IDENTIFY per 5 s per max_concurrency bucket (one shard)
-BACKOFF_BASE: Final = 1.0
-BACKOFF_CAP: Final = 60.0
+RECONNECT_BACKOFF: Final = Backoff(initial=1.0, cap=60.0)
 CONNECT_TIMEOUT: Final = 20.0
 HELLO_TIMEOUT: Final = 20.0
 CLOSE_TIMEOUT: Final = 5.0
@@ -504,11 +504,8 @@ class GatewayShard:
                 failures = 0
             if end.unplanned or not healthy:
                 failures += 1
-            pause = max(end.wait, self._backoff(failures) if failures else 0.0)
-
-    def _backoff(self, failures: int) -> float:
-        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(failures - 1, 16))
-        return ceiling * (0.5 + self._random() / 2)
+            backoff = RECONNECT_BACKOFF.delay(failures, self._random()) if failures else 0.0
+            pause = max(end.wait, backoff)
 
     async def _connect_once(self) -> tuple[_End, bool]:
         resuming = self._can_resume()

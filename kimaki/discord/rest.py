@@ -36,6 +36,7 @@ import trio
 
 import kimaki
 from kimaki import _log
+from kimaki._backoff import Backoff
 from kimaki.discord._ratelimit import RateLimiter
 from kimaki.discord._routes import CompiledRoute, Route
 from kimaki.discord.errors import (
@@ -76,6 +77,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("kimaki.rest")
+
+# 5xx and network errors: 1 s, 2 s, 4 s ... at most 10 s, jittered.
+_RETRY_BACKOFF: Final = Backoff(initial=1.0, cap=10.0)
 
 T = TypeVar("T")
 
@@ -282,7 +286,7 @@ class RESTClient:
     # ------------------------------------------------------------------ the request loop
 
     def _backoff(self, attempt: int) -> float:
-        return float(min(10.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5))
+        return _RETRY_BACKOFF.delay(attempt, random.random())
 
     async def _request(
         self,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import attrs
 import trio
 
+from kimaki._backoff import Backoff
 from kimaki._log import register_secret
 from kimaki.agents._engine import (
     AgentInfo,
@@ -229,7 +230,8 @@ class _Directory:
 
     async def _pump(self, connection: OpenCodeConnection, nursery: trio.Nursery) -> None:
         initial, cap = self.config.stream_backoff
-        delay = initial
+        backoff = Backoff(initial, cap, jitter=0.25)
+        failures = 0
         while True:
             parser = SSEParser()
             connected = False
@@ -245,15 +247,16 @@ class _Directory:
             except EngineError as exc:
                 log.warning("%s: %s; reconnecting", self.server.name, exc)
             connection._stream_lost()
-            if connected:
-                delay = initial
+            failures = 1 if connected else failures + 1
             if parser.dropped_lines:
                 log.warning(
                     "%s: dropped %d over-long SSE lines", self.server.name, parser.dropped_lines
                 )
-            base = parser.retry / 1000 if parser.retry is not None else delay
-            await trio.sleep(min(cap, base) * (0.75 + 0.25 * self._rng.random()))
-            delay = min(cap, delay * 2)
+            if parser.retry is not None:  # the server said how long to wait
+                wait = min(cap, parser.retry / 1000)
+            else:
+                wait = backoff.delay(failures, self._rng.random())
+            await trio.sleep(wait)
 
     def _dispatch(
         self, connection: OpenCodeConnection, event: SSEEvent, nursery: trio.Nursery
