@@ -114,7 +114,7 @@ class Daemon:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._control.serve)
-            prepare_data_dir(self.settings)
+            await trio.to_thread.run_sync(prepare_data_dir, self.settings)
             open_log_file(self.settings.log_path)
             log.info(
                 "kimaki %s starting: pid %d, data dir %s, lock port %d",

@@ -176,7 +176,7 @@ def _say(message: str) -> None:
 
 
 async def _token_command(settings: Settings, action: str) -> int:
-    prepare_data_dir(settings)
+    await trio.to_thread.run_sync(prepare_data_dir, settings)
     if action == "set":
         token = read_token_from_user()
         check_token_shape(token, "the token")
