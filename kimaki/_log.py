@@ -137,11 +137,12 @@ def configure_logging(*, verbose: bool = False) -> None:
     root.addHandler(stderr_handler)
 
 
-def open_log_file(path: Path) -> logging.Handler:
-    """Start this run's log file, truncating the last run's; returns the handler to close."""
+def open_log_file(path: Path, *, append: bool = False) -> logging.Handler:
+    """Start this run's log file, truncating the last run's (or continuing it: `append`, after
+    an in-place restart); returns the handler to close."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     os.chmod(path, 0o600)
-    handler = _FileHandler(path, mode="w", encoding="utf-8")
+    handler = _FileHandler(path, mode="a" if append else "w", encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(_Formatter())
     logging.getLogger("kimaki").addHandler(handler)

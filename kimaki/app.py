@@ -4,13 +4,32 @@
 Daemon.run
 └─ root nursery
    ├─ control server on the lock port (bound first: it is the single-instance lock)
-   ├─ signal watcher: SIGTERM / SIGINT stop (cancel the root scope); SIGUSR1 heap snapshot
+   ├─ signal watcher: SIGTERM / SIGINT orderly stop; SIGUSR2 in-place restart; SIGUSR1 heap
+   │  snapshot
    ├─ systemd watchdog pings; memory watcher (heap snapshot near the memory limit)
-   └─ Discord: REST client, gateway shard, dispatcher (kimaki.discord)
+   └─ Discord: REST client, gateway shard, dispatcher (kimaki.discord), and the bot
+      (kimaki.bot: router, interactions, thread runtimes) over the engines (kimaki.agents)
 ```
 
 Start-up order matters: the lock comes before the log file is truncated, so a second daemon
 started by mistake cannot wipe the running one's log.
+
+Stopping (SIGTERM, SIGINT) takes at most 10 s: running turns are aborted with a notice in their
+threads, agent servers get their SIGTERM grace, the gateway closes with 1000 (the session ends),
+then the root scope is cancelled and the store closes; exit 0. A second SIGINT exits at once.
+
+Restarting in place (SIGUSR2, `systemctl reload`) loses no message and repeats nothing:
+
+1. systemd hears `RELOADING=1`; the gateway closes resumably (4900) and saves its session at
+   the last event it handed on, so Discord replays everything after it to the next process;
+2. the dispatcher finishes the events it was handed (messages reach their threads' queues);
+3. the bot stops starting turns and saves its running turns and queued prompts (the parts it
+   posted are in the store already);
+4. the engine hands its ready agent servers over (they keep running, and keep working on their
+   turns) and the store records them;
+5. the root scope unwinds, and `exec_if_restarting()` re-executes the same command line
+   (`kimaki._restart`). The new process appends to the log, adopts the servers, RESUMEs the
+   gateway, continues the saved turns and sends `READY=1` again.
 """
 
 from __future__ import annotations
@@ -21,27 +40,37 @@ import os
 import random
 import signal
 import sys
+import time
 import tracemalloc
-from typing import Any, Final, final
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from typing import Any, Final, NoReturn, Protocol, final, runtime_checkable
 
+import attrs
 import trio
 
 from kimaki._backoff import Backoff
 from kimaki._control import ControlServer
 from kimaki._log import open_log_file, register_secret
 from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
+from kimaki._restart import RestartMarker, exec_self, flush_output, take_restart_marker
 from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
-from kimaki.agents.opencode import OpenCodeConfig, open_opencode_engine
+from kimaki.agents.acp import AcpConfig, AcpEngine, find_agents, open_acp_engine
+from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
+from kimaki.bot import Bot, BotConfig, Engines
+from kimaki.bot._serve import BotConnection, serve_bot
 from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
-from kimaki.discord.gateway import GatewayEvent, GatewayShard
+from kimaki.discord.gateway import GatewayShard
 from kimaki.discord.models import Application
 from kimaki.discord.rest import RESTClient
 from kimaki.dispatch import Dispatcher
 from kimaki.errors import ConfigError, CredentialsError
 from kimaki.guilds import GuildCache
+from kimaki.projects import install_project_routes
 from kimaki.settings import Settings, check_token_shape
-from kimaki.store import Store
+from kimaki.store import AgentServerHandover, Store
 
 __all__ = ["Daemon", "prepare_data_dir", "read_token_from_user"]
 
@@ -49,6 +78,11 @@ log = logging.getLogger("kimaki.app")
 
 _DATA_SUBDIRS: Final = ("heap-snapshots", "worktrees", "attachments")
 _DISCORD_BACKOFF: Final = Backoff(initial=1.0, cap=60.0)
+# SIGTERM/SIGINT: the whole orderly stop; SIGUSR2: preparing the restart.
+SHUTDOWN_TIMEOUT: Final = 10.0
+# Kept free at the end of a stop for the agent servers' SIGTERM grace and the unwinding.
+_SERVER_STOP_BUDGET: Final = 6.5
+SHUTDOWN_NOTICE: Final = "⏹ the bot is shutting down"
 
 
 def prepare_data_dir(settings: Settings) -> None:
@@ -88,13 +122,50 @@ def read_token_from_user() -> str:
     return token
 
 
+@runtime_checkable
+class _TurnControl(Protocol):
+    """What a stop or a restart asks of the bot (`kimaki.bot.Bot`)."""
+
+    async def prepare_restart(self) -> None:
+        """Stop starting turns; save running turns and queued prompts for the next process;
+        stop rendering without aborting the agents (they go on working through the exec)."""
+
+    async def stop_turns(self, notice: str) -> None:
+        """Abort every running turn, post `notice` in its thread, and start no more."""
+
+
+@runtime_checkable
+class _StoppableEngine(Protocol):
+    async def stop_servers(self) -> None:
+        """Stop the engine's agent servers now, each with its SIGTERM grace."""
+
+
+@final
+@attrs.frozen
+class _PendingRestart:
+    marker: RestartMarker
+    pass_fds: tuple[int, ...]
+
+
 @final
 class Daemon:
-    """The running daemon. `await Daemon(settings).run()` returns on a clean stop."""
+    """The running daemon. `await Daemon(settings).run()` returns on a clean stop, or before an
+    in-place restart: then call `exec_if_restarting()` once the trio run is over."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._shard: GatewayShard | None = None
+        self._bot: Bot | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._store: Store | None = None
+        self._opencode: OpenCodeEngine | None = None
+        # One per configured ACP agent; their processes start on demand and cannot be handed
+        # over to an in-place restart (stdio), so stopping and restarting stop them.
+        self._acp_engines: list[AcpEngine] = []
+        self._restarted_from: RestartMarker | None = None
+        self._stopping = False
+        self._restarting = False
+        self._restart: _PendingRestart | None = None
         self.guilds = GuildCache()
         self._notifier = SystemdNotifier()
         self._control = ControlServer(
@@ -115,7 +186,8 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._control.serve)
             await trio.to_thread.run_sync(prepare_data_dir, self.settings)
-            open_log_file(self.settings.log_path)
+            self._restarted_from = marker = take_restart_marker()
+            open_log_file(self.settings.log_path, append=marker is not None)
             log.info(
                 "kimaki %s starting: pid %d, data dir %s, lock port %d",
                 __version__,
@@ -123,15 +195,31 @@ class Daemon:
                 self.settings.data_dir,
                 self.settings.lock_port,
             )
+            if marker is not None:
+                log.info(
+                    "restarted in place (%s), %.2f s after it was asked for",
+                    marker.reason,
+                    marker.elapsed,
+                )
             nursery.start_soon(self._watch_signals, nursery.cancel_scope)
             self._start_memory_tools(nursery)
             nursery.start_soon(self._notifier.run_watchdog)
             async with (
                 await Store.open(self.settings.database_path) as store,
-                open_opencode_engine(_opencode_config(self.settings)),
+                open_opencode_engine(
+                    _opencode_config(self.settings), adopt=await self._handed_over(store)
+                ) as opencode,
+                _open_acp_engines(self.settings) as acp_engines,
             ):
+                self._store, self._opencode = store, opencode
+                self._acp_engines = acp_engines
+                await trio.to_thread.run_sync(_log_engines, self.settings)
                 token = await self._bot_token(store)
-                await self._run_discord(store, token)
+                engines = Engines(
+                    {"opencode": opencode, **{engine.name: engine for engine in acp_engines}},
+                    default=self.settings.default_engine,
+                )
+                await self._run_discord(store, token, engines)
 
     async def _bot_token(self, store: Store) -> str:
         token = self.settings.bot_token
@@ -152,25 +240,30 @@ class Daemon:
         register_secret(token)
         return token
 
-    async def _run_discord(self, store: Store, token: str) -> None:
+    async def _run_discord(self, store: Store, token: str, engines: Engines) -> None:
         async with RESTClient(token, base_url=self.settings.discord_api_url) as rest:
             application = await _fetch_application(rest)
             log.info("bot application %s (%d)", application.name or "?", application.id)
-            events_send, events_receive = trio.open_memory_channel[GatewayEvent](256)
-            shard = GatewayShard(
-                token=token,
-                fetch_gateway=rest.get_gateway_bot,
-                events=events_send,
-                session_store=store,
-            )
-            self._shard = shard
-            dispatcher = Dispatcher()
-            self.guilds.subscribe(dispatcher)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(dispatcher.run, events_receive)
-                await nursery.start(shard.run)
-                log.info("connected to Discord: %d guild(s)", shard.guild_count)
-                self._notifier.ready(f"connected to Discord, {shard.guild_count} guild(s)")
+                connection: BotConnection = await nursery.start(
+                    partial(
+                        serve_bot,
+                        token=token,
+                        rest=rest,
+                        store=store,
+                        application=application,
+                        engines=engines,
+                        config=_bot_config(self.settings),
+                        guilds=self.guilds,
+                    )
+                )
+                self._shard = connection.shard
+                self._bot = connection.bot
+                install_project_routes(self._control, connection.bot)
+                self._dispatcher = connection.dispatcher
+                guilds = connection.shard.guild_count
+                log.info("connected to Discord: %d guild(s)", guilds)
+                self._notifier.ready(f"connected to Discord, {guilds} guild(s)")
 
     def _start_memory_tools(self, nursery: trio.Nursery) -> None:
         if self.settings.trace_memory and not tracemalloc.is_tracing():
@@ -184,18 +277,123 @@ class Daemon:
     async def _watch_signals(self, root: trio.CancelScope) -> None:
         watched = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
         with trio.open_signal_receiver(*watched) as signals:
-            async for signum in signals:
-                if signum == signal.SIGUSR1:
-                    await self._heap_snapshot()
-                    continue
-                if signum == signal.SIGUSR2:
-                    # Its default action would kill the daemon (`systemctl reload`).
-                    log.warning("SIGUSR2 received: in-place restart is not available yet")
-                    continue
-                log.info("%s received: stopping", signal.Signals(signum).name)
-                self._notifier.stopping()
-                root.cancel()
-                return
+            async with trio.open_nursery() as nursery:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGUSR1:
+                        await self._heap_snapshot()
+                    elif self._stopping:
+                        if signum == signal.SIGINT:
+                            log.warning("second SIGINT: exiting at once")
+                            _exit_now(130)
+                        if signum == signal.SIGTERM and self._restarting:
+                            # systemd stopping the service mid-reload: stop, do not come back.
+                            log.info("SIGTERM received while restarting: stopping instead")
+                            self._restarting = False
+                            self._notifier.stopping("stopping")
+                            continue
+                        log.info("%s received: already stopping", name)
+                    elif signum == signal.SIGUSR2:
+                        self._stopping = self._restarting = True
+                        nursery.start_soon(self._restart_in_place, root)
+                    else:
+                        self._stopping = True
+                        nursery.start_soon(self._stop, root, name)
+
+    async def _stop(self, root: trio.CancelScope, signal_name: str) -> None:
+        """The orderly stop, within `SHUTDOWN_TIMEOUT`; ends by cancelling the root scope."""
+        log.info("%s received: stopping", signal_name)
+        self._notifier.stopping("stopping")
+        deadline = trio.current_time() + SHUTDOWN_TIMEOUT
+        with trio.move_on_at(deadline - 0.5):
+            bot = _turn_control(self._bot)
+            if bot is not None:
+                with trio.move_on_at(deadline - _SERVER_STOP_BUDGET) as turns:
+                    try:
+                        await bot.stop_turns(SHUTDOWN_NOTICE)
+                    except Exception:
+                        log.exception("stopping the running turns failed; stopping anyway")
+                if turns.cancelled_caught:
+                    log.warning("running turns did not all stop in time; stopping anyway")
+            async with trio.open_nursery() as nursery:
+                for engine in (self._opencode, *self._acp_engines):
+                    stoppable = _stoppable(engine)
+                    if stoppable is not None:
+                        nursery.start_soon(stoppable.stop_servers)
+                if self._shard is not None:
+                    nursery.start_soon(self._shard.close)  # 1000: the session ends
+        root.cancel()
+
+    async def _restart_in_place(self, root: trio.CancelScope) -> None:
+        """Prepare the next process (see the module docstring), then unwind for the exec."""
+        marker = RestartMarker(os.getpid(), time.monotonic(), "SIGUSR2")
+        log.info("SIGUSR2 received: restarting in place with the code now on disk")
+        self._notifier.reloading("restarting with new code")
+        with trio.move_on_after(SHUTDOWN_TIMEOUT) as preparing:
+            if self._shard is not None:
+                await self._shard.close(resumable=True)
+            if self._dispatcher is not None:
+                await self._dispatcher.wait_finished()
+            bot = _turn_control(self._bot)
+            if bot is not None:
+                try:
+                    await bot.prepare_restart()
+                except Exception:
+                    # Turns that were not saved end with their server's next restart; the
+                    # gateway session is saved, so no message is lost.
+                    log.exception("the bot could not prepare the restart; restarting anyway")
+        if preparing.cancelled_caught:
+            log.warning(
+                "preparing the restart took over %.0f s; restarting anyway", SHUTDOWN_TIMEOUT
+            )
+        handovers = await self._hand_over_servers()
+        # ACP agents speak over this process's pipes and cannot be handed over: stop them with
+        # their grace; their sessions resume (`session/load`) in the next process.
+        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for engine in self._acp_engines:
+                    nursery.start_soon(engine.stop_servers)
+        fds = tuple(fd for h in handovers for fd in (h.stdout_fd, h.stderr_fd) if fd is not None)
+        self._restart = _PendingRestart(marker, fds)
+        log.info("ready to restart: %d agent server(s) handed over", len(handovers))
+        root.cancel()
+
+    async def _hand_over_servers(self) -> list[AgentServerHandover]:
+        """Give the agent servers to the next process: they keep running (and working)."""
+        if self._opencode is None or self._store is None:
+            return []
+        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+            handovers = await self._opencode.handover()
+            try:
+                await self._store.save_agent_servers(handovers)
+            except Exception:
+                log.exception("could not save the agent servers; they stop with this process")
+                return []
+            return handovers
+        return []
+
+    async def _handed_over(self, store: Store) -> list[AgentServerHandover]:
+        """The agent servers the previous process image left running, if this is a restart.
+
+        A cold start discards the records unread: their pids and fds mean nothing here.
+        """
+        handovers = await store.take_agent_servers()
+        if self._restarted_from is None:
+            if handovers:
+                log.info("ignoring %d agent server record(s) of an earlier run", len(handovers))
+            return []
+        return handovers
+
+    def exec_if_restarting(self) -> None:
+        """After `run()` returned (outside trio): re-execute for an in-place restart if one was
+        prepared. Raises `OSError` if the interpreter cannot be executed."""
+        if self._restart is None or not self._restarting:
+            return
+        exec_self(
+            self._restart.marker,
+            log_file=self.settings.log_path,
+            pass_fds=self._restart.pass_fds,
+        )
 
     async def _heap_snapshot(self) -> None:
         directory = self.settings.heap_snapshots_dir
@@ -209,10 +407,60 @@ class Daemon:
         log.info("heap snapshot written: %s", snapshot.summary_path)
 
 
+def _turn_control(bot: object) -> _TurnControl | None:
+    return bot if isinstance(bot, _TurnControl) else None
+
+
+def _stoppable(engine: object) -> _StoppableEngine | None:
+    return engine if isinstance(engine, _StoppableEngine) else None
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave without unwinding (a second Ctrl-C): the log is flushed, nothing else waits.
+    Agent servers die with the process (parent-death signal)."""
+    flush_output()
+    os._exit(code)
+
+
+def _bot_config(settings: Settings) -> BotConfig:
+    return BotConfig(
+        data_dir=settings.data_dir,
+        projects_dir=settings.projects_dir,
+        thread_idle_timeout=settings.thread_idle_timeout,
+        permission_timeout=settings.permission_timeout,
+    )
+
+
 def _opencode_config(settings: Settings) -> OpenCodeConfig:
     """Agent servers start on demand, per project directory, and stop when idle."""
     return OpenCodeConfig(
         command=(settings.opencode_path,), idle_timeout=settings.agent_idle_timeout
+    )
+
+
+@asynccontextmanager
+async def _open_acp_engines(settings: Settings) -> AsyncIterator[list[AcpEngine]]:
+    """One engine per configured ACP agent (`acp:<name>`); each starts its agent processes
+    when a thread first needs one, per directory, and stops them when idle."""
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                open_acp_engine(AcpConfig(agent, idle_timeout=settings.agent_idle_timeout))
+            )
+            for agent in settings.agents
+        ]
+
+
+def _log_engines(settings: Settings) -> None:
+    """Which engines this machine can run (blocking: searches PATH)."""
+    commands = settings.engine_commands
+    log.info(
+        "engines (default %s): %s",
+        settings.default_engine,
+        ", ".join(
+            f"{name} ({path or commands[name][0] + ': not on PATH'})"
+            for name, path in find_agents(agents=commands)
+        ),
     )
 
 

@@ -8,9 +8,12 @@ traceback in the log file only (exit 70). Exception groups from nurseries are un
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import trio
@@ -18,8 +21,17 @@ import trio
 from kimaki._log import FILE_ONLY, configure_logging, redact
 from kimaki._systemd_unit import unit_for_current_user
 from kimaki._version import __version__
+from kimaki.agents.acp import find_agents
 from kimaki.app import Daemon, prepare_data_dir, read_token_from_user
-from kimaki.errors import EXIT_CRASH, EXIT_OK, EXIT_USAGE, FatalError
+from kimaki.errors import EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError, FatalError
+from kimaki.projects import (
+    ProjectError,
+    Projects,
+    ProjectsClient,
+    connect_to_daemon,
+    open_direct_projects,
+    record_json,
+)
 from kimaki.settings import Settings, check_token_shape, load_settings
 from kimaki.store import Store
 
@@ -109,6 +121,54 @@ def _build_parser() -> argparse.ArgumentParser:
     token_commands.add_parser(
         "clear", parents=[common], help="remove the stored token", description="Remove the token."
     )
+
+    project = commands.add_parser(
+        "project",
+        help="add, list or remove project channels",
+        description="Map project folders to Discord channels. With the daemon running this goes "
+        "through it (the lock port); otherwise straight to Discord and the database.",
+    )
+    project_commands = project.add_subparsers(
+        dest="project_command", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    add = project_commands.add_parser(
+        "add",
+        parents=[common],
+        help="make a channel for a folder",
+        description='Create a text channel (category "Kimaki") and a voice channel (category '
+        '"Kimaki Audio") named after DIR, and map them to it.',
+    )
+    add.add_argument("directory", metavar="DIR", help="the project folder")
+    add.add_argument(
+        "--guild",
+        metavar="ID",
+        type=int,
+        help="the Discord server (needed if the bot is in several)",
+    )
+    listing = project_commands.add_parser(
+        "list", parents=[common], help="list project channels", description="List the projects."
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    remove = project_commands.add_parser(
+        "remove",
+        parents=[common],
+        help="unmap a project channel",
+        description="Unmap the project of CHANNEL_ID (and its voice channel). Its files are "
+        "never touched; its Discord channels are kept unless --delete-channel is given.",
+    )
+    remove.add_argument("channel_id", metavar="CHANNEL_ID", type=int, help="the project's channel")
+    remove.add_argument(
+        "--delete-channel", action="store_true", help="also delete the Discord channels"
+    )
+
+    commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="show the engines and which of their programs are on PATH",
+        description="List every engine: the OpenCode HTTP engine (KIMAKI_OPENCODE_PATH) and "
+        "each ACP agent (the named defaults and KIMAKI_AGENTS), with the command line it "
+        "starts and where its program is found on PATH. Changes nothing.",
+    )
     return parser
 
 
@@ -124,12 +184,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             memory_limit=getattr(args, "memory_limit", None),
             trace_memory=getattr(args, "trace_memory", False),
         )
+        if args.command == "doctor":
+            return _doctor(settings)
         if args.command == "systemd-unit":
             print(unit_for_current_user(settings.data_dir, user_unit=args.user), end="")
             return EXIT_OK
         if args.command == "token":
             return trio.run(_token_command, settings, args.token_command)
-        trio.run(Daemon(settings).run)
+        if args.command == "project":
+            return trio.run(_project_command, settings, args)
+        daemon = Daemon(settings)
+        trio.run(daemon.run)
+        daemon.exec_if_restarting()  # SIGUSR2: returns only if there was no restart to do
     except BaseException as exc:
         return _exit_code(exc)
     return EXIT_OK
@@ -175,6 +241,31 @@ def _say(message: str) -> None:
     print(f"kimaki: {redact(message)}", file=sys.stderr)
 
 
+def _doctor(settings: Settings) -> int:
+    """`kimaki doctor`: what each engine would start, and whether this machine has it."""
+    commands = settings.engine_commands
+    found = find_agents(agents=commands)
+    rows = [
+        (
+            f"{name} (default)" if name == settings.default_engine else name,
+            shlex.join(commands[name]),
+            path or "not found on PATH",
+        )
+        for name, path in found
+    ]
+    print(f"kimaki {__version__}, data dir {settings.data_dir}")
+    widths = [max(len(row[column]) for row in rows) for column in (0, 1)]
+    for engine, command_line, where in rows:
+        print(f"{engine:<{widths[0]}}  {command_line:<{widths[1]}}  {where}")
+    missing = [name for name, path in found if path is None]
+    if missing:
+        print(
+            f"{len(missing)} of {len(found)} engines cannot start here: install their program, "
+            "or set KIMAKI_OPENCODE_PATH / KIMAKI_AGENTS (name=command line) to where it is"
+        )
+    return EXIT_OK
+
+
 async def _token_command(settings: Settings, action: str) -> int:
     await trio.to_thread.run_sync(prepare_data_dir, settings)
     if action == "set":
@@ -188,3 +279,56 @@ async def _token_command(settings: Settings, action: str) -> int:
         removed = await store.clear_bot_token()
         print("token removed" if removed else "no token was stored")
         return EXIT_OK
+
+
+async def _project_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`kimaki project ...`: through the running daemon, or directly when there is none."""
+    try:
+        daemon = await connect_to_daemon(settings)
+        if daemon is not None:
+            return await _project_action(daemon, args)
+        await trio.to_thread.run_sync(prepare_data_dir, settings)
+        async with open_direct_projects(settings) as projects:
+            return await _project_action(projects, args)
+    except ProjectError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def _project_action(projects: Projects | ProjectsClient, args: argparse.Namespace) -> int:
+    action = args.project_command
+    if action == "add":
+        # Relative to where the command runs, not to wherever the daemon runs.
+        directory = await trio.to_thread.run_sync(
+            lambda: Path(args.directory).expanduser().absolute()
+        )
+        added = await projects.add(directory, guild_id=args.guild)
+        voice = f" and voice channel {added.voice.channel_id}" if added.voice else ""
+        if added.created:
+            print(
+                f"added {added.text.directory}: channel {added.text.channel_id}{voice} "
+                f"in server {added.text.guild_id}"
+            )
+        else:
+            print(
+                f"{added.text.directory} is already a project: channel "
+                f"{added.text.channel_id} in server {added.text.guild_id}"
+            )
+        return EXIT_OK
+    if action == "list":
+        records = await projects.list_projects()
+        if args.json:
+            print(json.dumps([record_json(record) for record in records], indent=2))
+        elif not records:
+            print("no projects yet: add one with `kimaki project add DIR`")
+        else:
+            for record in records:
+                print(
+                    f"{record.channel_id}\t{record.channel_type}\t"
+                    f"{record.guild_id}\t{record.directory}"
+                )
+        return EXIT_OK
+    removed = await projects.remove(args.channel_id, delete_channels=args.delete_channel)
+    channels = ", ".join(str(record.channel_id) for record in removed)
+    what = "deleted" if args.delete_channel else "kept"
+    print(f"unmapped {removed[0].directory} (channels {channels}, {what}); files are untouched")
+    return EXIT_OK

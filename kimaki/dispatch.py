@@ -64,6 +64,7 @@ class Dispatcher:
         self._handled = 0
         self._malformed = 0
         self._errors = 0
+        self._finished = trio.Event()
 
     def on(
         self,
@@ -81,10 +82,20 @@ class Dispatcher:
         return DispatcherStatistics(self._events, self._handled, self._malformed, self._errors)
 
     async def run(self, events: trio.MemoryReceiveChannel[GatewayEvent]) -> None:
-        async with trio.open_nursery() as nursery, events:
-            async for event in events:
-                self._events += 1
-                await self._dispatch(event, nursery)
+        """Handle events until the channel is closed and drained (the shard stopped)."""
+        try:
+            async with trio.open_nursery() as nursery, events:
+                async for event in events:
+                    self._events += 1
+                    await self._dispatch(event, nursery)
+        finally:
+            self._finished.set()
+
+    async def wait_finished(self) -> None:
+        """Until `run()` has returned: after the shard stopped, every event it handed on has
+        been handled (concurrent handlers included). An in-place restart waits for this before
+        the bot saves what the next process must continue."""
+        await self._finished.wait()
 
     async def _dispatch(self, event: GatewayEvent, nursery: trio.Nursery) -> None:
         subscriptions = self._subscriptions.get(event.name)

@@ -13,6 +13,7 @@ from typing import Any, final
 import attrs
 
 from kimaki.discord.models import Channel, Guild, Role, structure
+from kimaki.discord.rest import RESTClient
 from kimaki.dispatch import Dispatcher
 
 __all__ = ["GuildCache"]
@@ -51,6 +52,22 @@ class GuildCache:
         dispatcher.on("THREAD_LIST_SYNC", self._thread_list_sync)
 
     # Handlers are async only to fit the dispatcher; none of them awaits.
+
+    async def fill(self, rest: RESTClient) -> int:
+        """Load every guild the bot is in (roles, channels, active threads) over REST.
+
+        For a process that RESUMEs a gateway session it did not start (an in-place restart):
+        Discord does not send GUILD_CREATE again, and the events it replays arrive before
+        RESUMED, so the cache must be full before the gateway connects. Returns the count.
+        """
+        for partial in await rest.get_current_user_guilds():
+            guild = await rest.get_guild(partial.id)
+            channels = await rest.get_guild_channels(partial.id)
+            threads = await rest.get_active_threads(partial.id)
+            await self._guild_create(
+                attrs.evolve(guild, channels=tuple(channels), threads=tuple(threads))
+            )
+        return len(self._guilds)
 
     async def _guild_create(self, guild: Guild) -> None:
         if guild.unavailable:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, final
@@ -16,10 +17,12 @@ from urllib.parse import urlsplit
 import attrs
 
 from kimaki._memory import parse_size
+from kimaki.agents.acp import DEFAULT_AGENTS, AgentCommand, resolve_agent, runtime_home
 from kimaki.errors import ConfigError
 
 __all__ = [
     "DEFAULT_DISCORD_API_URL",
+    "DEFAULT_ENGINE",
     "LOCK_PORT_RANGE",
     "Settings",
     "derive_lock_port",
@@ -29,6 +32,9 @@ __all__ = [
 DEFAULT_DISCORD_API_URL: Final = "https://discord.com/api/v10"
 LOCK_PORT_RANGE: Final = range(30000, 40000)
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
+# The OpenCode HTTP engine; ACP agents are engines named `acp:<agent name>`.
+DEFAULT_ENGINE: Final = "opencode"
+_AGENT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 
 
 @final
@@ -43,12 +49,33 @@ class Settings:
     opencode_path: str
     # Seconds without session activity before an agent server is stopped (restarted on demand).
     agent_idle_timeout: float = 30 * 60.0
+    # Seconds a thread with nothing to do keeps its runtime in memory (rebuilt on demand).
+    thread_idle_timeout: float = 15 * 60.0
+    # Seconds a permission request waits for a person before it is denied.
+    permission_timeout: float = 10 * 60.0
     # Start tracemalloc at boot, so heap snapshots have allocation sites from the start.
     trace_memory: bool = False
     # Bytes; the cgroup's memory.max wins when there is one. None: no automatic snapshots.
     memory_limit: int | None = None
+    # The ACP agents the daemon offers as engines `acp:<name>` (KIMAKI_AGENTS over the defaults).
+    agents: tuple[AgentCommand, ...] = ()
+    # The engine of channels that have not chosen one: "opencode" or "acp:<name>".
+    default_engine: str = DEFAULT_ENGINE
     # From KIMAKI_BOT_TOKEN; None means "use the token stored by `kimaki token set`".
     bot_token: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def engine_names(self) -> tuple[str, ...]:
+        """Every engine the daemon runs: the OpenCode HTTP engine, then one per ACP agent."""
+        return _engine_names(self.agents)
+
+    @property
+    def engine_commands(self) -> dict[str, tuple[str, ...]]:
+        """Each engine's name and the command line its agent processes start with."""
+        return {
+            DEFAULT_ENGINE: (self.opencode_path, "serve"),
+            **{f"acp:{agent.name}": agent.argv for agent in self.agents},
+        }
 
     @property
     def database_path(self) -> Path:
@@ -120,8 +147,14 @@ def load_settings(
     _check_api_url(api_url)
 
     opencode_path = env.get("KIMAKI_OPENCODE_PATH", "").strip() or "opencode"
-    raw_idle = env.get("KIMAKI_AGENT_IDLE_TIMEOUT", "").strip()
-    idle = _duration(raw_idle, "KIMAKI_AGENT_IDLE_TIMEOUT") if raw_idle else 30 * 60.0
+
+    def duration(variable: str, default: float) -> float:
+        raw = env.get(variable, "").strip()
+        return _duration(raw, variable) if raw else default
+
+    idle = duration("KIMAKI_AGENT_IDLE_TIMEOUT", 30 * 60.0)
+    thread_idle = duration("KIMAKI_THREAD_IDLE_TIMEOUT", 15 * 60.0)
+    permission_timeout = duration("KIMAKI_PERMISSION_TIMEOUT", 10 * 60.0)
 
     raw_limit, limit_source = pick(memory_limit, "KIMAKI_MEMORY_LIMIT")
     limit = (
@@ -130,6 +163,10 @@ def load_settings(
         else None
     )
     trace = trace_memory or env.get("KIMAKI_TRACE_MEMORY", "").strip().lower() in _TRUE
+
+    agents = _agents(env.get("KIMAKI_AGENTS", ""), resolved_data_dir)
+    default_engine = env.get("KIMAKI_DEFAULT_ENGINE", "").strip() or DEFAULT_ENGINE
+    _check_engine(default_engine, agents)
 
     token = env.get("KIMAKI_BOT_TOKEN", "").strip() or None
     if token is not None:
@@ -142,8 +179,12 @@ def load_settings(
         lock_port=port,
         opencode_path=opencode_path,
         agent_idle_timeout=idle,
+        thread_idle_timeout=thread_idle,
+        permission_timeout=permission_timeout,
         trace_memory=trace,
         memory_limit=limit,
+        agents=agents,
+        default_engine=default_engine,
         bot_token=token,
     )
 
@@ -205,4 +246,58 @@ def _check_api_url(url: str) -> None:
         raise ConfigError(
             f"KIMAKI_DISCORD_API_URL must be an http(s) URL such as {DEFAULT_DISCORD_API_URL}, "
             f"got {url!r}"
+        )
+
+
+def _agents(value: str, data_dir: Path) -> tuple[AgentCommand, ...]:
+    """The default agents, then `KIMAKI_AGENTS`: entries separated by `;` or newlines, each
+    `name=command line` (adds or replaces `name`; an empty command line removes it) or a bare
+    command line (named after its program, as `resolve_agent` names it)."""
+    agents = {name: resolve_agent(name, data_dir) for name in DEFAULT_AGENTS}
+    for entry in re.split(r"[;\n]", value):
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, equals, command_line = entry.partition("=")
+        name = name.strip()
+        if not equals or not _AGENT_NAME.fullmatch(name):
+            if equals and not any(ch.isspace() for ch in name):
+                raise ConfigError(
+                    f"KIMAKI_AGENTS: {name!r} is not an agent name (up to 32 letters, digits, "
+                    "'-', '_' or '.'); write name=command line"
+                )
+            name, command_line = "", entry  # a bare command line such as `my-agent --acp`
+        elif not command_line.strip():
+            agents.pop(name, None)
+            continue
+        try:
+            agent = resolve_agent(command_line, data_dir)
+        except ValueError as exc:
+            raise ConfigError(f"KIMAKI_AGENTS: {exc} (in {entry!r})") from None
+        if name and name != agent.name:
+            # A known agent's program keeps that agent's home and logins; another program
+            # gets a home of its own name.
+            home = agent.home
+            if agent.name not in DEFAULT_AGENTS and home is not None:
+                home = runtime_home(data_dir, name)
+            agent = attrs.evolve(agent, name=name, home=home)
+        elif not _AGENT_NAME.fullmatch(agent.name):
+            raise ConfigError(
+                f"KIMAKI_AGENTS: cannot name the agent of {entry!r} after its program; "
+                "write name=command line"
+            )
+        agents[agent.name] = agent
+    return tuple(agents.values())
+
+
+def _engine_names(agents: tuple[AgentCommand, ...]) -> tuple[str, ...]:
+    return (DEFAULT_ENGINE, *(f"acp:{agent.name}" for agent in agents))
+
+
+def _check_engine(engine: str, agents: tuple[AgentCommand, ...]) -> None:
+    known = _engine_names(agents)
+    if engine not in known:
+        raise ConfigError(
+            f"KIMAKI_DEFAULT_ENGINE must be one of {', '.join(known)} (ACP agents are "
+            f"configured with KIMAKI_AGENTS), got {engine!r}"
         )

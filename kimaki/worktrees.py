@@ -36,6 +36,8 @@ __all__ = [
     "is_git_repository",
     "merge_worktree",
     "project_key",
+    "read_branch",
+    "run_git",
     "uncommitted_files",
     "worktree_slug",
 ]
@@ -86,7 +88,7 @@ def project_key(project_dir: Path) -> str:
     return hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:10]
 
 
-async def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+async def run_git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, **_GIT_ENV}
     result = await trio.run_process(
         ["git", *args], cwd=cwd, capture_stdout=True, capture_stderr=True, check=False, env=env
@@ -102,34 +104,59 @@ def _lines(output: bytes) -> list[str]:
 
 
 async def is_git_repository(directory: Path) -> bool:
-    result = await _git(directory, "rev-parse", "--is-inside-work-tree", check=False)
+    result = await run_git(directory, "rev-parse", "--is-inside-work-tree", check=False)
     return result.returncode == 0 and result.stdout.strip() == b"true"
 
 
 async def current_branch(directory: Path) -> str | None:
     """The checked-out branch, or None on a detached HEAD."""
-    result = await _git(directory, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    result = await run_git(directory, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
     if result.returncode != 0:
         return None
     return result.stdout.decode().strip() or None
 
 
+def read_branch(directory: Path) -> str | None:
+    """The checked-out branch from `.git/HEAD` without running git (None: detached HEAD or no
+    repository). For the footer of every turn, where a process per turn would cost more
+    than the answer; anything that acts on the repository uses git itself."""
+    for folder in (directory, *directory.parents):
+        dot_git = folder / ".git"
+        try:
+            if dot_git.is_file():
+                # A worktree: `gitdir: <path>` to its own HEAD.
+                pointer = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+                if not pointer.startswith("gitdir:"):
+                    return None
+                git_dir = (folder / pointer[len("gitdir:") :].strip()).resolve()
+            elif dot_git.is_dir():
+                git_dir = dot_git
+            else:
+                continue
+            head = (git_dir / "HEAD").read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return None
+        prefix = "ref: refs/heads/"
+        return head[len(prefix) :] or None if head.startswith(prefix) else None
+    return None
+
+
 async def uncommitted_files(directory: Path) -> list[str]:
     """Files with changes not committed (staged, unstaged or untracked)."""
-    result = await _git(directory, "status", "--porcelain=v1", "--untracked-files=normal")
+    result = await run_git(directory, "status", "--porcelain=v1", "--untracked-files=normal")
     return [line[3:] for line in _lines(result.stdout)]
 
 
 async def _check_branch_name(cwd: Path, name: str) -> None:
     if name.startswith("-"):
         raise WorktreeError(f"{name!r} is not a branch name")
-    result = await _git(cwd, "check-ref-format", "--branch", name, check=False)
+    result = await run_git(cwd, "check-ref-format", "--branch", name, check=False)
     if result.returncode != 0:
         raise WorktreeError(f"{name!r} is not a valid branch name")
 
 
 async def _ref_exists(cwd: Path, ref: str) -> bool:
-    result = await _git(
+    result = await run_git(
         cwd,
         "rev-parse",
         "--verify",
@@ -170,7 +197,7 @@ async def create_worktree(
         path = parent / candidate
         if await trio.Path(path).exists() or await _ref_exists(project_dir, f"refs/heads/{branch}"):
             continue
-        await _git(project_dir, "worktree", "add", "-b", branch, "--", str(path), base)
+        await run_git(project_dir, "worktree", "add", "-b", branch, "--", str(path), base)
         log.info("worktree %s on %s (from %s)", path, branch, base)
         return Worktree(path=path, branch=branch, base=base)
     raise WorktreeError(f"too many worktrees named {slug}")
@@ -191,24 +218,26 @@ async def merge_worktree(worktree: Path, branch: str, target: str) -> MergeResul
             "Commit them (or ask the agent to) before merging.",
         )
 
-    rebase = await _git(worktree, "rebase", "--end-of-options", target, check=False)
+    rebase = await run_git(worktree, "rebase", "--end-of-options", target, check=False)
     if rebase.returncode != 0:
         if await _rebase_in_progress(worktree):
             return await _conflict(worktree, f"rebasing {branch} onto {target} stopped")
         detail = _lines(rebase.stderr)
         raise WorktreeError(f"git rebase failed: {detail[-1] if detail else rebase.returncode}")
 
-    ahead = await _git(worktree, "rev-list", "--count", f"{target}..{branch}")
+    ahead = await run_git(worktree, "rev-list", "--count", f"{target}..{branch}")
     if int(ahead.stdout.strip() or b"0") == 0:
         return MergeResult("up-to-date", f"{target} already has everything on {branch}")
 
     holder = await _worktree_with_branch(worktree, target)
     if holder is not None:
         # The target is checked out somewhere: fast-forward it there, or say what is in the way.
-        result = await _git(holder, "merge", "--ff-only", "--end-of-options", branch, check=False)
+        result = await run_git(
+            holder, "merge", "--ff-only", "--end-of-options", branch, check=False
+        )
     else:
         # Not checked out: `fetch . a:b` moves b to a only when that is a fast-forward.
-        result = await _git(worktree, "fetch", "--", ".", f"{branch}:{target}", check=False)
+        result = await run_git(worktree, "fetch", "--", ".", f"{branch}:{target}", check=False)
     if result.returncode != 0:
         detail = _lines(result.stderr)
         return MergeResult(
@@ -220,7 +249,7 @@ async def merge_worktree(worktree: Path, branch: str, target: str) -> MergeResul
 
 async def _rebase_in_progress(worktree: Path) -> bool:
     for name in ("rebase-merge", "rebase-apply"):
-        result = await _git(worktree, "rev-parse", "--git-path", name)
+        result = await run_git(worktree, "rev-parse", "--git-path", name)
         path = Path(result.stdout.decode().strip())
         if not path.is_absolute():
             path = worktree / path
@@ -230,7 +259,7 @@ async def _rebase_in_progress(worktree: Path) -> bool:
 
 
 async def _conflict(worktree: Path, what: str) -> MergeResult:
-    result = await _git(worktree, "diff", "--name-only", "--diff-filter=U")
+    result = await run_git(worktree, "diff", "--name-only", "--diff-filter=U")
     files = tuple(_lines(result.stdout))
     return MergeResult(
         "conflict",
@@ -241,7 +270,7 @@ async def _conflict(worktree: Path, what: str) -> MergeResult:
 
 
 async def _worktree_with_branch(cwd: Path, branch: str) -> Path | None:
-    result = await _git(cwd, "worktree", "list", "--porcelain")
+    result = await run_git(cwd, "worktree", "list", "--porcelain")
     path: Path | None = None
     for line in _lines(result.stdout):
         if line.startswith("worktree "):

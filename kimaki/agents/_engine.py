@@ -7,6 +7,7 @@ Engine ........................... one per kind of agent (OpenCode, an ACP agent
 EngineSession .................... one agent session, bound to one Discord thread
 ├─ prompt(text, files, model=, agent=) -> turn id      (returns once the agent accepted it)
 ├─ abort()                                             (returns once the turn is over)
+├─ resume_turn(turn id)                                (after an in-place restart)
 ├─ reply_permission(id, "once" | "always" | "reject")
 ├─ answer_question(id, answers) / reject_question(id)
 └─ events: EventQueue  ->  engine-neutral events (kimaki.agents._events), in order
@@ -220,6 +221,15 @@ class EngineSession(Protocol):
 
         Raises `TurnInProgressError` while the previous turn runs, `EngineUnavailableError`
         when the agent server cannot be started.
+        """
+        ...
+
+    async def resume_turn(self, turn_id: str) -> None:
+        """Follow turn `turn_id`, started before the daemon restarted in place.
+
+        Its events arrive on `events` as for a turn `prompt()` started, ending with its
+        `TurnEnded`; parts finished before the restart are sent again with their ids (a
+        renderer skips what it posted). A turn the agent no longer runs ends with an error.
         """
         ...
 

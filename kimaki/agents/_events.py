@@ -47,7 +47,7 @@ __all__ = [
     "Usage",
 ]
 
-StopReason = Literal["end_turn", "aborted", "error", "max_tokens", "refused"]
+StopReason = Literal["end_turn", "aborted", "error", "max_tokens", "max_turn_requests", "refused"]
 ToolStatus = Literal["pending", "running", "completed", "error"]
 PlanStatus = Literal["pending", "in_progress", "completed", "cancelled"]
 
@@ -222,6 +222,8 @@ class Usage:
     cache_write_tokens: int = 0
     cost: float = 0.0
     context_limit: int | None = None
+    # `provider/model` that answered, when the engine says.
+    model: str | None = None
 
     @property
     def context_tokens(self) -> int:

@@ -16,6 +16,14 @@ Why not `trio.lowlevel.open_process`: it forks from a worker thread, and Linux d
 parent-death signal when the *thread* that forked exits, which trio's idle worker threads do
 after ten seconds. So the fork happens here, in the trio thread (a few milliseconds), and the
 exit is awaited through a pidfd, the way trio itself does it on Linux.
+
+**Surviving an in-place restart.** The daemon re-executes itself (`os.execv`, same pid) on
+SIGUSR2 from that same main thread, so the parent-death signal does not fire and the servers
+stay its children. `detach()` hands over the read ends of a server's output pipes (duplicated;
+the exec keeps them open once made inheritable), so the server never writes into a closed
+pipe; `AgentProcess.adopt()` in the new process wraps the pid and those fds again. The pid is
+checked to be a child of this process first: a stale record can never make us signal a
+stranger that reused the pid.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Final, final
+from typing import Final, Protocol, final
 
 import attrs
 import trio
@@ -178,23 +187,131 @@ def _parent_death_hook() -> Callable[[], None] | None:
     return hook
 
 
+class _Child(Protocol):
+    """What `AgentProcess` needs of a child: `subprocess.Popen`, or an adopted pid."""
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+
+@final
+class _AdoptedChild:
+    """A child this process did not start in its current image (it was started before an
+    `os.execv`): reaped with `waitpid` like any child."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:  # reaped elsewhere; like Popen, assume success
+                self.returncode = 0
+            else:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
 @final
 class AgentProcess:
-    """A running agent server process. Use `spawn()` to make one."""
+    """A running agent server process. `spawn()` starts one; `adopt()` takes one over after
+    an in-place restart."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], spec: LaunchSpec) -> None:
-        self._popen = popen
+    def __init__(
+        self,
+        child: _Child,
+        pid: int,
+        spec: LaunchSpec | None,
+        *,
+        stdin: trio.lowlevel.FdStream | None = None,
+        stdout: trio.lowlevel.FdStream | None = None,
+        stderr: trio.lowlevel.FdStream | None = None,
+        started_at: float | None = None,
+        pidfd: int | None = None,
+    ) -> None:
+        self._popen = child
         self.spec = spec
-        self.pid = popen.pid
+        self.pid = pid
+        # Wall-clock time of the start, kept across restarts (for operations).
+        self.started_at = time.time() if started_at is None else started_at
+        self.adopted = not isinstance(child, subprocess.Popen)
         self.stderr_tail = StderrTail()
-        self.stdin: trio.lowlevel.FdStream | None = _take_stream(popen, "stdin")
-        self.stdout: trio.lowlevel.FdStream | None = _take_stream(popen, "stdout")
-        self._stderr: trio.lowlevel.FdStream | None = _take_stream(popen, "stderr")
-        self._pidfd: int | None
+        self.stdin = stdin
+        self.stdout = stdout
+        self._stderr = stderr
+        self._detached = False
+        self._pidfd: int | None = pidfd
+        if pidfd is None:
+            try:
+                self._pidfd = os.pidfd_open(pid)
+            except (AttributeError, OSError):
+                self._pidfd = None
+
+    @classmethod
+    def adopt(
+        cls,
+        pid: int,
+        *,
+        started_at: float,
+        stdout_fd: int | None = None,
+        stderr_fd: int | None = None,
+    ) -> AgentProcess:
+        """Take over `pid`, a child left running by this process's previous image.
+
+        `stdout_fd`/`stderr_fd` (inherited pipe read ends) are owned by the result. Raises
+        `ProcessLookupError` when `pid` is not a running child of this process; the fds are
+        closed then.
+        """
+        fds = [fd for fd in (stdout_fd, stderr_fd) if fd is not None]
         try:
-            self._pidfd = os.pidfd_open(popen.pid)
-        except (AttributeError, OSError):
-            self._pidfd = None
+            pidfd = _open_child(pid)
+        except BaseException:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise
+        for fd in fds:
+            os.set_inheritable(fd, False)  # not into the next agent server we start
+
+        def stream(fd: int | None) -> trio.lowlevel.FdStream | None:
+            return None if fd is None else trio.lowlevel.FdStream(fd)
+
+        return cls(
+            _AdoptedChild(pid),
+            pid,
+            None,
+            stdout=stream(stdout_fd),
+            stderr=stream(stderr_fd),
+            started_at=started_at,
+            pidfd=pidfd,
+        )
+
+    def detach(self) -> tuple[int | None, int | None]:
+        """Give the process up without stopping it (an in-place restart hands it over).
+
+        Returns duplicates of the stdout and stderr pipe read ends (None for those it has not),
+        still close-on-exec: the caller makes them inheritable right before the exec. After
+        this, `stop()` and `send_signal_group()` leave the process alone.
+        """
+        self._detached = True
+        if isinstance(self._popen, subprocess.Popen):
+            # No longer this Popen's to reap: with a return code set, subprocess neither warns
+            # about it nor reaps it behind the adopter's back when the object is collected.
+            self._popen.returncode = 0
+            self._popen = _AdoptedChild(self.pid)
+
+        def duplicate(stream: trio.lowlevel.FdStream | None) -> int | None:
+            return None if stream is None else os.dup(stream.fileno())
+
+        return duplicate(self.stdout), duplicate(self._stderr)
+
+    @property
+    def detached(self) -> bool:
+        return self._detached
 
     @property
     def returncode(self) -> int | None:
@@ -238,7 +355,7 @@ class AgentProcess:
         return returncode
 
     def send_signal_group(self, sig: int) -> None:
-        if self._popen.returncode is not None:
+        if self._popen.returncode is not None or self._detached:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
@@ -251,7 +368,10 @@ class AgentProcess:
 
     async def stop(self, grace: float = _STOP_GRACE) -> int:
         """SIGTERM to the group, SIGKILL after `grace` seconds; always reaped, even when the
-        caller is being cancelled."""
+        caller is being cancelled. A detached process is left running (returns -1)."""
+        if self._detached:
+            self._close_pidfd()
+            return -1
         with trio.CancelScope(shield=True):
             self.send_signal_group(signal.SIGTERM)
             with trio.move_on_after(grace):
@@ -273,6 +393,30 @@ class AgentProcess:
         for stream in (self.stdin, self.stdout, self._stderr):
             if stream is not None:
                 await stream.aclose()
+
+
+def _open_child(pid: int) -> int:
+    """A pidfd for `pid` if it is a running child of this process; else `ProcessLookupError`.
+
+    While a child is unreaped its pid cannot be reused, so once the parent is checked to be
+    us, the pidfd names the right process.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            fields = file.read().rpartition(")")[2].split()
+    except OSError:
+        raise ProcessLookupError(f"process {pid} does not exist") from None
+    state, parent = fields[0], int(fields[1])
+    if parent != os.getpid():
+        raise ProcessLookupError(f"process {pid} is not a child of this process")
+    if state in ("Z", "X"):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        raise ProcessLookupError(f"process {pid} has exited")
+    try:
+        return os.pidfd_open(pid)
+    except OSError as exc:
+        raise ProcessLookupError(f"process {pid} cannot be watched: {exc}") from None
 
 
 def _take_stream(popen: subprocess.Popen[bytes], name: str) -> trio.lowlevel.FdStream | None:
@@ -306,4 +450,11 @@ def spawn(spec: LaunchSpec) -> AgentProcess:
         close_fds=True,
     )
     log.debug("started %s (pid %d) in %s", argv[0], popen.pid, spec.cwd)
-    return AgentProcess(popen, spec)
+    return AgentProcess(
+        popen,
+        popen.pid,
+        spec,
+        stdin=_take_stream(popen, "stdin"),
+        stdout=_take_stream(popen, "stdout"),
+        stderr=_take_stream(popen, "stderr"),
+    )

@@ -21,6 +21,12 @@ Start failures (the binary is missing, the server exits or never becomes ready) 
 requests waiting for the server right away with `EngineUnavailableError`, whose message ends
 with the server's last stderr lines: a person sees why, not a timeout. They count as crashes
 for giving up, but the next start waits for the next request rather than looping.
+
+In-place restart: `handover()` ends the supervision of a ready server without stopping the
+process (its connection is released, its output pipes duplicated for the next process), and
+the next process `adopt()`s it: the same loop, with the adopted process in place of a spawn
+and `hooks.connect` checking it is still the server it was (OpenCode: health with the stored
+password). An adopted server that fails that check is stopped and started again on demand.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import math
 import random
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from typing import Generic, Protocol, TypeVar, final
+from typing import Final, Generic, Protocol, TypeVar, final
 
 import attrs
 import trio
@@ -42,6 +48,7 @@ from kimaki.agents._process import AgentProcess, LaunchSpec, spawn
 
 __all__ = [
     "AgentServer",
+    "DetachedServer",
     "RestartPolicy",
     "ServerHooks",
     "ServerPool",
@@ -127,6 +134,26 @@ class _Crash:
     start_failure: bool
 
 
+@final
+@attrs.frozen
+class DetachedServer:
+    """A server given up by `AgentServer.handover()`: still running, for the next process.
+
+    `stdout_fd`/`stderr_fd` are this process's (close-on-exec) duplicates of the output pipes.
+    """
+
+    process: AgentProcess
+    stdout_fd: int | None
+    stderr_fd: int | None
+
+
+class _HandedOver:
+    """`_serve`'s outcome when the server was handed over."""
+
+
+_HANDED_OVER: Final = _HandedOver()
+
+
 def _with_stderr(message: str, process: AgentProcess | None) -> str:
     tail = process.stderr_tail.text() if process is not None else ""
     return f"{message}\n{tail}" if tail else message
@@ -172,6 +199,10 @@ class AgentServer(Generic[ConnT]):
         self._starts = 0
         self._crashes = 0
         self._start_failures = 0
+        self._adopted: AgentProcess | None = None
+        self._handover_requested = False
+        self._handover_done = trio.Event()
+        self._detached: DetachedServer | None = None
 
     # ----------------------------------------------------------------- for engines
 
@@ -244,6 +275,37 @@ class AgentServer(Generic[ConnT]):
         self._stop_requested = True
         self._poke()
 
+    def adopt(self, process: AgentProcess) -> None:
+        """Supervise `process` (left running by the previous process image) as this server.
+
+        Call before the first `connection()`. `hooks.connect` then checks the process instead
+        of a fresh one; if the check fails, the process is stopped and the next request starts
+        a new server.
+        """
+        if self._state is not ServerState.STOPPED or self._adopted is not None:
+            raise RuntimeError(f"{self.name} already has a process")
+        self._adopted = process
+        self.touch()
+        self._demand.set()
+
+    async def handover(self) -> DetachedServer | None:
+        """Stop supervising without stopping the process, for an in-place restart.
+
+        Returns the detached server, or None when there was no ready server to hand over (one
+        that is starting or backing off is stopped as usual when the engine closes). Either
+        way this server accepts no more requests.
+        """
+        if self._closed:
+            return None
+        self._closed = True
+        self._changed.unpark_all()  # waiting requests fail: the daemon is restarting
+        if self._state is not ServerState.READY or self._process is None:
+            return None
+        self._handover_requested = True
+        self._poke()
+        await self._handover_done.wait()
+        return self._detached
+
     def statistics(self) -> ServerStatistics:
         return ServerStatistics(
             state=self._state,
@@ -272,6 +334,8 @@ class AgentServer(Generic[ConnT]):
                 await self._demand.wait()
                 self._stop_requested = False
                 crash = await self._run_once()
+                if self._handover_requested:
+                    return
                 if crash is None:
                     self._consecutive = 0
                     self._demand = trio.Event()
@@ -282,6 +346,7 @@ class AgentServer(Generic[ConnT]):
             self._closed = True
             self._connection = None
             self._set_state(ServerState.STOPPED)
+            self._handover_done.set()
 
     async def _after_crash(self, crash: _Crash) -> None:
         now = trio.current_time()
@@ -319,12 +384,15 @@ class AgentServer(Generic[ConnT]):
     async def _run_once(self) -> _Crash | None:
         """Start the server and keep it until it exits (a crash), idles out or is stopped."""
         self._set_state(ServerState.STARTING)
-        spec = self._hooks.launch_spec()
-        try:
-            process = spawn(spec)
-        except OSError as exc:
-            return _Crash(f"{self.name}: could not start {spec.argv[0]}: {exc}", True)
-        self._starts += 1
+        if self._adopted is not None:
+            process, self._adopted = self._adopted, None
+        else:
+            spec = self._hooks.launch_spec()
+            try:
+                process = spawn(spec)
+            except OSError as exc:
+                return _Crash(f"{self.name}: could not start {spec.argv[0]}: {exc}", True)
+            self._starts += 1
         self._process = process
         exited = trio.Event()
         stderr_done = trio.Event()
@@ -352,7 +420,7 @@ class AgentServer(Generic[ConnT]):
                 connection = connected
                 outcome = await self._serve(nursery, process, connection, exited, stderr_done)
                 nursery.cancel_scope.cancel()
-            return outcome
+            return None if isinstance(outcome, _HandedOver) else outcome
         finally:
             self._connection = None
             with trio.CancelScope(shield=True):
@@ -409,6 +477,11 @@ class AgentServer(Generic[ConnT]):
             message = f"{self.name} was not ready after {self._ready_timeout:.0f} s"
         else:
             message = f"{self.name} failed to start"
+        if process.adopted:
+            message = (
+                f"{message} (the server pid {process.pid} left by the previous process could "
+                "not be adopted; a new one starts on the next request)"
+            )
         return _Crash(_with_stderr(message, process), True)
 
     async def _run_serve(self, connection: ConnT, errors: list[str]) -> None:
@@ -426,11 +499,14 @@ class AgentServer(Generic[ConnT]):
         connection: ConnT,
         exited: trio.Event,
         stderr_done: trio.Event,
-    ) -> _Crash | None:
+    ) -> _Crash | _HandedOver | None:
         self._connection = connection
         ready_at = trio.current_time()
         self._set_state(ServerState.READY)
-        log.info("%s ready (pid %d)", self.name, process.pid)
+        if process.adopted:
+            log.info("%s adopted (pid %d)", self.name, process.pid)
+        else:
+            log.info("%s ready (pid %d)", self.name, process.pid)
         serve_errors: list[str] = []
         nursery.start_soon(self._run_serve, connection, serve_errors)
         while True:
@@ -444,6 +520,12 @@ class AgentServer(Generic[ConnT]):
                     await stderr_done.wait()
                 message = f"{self.name} exited unexpectedly (code {process.returncode})"
                 return _Crash(_with_stderr(message, process), False)
+            if self._handover_requested:
+                self._connection = None
+                stdout_fd, stderr_fd = process.detach()
+                self._detached = DetachedServer(process, stdout_fd, stderr_fd)
+                log.info("%s handed over (pid %d keeps running)", self.name, process.pid)
+                return _HANDED_OVER
             if self._stop_requested:
                 log.info("%s stopping on request", self.name)
                 return None
@@ -476,3 +558,15 @@ class ServerPool(Generic[KeyT, ConnT]):
 
     def servers(self) -> dict[KeyT, AgentServer[ConnT]]:
         return dict(self._servers)
+
+    async def stop_all(self) -> None:
+        """Stop every running server and wait for each: an orderly shutdown, where the
+        processes get their SIGTERM grace while the daemon still runs (not only once the
+        engine's nursery unwinds)."""
+        async with trio.open_nursery() as nursery:
+            for server in self._servers.values():
+                if server.state in (ServerState.READY, ServerState.STARTING):
+                    server.stop()
+                    nursery.start_soon(
+                        server.wait_for_state, ServerState.STOPPED, ServerState.FAILED
+                    )

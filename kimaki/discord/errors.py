@@ -10,7 +10,8 @@ KimakiError
 │   │   ├── NotFound .......... 404: the channel, message, interaction, ... is gone
 │   │   ├── RateLimited ....... 429 still, after the client's bounded retries
 │   │   └── ServerError ....... 5xx still, after the client's bounded retries
-│   └── NetworkError .......... no answer at all (connect, read, protocol), after retries
+│   ├── NetworkError .......... no answer at all (connect, read, protocol), after retries
+│   └── DownloadTooLarge ...... an attachment bigger than the caller allows
 └── ModelError ................ a payload does not have the shape of the model asked for
 
 ValueError
@@ -36,6 +37,7 @@ from kimaki.errors import KimakiError
 __all__ = [
     "BadRequest",
     "ContentTooLong",
+    "DownloadTooLarge",
     "Forbidden",
     "HTTPError",
     "ModelError",
@@ -189,6 +191,10 @@ def error_from_response(
         )
     cls = ServerError if status >= 500 else _BY_STATUS.get(status, HTTPError)
     return cls(status, method=method, path=path, code=code, message=message, errors=errors)
+
+
+class DownloadTooLarge(RESTError):
+    """An attachment was larger than the caller's limit; the download was stopped."""
 
 
 class ContentTooLong(ValueError):

@@ -261,6 +261,18 @@ def _connect_url(base: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
 
 
+_ssl_context: ssl.SSLContext | None = None
+
+
+async def _tls_context() -> ssl.SSLContext:
+    """One context for every connection, made off the event loop: loading the CA bundle takes
+    about 0.1 s, which would stall everything at each reconnect (and each restart)."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = await trio.to_thread.run_sync(ssl.create_default_context)
+    return _ssl_context
+
+
 async def _open_stream(url: str) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -268,7 +280,7 @@ async def _open_stream(url: str) -> trio.SocketStream | trio.SSLStream[trio.Sock
         return await trio.open_ssl_over_tcp_stream(
             host,
             parts.port or 443,
-            ssl_context=ssl.create_default_context(),
+            ssl_context=await _tls_context(),
             https_compatible=True,
         )
     return await trio.open_tcp_stream(host, parts.port or 80)

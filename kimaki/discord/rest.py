@@ -41,6 +41,7 @@ from kimaki.discord._ratelimit import RateLimiter
 from kimaki.discord._routes import CompiledRoute, Route
 from kimaki.discord.errors import (
     ContentTooLong,
+    DownloadTooLarge,
     NetworkError,
     error_from_response,
 )
@@ -130,6 +131,7 @@ class _R:
 
     gateway_bot = Route("GET", "/gateway/bot")
     current_user = Route("GET", "/users/@me")
+    current_user_guilds = Route("GET", "/users/@me/guilds")
     current_application = Route("GET", "/applications/@me")
     messages = Route("GET", "/channels/{channel_id}/messages")
     create_message = Route("POST", "/channels/{channel_id}/messages", idempotent=True)
@@ -177,6 +179,16 @@ def _put(payload: dict[str, Any], key: str, value: Any) -> None:
         payload[key] = value
 
 
+def _redact_file(data: bytes) -> bytes:
+    """A text file's secrets redacted as message content is (a `/diff` may show an .env)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+    redacted = _log.redact(text)
+    return data if redacted == text else redacted.encode("utf-8")
+
+
 def _message_payload(
     *,
     content: str | Unset | None = UNSET,
@@ -190,6 +202,10 @@ def _message_payload(
 ) -> dict[str, Any]:
     """The JSON for any message-shaped request (create, edit, interaction, follow-up)."""
     _check_content(content)
+    if isinstance(content, str):
+        # Agent output can quote anything it read (an .env, a log): no secret of ours, and
+        # nothing shaped like a bot token, reaches Discord.
+        content = _log.redact(content)
     payload: dict[str, Any] = {}
     _put(payload, "content", content)
     if embeds is not UNSET:
@@ -283,6 +299,34 @@ class RESTClient:
             paused_for=self._limiter.paused_for(),
         )
 
+    async def download(self, url: str, *, limit: int) -> bytes:
+        """An attachment's bytes from Discord's CDN, without the bot token (never sent there).
+
+        Raises `NetworkError`, `HTTPError` for a failed status, or `DownloadTooLarge` when the
+        body exceeds `limit` bytes.
+        """
+        request = self._client.build_request("GET", url)
+        del request.headers["Authorization"]
+        path = httpx.URL(url).path
+        try:
+            response = await self._client.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    raise error_from_response(response.status_code, body, method="GET", path=path)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise DownloadTooLarge(f"{path} is over {limit} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+            finally:
+                await response.aclose()
+        except httpx.TransportError as exc:
+            raise NetworkError("GET", path, exc) from None
+
     # ------------------------------------------------------------------ the request loop
 
     def _backoff(self, attempt: int) -> float:
@@ -313,7 +357,7 @@ class RESTClient:
                 payload = {} if json_body is UNSET else json_body
                 kwargs["data"] = {"payload_json": json.dumps(payload, separators=(",", ":"))}
                 kwargs["files"] = [
-                    (f"files[{i}]", (f.filename, f.data, f.content_type))
+                    (f"files[{i}]", (f.filename, _redact_file(f.data), f.content_type))
                     for i, f in enumerate(files)
                 ]
             elif json_body is not UNSET:
@@ -402,6 +446,11 @@ class RESTClient:
 
     async def get_current_user(self) -> User:
         return await self._get(User, _R.current_user)
+
+    async def get_current_user_guilds(self) -> list[Guild]:
+        """The guilds the bot is in (partial: id and name), up to 200."""
+        data = await self._request(_R.current_user_guilds.compile(), query={"limit": 200})
+        return structure(data, list[Guild])
 
     async def get_current_application(self) -> Application:
         """The bot's application (its id is the one commands and follow-ups are keyed by)."""

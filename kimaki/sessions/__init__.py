@@ -7,7 +7,7 @@ from kimaki.sessions._attachments import (
     PreparedAttachments,
     prepare_attachments,
 )
-from kimaki.sessions._prompt import Prompt, PromptFile, PromptSource
+from kimaki.sessions._prompt import Prompt, PromptFile, PromptSource, QuotedMessage
 from kimaki.sessions._runtime import (
     RuntimeStatistics,
     ThreadRuntime,
@@ -22,6 +22,7 @@ __all__ = [
     "Prompt",
     "PromptFile",
     "PromptSource",
+    "QuotedMessage",
     "RuntimeStatistics",
     "ThreadRuntime",
     "ThreadRuntimes",

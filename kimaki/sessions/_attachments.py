@@ -22,7 +22,7 @@ from typing import Final, final
 import attrs
 import trio
 
-from kimaki.sessions._prompt import PromptFile
+from kimaki.sessions._prompt import AttachmentInfo, PromptFile
 
 __all__ = [
     "INLINE_TEXT_LIMIT",
@@ -66,18 +66,6 @@ _TEXT_SUFFIXES: Final = frozenset(
 )
 
 Fetch = Callable[[str], Awaitable[bytes]]
-
-
-@final
-@attrs.frozen
-class AttachmentInfo:
-    """What the prompt builder needs of a Discord attachment."""
-
-    attachment_id: int
-    filename: str
-    url: str
-    size: int
-    content_type: str | None = None
 
 
 @final

@@ -93,6 +93,7 @@ class ThreadRuntime:
         idle_timeout: float,
         on_exit: Callable[[ThreadRuntime], None],
         counters: _Counters,
+        on_turn_over: Callable[[], None] = lambda: None,
     ) -> None:
         self.thread_id = thread_id
         self._handler = handler
@@ -104,6 +105,12 @@ class ThreadRuntime:
         self._current: Prompt | None = None
         self._current_scope: trio.CancelScope | None = None
         self._closed = False
+        self._suspended = False
+        self._on_turn_over = on_turn_over
+
+    @property
+    def handler(self) -> TurnHandler:
+        return self._handler
 
     @property
     def running(self) -> Prompt | None:
@@ -145,6 +152,23 @@ class ThreadRuntime:
         self._current_scope.cancel()
         return True
 
+    def suspend(self) -> tuple[Prompt | None, list[Prompt]]:
+        """Stop serving without a word to anyone (the daemon restarts in place).
+
+        The running turn is cancelled *without* `interrupted()`: the agent keeps working, and
+        the next process follows the turn. Returns the running prompt and the queue, which the
+        caller hands over; the runtime leaves the registry at once.
+        """
+        self._suspended = True
+        running = self._current
+        pending = list(self._pending)
+        self._pending.clear()
+        if self._current_scope is not None:
+            self._current_scope.cancel()
+        self._close()
+        self._wakeup.set()
+        return running, pending
+
     def clear_queue(self, position: int | None = None) -> list[Prompt]:
         """Drop queued prompts (all, or the one at 1-based `position`); return what was dropped."""
         if position is None:
@@ -159,7 +183,7 @@ class ThreadRuntime:
 
     async def run(self) -> None:
         try:
-            while True:
+            while not self._suspended:
                 prompt = await self._next_prompt()
                 if prompt is None:
                     return
@@ -169,9 +193,11 @@ class ThreadRuntime:
 
     async def _next_prompt(self) -> Prompt | None:
         with trio.move_on_after(self._idle_timeout):
-            while not self._pending:
+            while not self._pending and not self._suspended:
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
+        if self._suspended:
+            return None
         if not self._pending:
             # Idle: leave the registry now, before any await, so that a prompt arriving while
             # we persist starts a new runtime rather than landing in this one.
@@ -193,7 +219,9 @@ class ThreadRuntime:
                 self._current_scope = scope
                 await self._handler.run_turn(prompt)
             self._current_scope = None
-            if scope.cancelled_caught:
+            if scope.cancelled_caught and self._suspended:
+                pass  # handed to the next process: the agent goes on, nobody is told
+            elif scope.cancelled_caught:
                 self._counters.turns_interrupted += 1
                 with trio.CancelScope(shield=True):
                     await self._handler.interrupted(prompt)
@@ -206,6 +234,7 @@ class ThreadRuntime:
         finally:
             self._current = None
             self._current_scope = None
+            self._on_turn_over()
 
     def _close(self) -> None:
         if not self._closed:
@@ -235,6 +264,24 @@ class ThreadRuntimes:
         self._idle_timeout = idle_timeout
         self._runtimes: dict[int, ThreadRuntime] = {}
         self._counters = _Counters()
+        self._closed = False
+        self._turn_over = trio.lowlevel.ParkingLot()
+
+    def _turn_ended(self) -> None:
+        self._turn_over.unpark_all()
+
+    def runtimes(self) -> list[ThreadRuntime]:
+        return list(self._runtimes.values())
+
+    async def wait_for_turns(self, runtimes: list[ThreadRuntime]) -> None:
+        """Return once none of `runtimes` is serving a turn (interrupted ones included)."""
+        while any(runtime.running is not None for runtime in runtimes):
+            await self._turn_over.park()
+
+    def close(self) -> None:
+        """Accept no more prompts (the daemon is stopping); running ones are cancelled by the
+        nursery's owner."""
+        self._closed = True
 
     def get(self, thread_id: int) -> ThreadRuntime | None:
         return self._runtimes.get(thread_id)
@@ -245,8 +292,11 @@ class ThreadRuntimes:
     def submit(self, thread_id: int, prompt: Prompt) -> int:
         """Route `prompt` to its thread's runtime, starting one if needed.
 
-        Returns the queue position, as `ThreadRuntime.submit` does.
+        Returns the queue position, as `ThreadRuntime.submit` does. Raises
+        `trio.ClosedResourceError` after `close()`.
         """
+        if self._closed:
+            raise trio.ClosedResourceError("thread runtimes are closed: the bot is stopping")
         runtime = self._runtimes.get(thread_id)
         if runtime is None:
             runtime = ThreadRuntime(
@@ -255,6 +305,7 @@ class ThreadRuntimes:
                 idle_timeout=self._idle_timeout,
                 on_exit=self._forget,
                 counters=self._counters,
+                on_turn_over=self._turn_ended,
             )
             self._runtimes[thread_id] = runtime
             self._nursery.start_soon(runtime.run, name=f"thread-{thread_id}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from kimaki.store._records import (
+    AgentServerHandover,
     ChannelRecord,
     ChannelType,
     GatewaySession,
     InteractionKey,
     Preference,
     PreferenceScope,
+    QueuedPrompt,
+    RunningTurn,
     ScheduledTask,
     ThreadRecord,
     WorktreeRecord,
@@ -18,12 +21,15 @@ from kimaki.store._store import Store, StoreClosedError
 
 __all__ = [
     "LATEST_VERSION",
+    "AgentServerHandover",
     "ChannelRecord",
     "ChannelType",
     "GatewaySession",
     "InteractionKey",
     "Preference",
     "PreferenceScope",
+    "QueuedPrompt",
+    "RunningTurn",
     "ScheduledTask",
     "Store",
     "StoreClosedError",

@@ -8,12 +8,15 @@ from typing import Any, Literal, final
 import attrs
 
 __all__ = [
+    "AgentServerHandover",
     "ChannelRecord",
     "ChannelType",
     "GatewaySession",
     "InteractionKey",
     "Preference",
     "PreferenceScope",
+    "QueuedPrompt",
+    "RunningTurn",
     "ScheduledTask",
     "ThreadRecord",
     "WorktreeRecord",
@@ -125,3 +128,53 @@ class GatewaySession:
     session_id: str
     sequence: int
     resume_url: str
+
+
+@final
+@attrs.frozen
+class AgentServerHandover:
+    """An agent server left running across an in-place restart, for the next process to adopt.
+
+    After `os.execv` the server is still a child of the same pid. `stdout_fd`/`stderr_fd` are
+    the read ends of its output pipes, kept open (inheritable) through the exec so the server
+    never writes into a closed pipe; None when the engine does not hand them over.
+    """
+
+    engine: str
+    directory: Path = attrs.field(converter=Path)
+    pid: int
+    port: int
+    password: str = attrs.field(repr=False)
+    started_at: float
+    stdout_fd: int | None = None
+    stderr_fd: int | None = None
+
+
+@final
+@attrs.frozen
+class RunningTurn:
+    """A turn that was still running when the daemon restarted in place: continue it.
+
+    `turn_id` is the engine's id of the turn (what `EngineSession.prompt` returned);
+    `prompt_message_id` the Discord message that started it, when there was one.
+    """
+
+    thread_id: int
+    session_id: str
+    turn_id: str
+    started_at: float
+    prompt_message_id: int | None = None
+
+
+@final
+@attrs.frozen
+class QueuedPrompt:
+    """A prompt that was waiting behind a running turn when the daemon restarted in place.
+
+    `payload` is JSON-compatible data (the bot layer's serialized prompt); `position` orders
+    a thread's queue from 0.
+    """
+
+    thread_id: int
+    position: int
+    payload: Any

@@ -95,6 +95,45 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX interaction_keys_by_thread ON interaction_keys (thread_id);
     """,
+    # 3: what an in-place restart (SIGUSR2) hands to the next process. Agent servers keep
+    # running across the exec; running turns are continued; parts already posted to Discord
+    # are remembered so a continued turn does not post them again.
+    """
+    CREATE TABLE agent_servers (
+        engine TEXT NOT NULL,
+        directory TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        port INTEGER NOT NULL,
+        password TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        stdout_fd INTEGER,
+        stderr_fd INTEGER,
+        PRIMARY KEY (engine, directory)
+    );
+
+    CREATE TABLE running_turns (
+        thread_id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        turn_id TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        prompt_message_id INTEGER
+    );
+
+    CREATE TABLE queued_prompts (
+        thread_id INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (thread_id, position)
+    );
+
+    CREATE TABLE posted_parts (
+        thread_id INTEGER NOT NULL,
+        part_id TEXT NOT NULL,
+        message_id INTEGER,
+        posted_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+        PRIMARY KEY (thread_id, part_id)
+    );
+    """,
 )
 
 LATEST_VERSION: Final = len(MIGRATIONS)

@@ -15,9 +15,11 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, final
+from typing import Any, Generic, ParamSpec, TypeVar, final
 
 import attrs
 import trio
@@ -25,11 +27,14 @@ from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from kimaki.store._records import (
+    AgentServerHandover,
     ChannelRecord,
     GatewaySession,
     InteractionKey,
     Preference,
     PreferenceScope,
+    QueuedPrompt,
+    RunningTurn,
     ScheduledTask,
     ThreadRecord,
     WorktreeRecord,
@@ -46,6 +51,33 @@ _T = TypeVar("_T")
 _BUSY_TIMEOUT_MS = 5000
 
 
+class _Recent(Generic[_T]):
+    """The most recently used records by key (a bounded LRU), for hot reads."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._items: OrderedDict[Hashable, _T] = OrderedDict()
+        self._limit = limit
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def get(self, key: Hashable) -> _T:
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def put(self, key: Hashable, value: _T) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+    def forget(self, key: Hashable) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 class StoreClosedError(RuntimeError):
     """The store was used after `aclose()`."""
 
@@ -59,6 +91,12 @@ class Store:
         self._path = path
         self._limiter = trio.CapacityLimiter(1)
         self._closed = False
+        # Every message asks "is this channel a project, is this thread known?": answered
+        # from memory after the first time. Write-through: every write goes through this
+        # object (the CLI reaches a running daemon through its lock port), so it stays true.
+        self._channels: _Recent[ChannelRecord | None] = _Recent()
+        self._threads: _Recent[ThreadRecord | None] = _Recent()
+        self._preferences: _Recent[Preference | None] = _Recent()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -113,11 +151,17 @@ class Store:
     # -- channels ----------------------------------------------------------------------------
 
     async def put_channel(self, channel: ChannelRecord) -> None:
+        self._channels.forget(channel.channel_id)
         await self._run(self._upsert, "channels", _row(channel), "channel_id")
+        self._channels.put(channel.channel_id, channel)
 
     async def get_channel(self, channel_id: int) -> ChannelRecord | None:
+        if channel_id in self._channels:
+            return self._channels.get(channel_id)
         row = await self._run(self._get, "channels", channel_id)
-        return None if row is None else _record(ChannelRecord, row)
+        record = None if row is None else _record(ChannelRecord, row)
+        self._channels.put(channel_id, record)
+        return record
 
     async def list_channels(
         self, *, app_id: int | None = None, guild_id: int | None = None
@@ -138,20 +182,33 @@ class Store:
         return await self._run(query)
 
     async def delete_channel(self, channel_id: int) -> bool:
-        return await self._run(self._delete, "channels", "channel_id = ?", [channel_id]) > 0
+        self._channels.forget(channel_id)
+        self._threads.clear()  # the database unlinks the channel's threads (ON DELETE SET NULL)
+        deleted = await self._run(self._delete, "channels", "channel_id = ?", [channel_id]) > 0
+        self._channels.put(channel_id, None)
+        return deleted
 
     # -- threads -----------------------------------------------------------------------------
 
     async def put_thread(self, thread: ThreadRecord) -> None:
         row = {**_row(thread), "updated_at": time.time()}
+        self._threads.forget(thread.thread_id)
         await self._run(self._upsert, "threads", row, "thread_id")
+        self._threads.put(thread.thread_id, thread)
 
     async def get_thread(self, thread_id: int) -> ThreadRecord | None:
+        if thread_id in self._threads:
+            return self._threads.get(thread_id)
         row = await self._run(self._get, "threads", thread_id)
-        return None if row is None else _record(ThreadRecord, row)
+        record = None if row is None else _record(ThreadRecord, row)
+        self._threads.put(thread_id, record)
+        return record
 
     async def delete_thread(self, thread_id: int) -> bool:
-        return await self._run(self._delete, "threads", "thread_id = ?", [thread_id]) > 0
+        self._threads.forget(thread_id)
+        deleted = await self._run(self._delete, "threads", "thread_id = ?", [thread_id]) > 0
+        self._threads.put(thread_id, None)
+        return deleted
 
     # -- worktrees ---------------------------------------------------------------------------
 
@@ -172,15 +229,27 @@ class Store:
         if preference.model is None and preference.agent is None:
             await self.clear_preference(preference.scope, preference.scope_id)
             return
+        key = (preference.scope, preference.scope_id)
+        self._preferences.forget(key)
         await self._run(self._upsert, "preferences", _row(preference), ("scope", "scope_id"))
+        self._preferences.put(key, preference)
 
     async def get_preference(self, scope: PreferenceScope, scope_id: str = "") -> Preference | None:
-        row = await self._run(self._get, "preferences", (scope, scope_id))
-        return None if row is None else _record(Preference, row)
+        key = (scope, scope_id)
+        if key in self._preferences:
+            return self._preferences.get(key)
+        row = await self._run(self._get, "preferences", key)
+        preference = None if row is None else _record(Preference, row)
+        self._preferences.put(key, preference)
+        return preference
 
     async def clear_preference(self, scope: PreferenceScope, scope_id: str = "") -> bool:
+        key = (scope, scope_id)
+        self._preferences.forget(key)
         where = "scope = ? AND scope_id = ?"
-        return await self._run(self._delete, "preferences", where, [scope, scope_id]) > 0
+        cleared = await self._run(self._delete, "preferences", where, [scope, scope_id]) > 0
+        self._preferences.put(key, None)
+        return cleared
 
     async def effective_preference(
         self, *, session_id: str | None, channel_id: int | None
@@ -188,7 +257,7 @@ class Store:
         """Model and agent after precedence: session > channel > global (None = engine default).
 
         Each field resolves on its own, so a session that overrides only the agent keeps the
-        channel's model.
+        channel's model. Asked at every turn, so answered from memory after the first time.
         """
         scopes: list[tuple[PreferenceScope, str]] = []
         if session_id is not None:
@@ -196,19 +265,15 @@ class Store:
         if channel_id is not None:
             scopes.append(("channel", str(channel_id)))
         scopes.append(("global", ""))
-
-        def query() -> Preference:
-            model: str | None = None
-            agent: str | None = None
-            for scope, scope_id in scopes:
-                row = self._get("preferences", (scope, scope_id))
-                if row is None:
-                    continue
-                model = model if model is not None else row["model"]
-                agent = agent if agent is not None else row["agent"]
-            return Preference(scope="session", scope_id=session_id or "", model=model, agent=agent)
-
-        return await self._run(query)
+        model: str | None = None
+        agent: str | None = None
+        for scope, scope_id in scopes:
+            found = await self.get_preference(scope, scope_id)
+            if found is None:
+                continue
+            model = model if model is not None else found.model
+            agent = agent if agent is not None else found.agent
+        return Preference(scope="session", scope_id=session_id or "", model=model, agent=agent)
 
     # -- scheduled tasks ---------------------------------------------------------------------
 
@@ -338,6 +403,121 @@ class Store:
             return
         row = {"id": 1, **_row(session), "updated_at": time.time()}
         await self._run(self._upsert, "gateway_session", row, "id")
+
+    # -- in-place restart handover -----------------------------------------------------------
+    #
+    # Written by the process that received SIGUSR2 just before it re-executes itself, taken
+    # (read and deleted, in one transaction) by the process that comes back, so a later cold
+    # start never acts on a handover that is no longer true.
+
+    async def save_agent_servers(self, servers: Sequence[AgentServerHandover]) -> None:
+        """Replace the handed-over agent servers with `servers`."""
+        rows = [_row(server) for server in servers]
+        await self._run(self._replace, "agent_servers", None, [], rows)
+
+    async def take_agent_servers(self) -> list[AgentServerHandover]:
+        """The handed-over agent servers, removed from the store."""
+        rows = await self._run(self._take, "agent_servers", "engine, directory")
+        return [_record(AgentServerHandover, row) for row in rows]
+
+    async def save_running_turn(self, turn: RunningTurn) -> None:
+        await self._run(self._upsert, "running_turns", _row(turn), "thread_id")
+
+    async def take_running_turns(self) -> list[RunningTurn]:
+        """The turns to continue after a restart (oldest first), removed from the store."""
+        rows = await self._run(self._take, "running_turns", "started_at, thread_id")
+        return [_record(RunningTurn, row) for row in rows]
+
+    async def clear_running_turn(self, thread_id: int) -> bool:
+        return await self._run(self._delete, "running_turns", "thread_id = ?", [thread_id]) > 0
+
+    async def save_queued_prompts(self, thread_id: int, payloads: Sequence[Any]) -> None:
+        """Replace the queue of `thread_id` with `payloads` (JSON-compatible), in order."""
+        rows = [
+            {"thread_id": thread_id, "position": position, "payload": json.dumps(payload)}
+            for position, payload in enumerate(payloads)
+        ]
+        await self._run(self._replace, "queued_prompts", "thread_id = ?", [thread_id], rows)
+
+    async def take_queued_prompts(self) -> list[QueuedPrompt]:
+        """Every saved queue, by thread then position, removed from the store."""
+        rows = await self._run(self._take, "queued_prompts", "thread_id, position")
+        return [
+            QueuedPrompt(row["thread_id"], row["position"], json.loads(row["payload"]))
+            for row in rows
+        ]
+
+    async def record_posted_part(
+        self, thread_id: int, part_id: str, message_id: int | None = None
+    ) -> None:
+        """Remember that part `part_id` of the thread's running turn is in Discord."""
+        await self.record_posted_parts(thread_id, [(part_id, message_id)])
+
+    async def record_posted_parts(
+        self, thread_id: int, parts: Iterable[tuple[str, int | None]]
+    ) -> None:
+        now = time.time()
+        rows = [
+            {"thread_id": thread_id, "part_id": part_id, "message_id": message_id, "posted_at": now}
+            for part_id, message_id in parts
+        ]
+        if rows:
+            await self._run(self._upsert_all, "posted_parts", rows)
+
+    async def posted_parts(self, thread_id: int) -> set[str]:
+        def query() -> set[str]:
+            cursor = self._db.conn.execute(
+                "SELECT part_id FROM posted_parts WHERE thread_id = ?", [thread_id]
+            )
+            return {row[0] for row in cursor}
+
+        return await self._run(query)
+
+    async def forget_posted_parts(self, thread_id: int) -> int:
+        return await self._run(self._delete, "posted_parts", "thread_id = ?", [thread_id])
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        conn = self._db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _take(self, table: str, order_by: str) -> list[dict[str, Any]]:
+        with self._transaction() as conn:
+            cursor = conn.execute(f"SELECT * FROM {table} ORDER BY {order_by}")
+            names = [column[0] for column in cursor.description]
+            rows = [dict(zip(names, values, strict=True)) for values in cursor]
+            conn.execute(f"DELETE FROM {table}")
+        return rows
+
+    def _replace(
+        self, table: str, where: str | None, args: list[Any], rows: list[dict[str, Any]]
+    ) -> None:
+        """Delete the rows matching `where` (all when None) and insert `rows`, atomically."""
+        with self._transaction() as conn:
+            conn.execute(f"DELETE FROM {table}" + (f" WHERE {where}" if where else ""), args)
+            _insert_rows(conn, table, rows, replace=False)
+
+    def _upsert_all(self, table: str, rows: list[dict[str, Any]]) -> None:
+        with self._transaction() as conn:
+            _insert_rows(conn, table, rows, replace=True)
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]], *, replace: bool
+) -> None:
+    if not rows:
+        return
+    names = list(rows[0])
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    sql = f"{verb} INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    conn.executemany(sql, [[row[name] for name in names] for row in rows])
 
 
 def _open_database(path: Path) -> Database:

@@ -233,9 +233,14 @@ class _Session:
     messages: list[dict[str, Any]] = attrs.Factory(list)
     busy: bool = False
     run: _TurnRun | None = None
+    updated: int = 0
+    parent_id: str | None = None
+    # The message the session is reverted to (`/revert`); the next prompt drops it and later.
+    revert: str | None = None
+    summaries: list[dict[str, Any]] = attrs.Factory(list)
 
     def info(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "id": self.id,
             "slug": "fake-session",
             "projectID": "global",
@@ -245,8 +250,37 @@ class _Session:
             "version": VERSION,
             "cost": 0,
             "tokens": _ZERO_TOKENS,
-            "time": {"created": self.created, "updated": _now_ms()},
+            "time": {"created": self.created, "updated": self.updated or self.created},
         }
+        if self.parent_id is not None:
+            info["parentID"] = self.parent_id
+        if self.revert is not None:
+            info["revert"] = {"messageID": self.revert}
+        return info
+
+    def add_message(self, role: str, text: str) -> dict[str, Any]:
+        """A finished message with one text part, as if a turn had written it (for tests)."""
+        message_id = _ascending("msg")
+        info: dict[str, Any] = {
+            "id": message_id,
+            "sessionID": self.id,
+            "role": role,
+            "time": {"created": _now_ms(), "completed": _now_ms()},
+        }
+        if role == "assistant":
+            info.update(providerID="fake", modelID="fake-model", finish="stop")
+        part = {
+            "id": _ascending("prt"),
+            "sessionID": self.id,
+            "messageID": message_id,
+            "type": "text",
+            "text": text,
+            "time": {"start": _now_ms(), "end": _now_ms()},
+        }
+        message = {"info": info, "parts": [part]}
+        self.messages.append(message)
+        self.updated = _now_ms()
+        return message
 
 
 @attrs.define
@@ -372,7 +406,7 @@ class FakeOpenCode:
             case "POST", ["session"]:
                 return self._create_session(body)
             case "GET", ["session"]:
-                return Response.json([s.info() for s in self.sessions.values()])
+                return self._list_sessions(request)
             case "GET", ["session", "status"]:
                 return Response.json(
                     {s.id: {"type": "busy"} for s in self.sessions.values() if s.busy}
@@ -396,6 +430,27 @@ class FakeOpenCode:
                 if session is None:
                     return _not_found(session_id)
                 return Response.json(self._abort(session))
+            case "POST", ["session", session_id, "revert"]:
+                return self._revert(session_id, body)
+            case "POST", ["session", session_id, "unrevert"]:
+                session = self.sessions.get(session_id)
+                if session is None:
+                    return _not_found(session_id)
+                session.revert = None
+                return Response.json(session.info())
+            case "POST", ["session", session_id, "summarize"]:
+                return self._summarize(session_id, body)
+            case "GET", ["project"]:
+                return Response.json(
+                    [
+                        {
+                            "id": "fake-project",
+                            "worktree": self.directory,
+                            "time": {"created": 0},
+                            "sandboxes": [],
+                        }
+                    ]
+                )
             case "GET", ["permission"]:
                 return Response.json(self.pending("permission"))
             case "POST", ["permission", request_id, "reply"]:
@@ -477,11 +532,67 @@ class FakeOpenCode:
             title=title or f"New session - {stamp}",
             directory=self.directory,
             created=created,
+            updated=created,
         )
         self.sessions[session.id] = session
         self.emit("session.created", {"sessionID": session.id, "info": session.info()})
         self.emit("session.updated", {"sessionID": session.id, "info": session.info()})
         return Response.json(session.info())
+
+    def add_session(self, title: str, *, directory: str | None = None) -> _Session:
+        """A stored session, as if made earlier (for tests of listing and resuming)."""
+        created = _now_ms()
+        session = _Session(
+            id=_ascending("ses"),
+            title=title,
+            directory=directory or self.directory,
+            created=created,
+            updated=created,
+        )
+        self.sessions[session.id] = session
+        return session
+
+    def _list_sessions(self, request: Request) -> Response:
+        query = request.query
+        directories = query.get("directory")
+        directory = directories[0] if directories else None
+        roots = (query.get("roots") or [""])[0] == "true"
+        search = (query.get("search") or [""])[0].lower()
+        limit = (query.get("limit") or [""])[0]
+        found = [
+            s
+            for s in self.sessions.values()
+            if (directory is None or s.directory == directory)
+            and not (roots and s.parent_id is not None)
+            and search in s.title.lower()
+        ]
+        found.sort(key=lambda s: s.updated or s.created, reverse=True)
+        if limit.isdigit():
+            found = found[: int(limit)]
+        return Response.json([s.info() for s in found])
+
+    def _revert(self, session_id: str, body: Any) -> Response:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return _not_found(session_id)
+        message_id = body.get("messageID") if isinstance(body, dict) else None
+        if not isinstance(message_id, str) or not message_id.startswith("msg"):
+            return _bad_request("messageID is required")
+        if not any(m["info"]["id"] == message_id for m in session.messages):
+            return _bad_request(f"no message {message_id}")
+        session.revert = message_id
+        return Response.json(session.info())
+
+    def _summarize(self, session_id: str, body: Any) -> Response:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return _not_found(session_id)
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(key), str) for key in ("providerID", "modelID")
+        ):
+            return _bad_request("providerID and modelID are required")
+        session.summaries.append(body)
+        return Response.json(True)
 
     def _prompt(self, session_id: str, body: Any) -> Response:
         session = self.sessions.get(session_id)
@@ -496,6 +607,13 @@ class FakeOpenCode:
             return _bad_request("messageID must start with msg")
         if session.busy:
             return _bad_request("session is busy")
+        if session.revert is not None:
+            # Like OpenCode: the next prompt makes a revert final.
+            ids = [m["info"]["id"] for m in session.messages]
+            if session.revert in ids:
+                del session.messages[ids.index(session.revert) :]
+            session.revert = None
+        session.updated = _now_ms()
         user_id = message_id or _ascending("msg")
         model = body.get("model") or {"providerID": "fake", "modelID": "fake-model"}
         agent = body.get("agent") or "build"
@@ -1109,3 +1227,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def real_opencode_binary() -> str:  # noqa: RET503 - pytest.skip and .fail raise
+    """The real `opencode` for end-to-end tests: `KIMAKI_TEST_OPENCODE`, else `opencode` on
+    PATH. Absent, the calling test is skipped, or failed under CI (the `CI` variable set),
+    where the noxfile installs it."""
+    import shutil
+
+    import pytest
+
+    path = os.environ.get("KIMAKI_TEST_OPENCODE") or shutil.which("opencode")
+    if path and os.path.exists(path):
+        return path
+    reason = (
+        "the real opencode binary is absent: set KIMAKI_TEST_OPENCODE to it, or run "
+        "`nox -s e2e`, which installs opencode-ai from npm"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)

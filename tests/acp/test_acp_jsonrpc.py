@@ -216,6 +216,56 @@ async def test_peer_exit_fails_pending_requests() -> None:
             await conn.request("session/new")
 
 
+async def test_an_answer_can_wait_for_the_notifications_sent_before_it() -> None:
+    """A prompt's answer is read at once, its updates are handled one by one: a caller that
+    ends a turn on the answer must first wait for the updates that came before it."""
+    handled: list[int] = []
+    gate = trio.Event()
+
+    async def slow_handler(method: str, params: Any) -> None:
+        await gate.wait()
+        handled.append(params["n"])
+
+    async with raw_peer(on_notification=slow_handler) as (conn, to_conn, from_conn):
+        async with trio.open_nursery() as nursery:
+            answered: list[Any] = []
+            sent = trio.Event()
+
+            async def ask() -> None:
+                answered.append(await conn.request("session/prompt", {}, on_sent=sent.set))
+                await conn.notifications_delivered()
+                answered.append(list(handled))
+
+            nursery.start_soon(ask)
+            await sent.wait()  # on_sent: the request is out before the answer can come
+            request = await read_message(from_conn)
+            updates = b"".join(
+                json.dumps({"jsonrpc": "2.0", "method": "u", "params": {"n": n}}).encode() + b"\n"
+                for n in range(3)
+            )
+            answer = {"jsonrpc": "2.0", "id": request["id"], "result": {"stopReason": "end_turn"}}
+            await to_conn.send_all(updates + json.dumps(answer).encode() + b"\n")
+            await trio.testing.wait_all_tasks_blocked()
+            assert answered == [{"stopReason": "end_turn"}]  # answered, updates not handled yet
+            gate.set()
+        assert answered == [{"stopReason": "end_turn"}, [0, 1, 2]]
+
+
+async def test_waiting_for_notifications_ends_with_the_connection(autojump_clock: Any) -> None:
+    async def never(method: str, params: Any) -> None:
+        await trio.sleep_forever()
+
+    async with raw_peer(on_notification=never) as (conn, to_conn, _from_conn):
+        await to_conn.send_all(b'{"jsonrpc":"2.0","method":"u"}\n')
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(60) as waiting:
+            await conn.notifications_delivered()
+        assert waiting.cancelled_caught  # the handler is still busy
+        await to_conn.aclose()
+        with trio.fail_after(10):  # EOF: delivery gives up after its grace, waiters return
+            await conn.notifications_delivered()
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=20))
 def test_arbitrary_bytes_never_crash_the_reader(chunks: list[bytes]) -> None:

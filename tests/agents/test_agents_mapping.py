@@ -150,7 +150,7 @@ def test_a_text_turn_streams_deltas_then_the_final_text_then_ends() -> None:
         TextDelta("prt_a", "ere."),
         TextCompleted("prt_a", "Hello there."),
         StepFinished("prt_fin", "stop"),
-        Usage(10, 5, 0, 3, 0, 0.5, 100_000),
+        Usage(10, 5, 0, 3, 0, 0.5, 100_000, model="scripted/scripted"),
         TurnEnded(USER, "end_turn"),
     ]
     assert events[4].context_tokens == 18

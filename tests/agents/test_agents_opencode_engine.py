@@ -105,7 +105,9 @@ async def test_a_text_turn(tmp_path: Path) -> None:
     assert texts(events) == ["Hello there, this is a scripted reply."]
     step = [e for e in events if isinstance(e, StepFinished)]
     assert [s.reason for s in step] == ["stop"]
-    assert [e for e in events if isinstance(e, Usage)] == [Usage(10, 5, 0, 0, 0, 0.0, 100_000)]
+    assert [e for e in events if isinstance(e, Usage)] == [
+        Usage(10, 5, 0, 0, 0, 0.0, 100_000, model="fake/fake-model")
+    ]
     assert events[-1] == TurnEnded(turn_id, "end_turn")
     [prompt] = [r for r in fake.requests if r.path.endswith("/prompt_async")]
     assert prompt.body["messageID"] == turn_id

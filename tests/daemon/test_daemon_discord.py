@@ -98,9 +98,7 @@ async def test_a_killed_daemon_resumes_its_gateway_session(tmp_path: Path) -> No
             assert len(emulator.gateway.identifies) == identifies  # no fresh IDENTIFY
 
 
-async def test_sigusr1_writes_a_heap_snapshot_and_sigusr2_does_not_kill(
-    emulator: DiscordEmulator, tmp_path: Path
-) -> None:
+async def test_sigusr1_writes_a_heap_snapshot(emulator: DiscordEmulator, tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with running_daemon(
         api_url=emulator.api_url, token=emulator.token, data_dir=data
@@ -111,10 +109,7 @@ async def test_sigusr1_writes_a_heap_snapshot_and_sigusr2_does_not_kill(
         assert len(summaries) == 1
         assert "reason: SIGUSR1" in summaries[0].read_text()
         assert len(list((data / "heap-snapshots").glob("heap-*.tracemalloc.gz"))) == 1
-
-        daemon.send_signal(signal.SIGUSR2)
-        await daemon.wait_for_log("SIGUSR2 received")
         health = await daemon.health()
         assert health is not None
-        assert health["gateway"] == "ready"
+        assert health["gateway"] == "ready"  # the snapshot did not disturb the daemon
         assert await daemon.stop() == 0

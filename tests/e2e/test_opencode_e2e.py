@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,22 +29,17 @@ from kimaki.agents import (
 )
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
 from kimaki.testing.model_server import ModelServer, Reply, opencode_config
-from kimaki.testing.opencode import process_running, sigkill_daemon_stand_in, wait_for_exit
+from kimaki.testing.opencode import (
+    process_running,
+    real_opencode_binary,
+    sigkill_daemon_stand_in,
+    wait_for_exit,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def opencode_binary() -> str:
-    path = os.environ.get("KIMAKI_TEST_OPENCODE") or shutil.which("opencode")
-    if path and Path(path).exists():
-        return path
-    reason = (
-        "the real opencode binary is absent: set KIMAKI_TEST_OPENCODE to it, or run "
-        "`nox -s e2e`, which installs opencode-ai from npm"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+opencode_binary = real_opencode_binary  # the name these tests use
 
 
 @asynccontextmanager

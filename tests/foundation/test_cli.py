@@ -47,7 +47,21 @@ async def test_version(tmp_path: Path) -> None:
     assert result.stdout.decode().strip() == f"kimaki {__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["token"], ["token", "set"], ["token", "clear"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["run"],
+        ["token"],
+        ["token", "set"],
+        ["token", "clear"],
+        ["doctor"],
+        ["project"],
+        ["project", "add"],
+        ["project", "list"],
+        ["project", "remove"],
+    ],
+)
 async def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     result = await kimaki(*command, "--help", home=tmp_path)
     assert result.returncode == 0

@@ -13,8 +13,10 @@ from kimaki.worktrees import (
     MAX_SLUG,
     WorktreeError,
     create_worktree,
+    current_branch,
     merge_worktree,
     project_key,
+    read_branch,
     uncommitted_files,
     worktree_slug,
 )
@@ -199,3 +201,13 @@ async def test_target_with_local_changes_in_the_way(project: Path, tmp_path: Pat
     result = await merge_worktree(worktree.path, worktree.branch, "main")
     assert result.outcome == "target-blocked"
     assert (project / "README.md").read_text() == "someone is editing this\n"
+
+
+async def test_read_branch_agrees_with_git(project: Path, tmp_path: Path) -> None:
+    assert read_branch(project) == "main" == await current_branch(project)
+    assert read_branch(project / "sub" / "dir") == "main"  # from inside the tree
+    worktree = await create_worktree(project, tmp_path / "worktrees", "Fix login")
+    assert read_branch(worktree.path) == worktree.branch == await current_branch(worktree.path)
+    git(project, "checkout", "-q", "--detach")
+    assert read_branch(project) is None
+    assert read_branch(tmp_path / "elsewhere") is None

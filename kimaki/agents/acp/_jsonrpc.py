@@ -12,6 +12,10 @@ Notifications keep their order because an agent's `session/update`s must be rend
 order it sent them; requests from the peer run concurrently because one of them (a permission
 request) can wait minutes for a person while updates keep flowing.
 
+A response is resolved as soon as it is read, possibly before the notifications that came
+before it were handled; `notifications_delivered()` waits for those, so a caller can end a turn
+after the last update the agent sent for it.
+
 Exceptions:
 
 ```
@@ -115,6 +119,9 @@ class JsonRpcConnection:
         self._requests_sent = 0
         self._requests_received = 0
         self._notifications_received = 0
+        self._notifications_handled = 0
+        self._delivery_over = False
+        self._handled_lot = trio.lowlevel.ParkingLot()
         self._malformed = 0
 
     @property
@@ -143,9 +150,18 @@ class JsonRpcConnection:
                 nursery.cancel_scope.deadline = trio.current_time() + 5
         finally:
             self._close()
+            self._delivery_over = True
+            self._handled_lot.unpark_all()
 
-    async def request(self, method: str, params: Any = None) -> Any:
-        """Send a request and wait for its result; raises JsonRpcError or ConnectionClosedError."""
+    async def request(
+        self, method: str, params: Any = None, *, on_sent: Callable[[], None] | None = None
+    ) -> Any:
+        """Send a request and wait for its result; raises JsonRpcError or ConnectionClosedError.
+
+        `on_sent` is called once the request is written: a caller that runs the request in a
+        task (`nursery.start`) can return as soon as the peer has it, and anything it sends
+        afterwards (a cancel) is ordered after it.
+        """
         if self._closed:
             raise ConnectionClosedError(f"cannot send {method}: the connection is closed")
         request_id = next(self._ids)
@@ -156,6 +172,8 @@ class JsonRpcConnection:
                 message["params"] = params
             await self._send(message)
             self._requests_sent += 1
+            if on_sent is not None:
+                on_sent()
             await pending.done.wait()
         finally:
             self._pending.pop(request_id, None)
@@ -164,6 +182,14 @@ class JsonRpcConnection:
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    async def notifications_delivered(self) -> None:
+        """Wait until every notification received so far has been handled (or the connection
+        is over). Never call it from a notification handler: it would wait for itself."""
+        target = self._notifications_received
+        while self._notifications_handled < target and not self._delivery_over:
+            await self._handled_lot.park()
+        await trio.lowlevel.checkpoint()
 
     async def notify(self, method: str, params: Any = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
@@ -286,6 +312,9 @@ class JsonRpcConnection:
                     await self._on_notification(method, params)
                 except Exception:
                     log.exception("handling the agent's %s notification failed", method)
+                finally:
+                    self._notifications_handled += 1
+                    self._handled_lot.unpark_all()
 
     def _close(self) -> None:
         if self._closed:

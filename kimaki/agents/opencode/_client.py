@@ -68,9 +68,13 @@ class OpenCodeClient:
         self.base_url = base_url
         register_secret(password)
         auth = httpx.BasicAuth(USERNAME, password) if password else None
+        # `verify=False`: the server is plain HTTP on 127.0.0.1, so TLS is never used, and
+        # without it each client would load the CA bundle (~0.1 s of blocked event loop, twice
+        # per server start, and on the critical path of an in-place restart).
         self._http = httpx.AsyncClient(
             base_url=base_url,
             auth=auth,
+            verify=False,
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -79,6 +83,7 @@ class OpenCodeClient:
         self._stream_http = httpx.AsyncClient(
             base_url=base_url,
             auth=auth,
+            verify=False,
             timeout=httpx.Timeout(5.0, read=_STREAM_READ_TIMEOUT),
             limits=httpx.Limits(max_connections=2, max_keepalive_connections=0),
         )
@@ -97,9 +102,16 @@ class OpenCodeClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         session_id: str | None = None,
+        request_timeout: float | None = None,
     ) -> httpx.Response:
         try:
-            response = await self._http.request(method, path, json=json, params=params)
+            response = await self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                timeout=httpx.USE_CLIENT_DEFAULT if request_timeout is None else request_timeout,
+            )
         except httpx.TransportError as exc:
             raise EngineUnavailableError(f"the OpenCode server is not reachable ({exc!r})") from exc
         if response.status_code == 404 and session_id is not None:
@@ -116,9 +128,15 @@ class OpenCodeClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         session_id: str | None = None,
+        request_timeout: float | None = None,
     ) -> Any:
         response = await self._request(
-            method, path, json=json, params=params, session_id=session_id
+            method,
+            path,
+            json=json,
+            params=params,
+            session_id=session_id,
+            request_timeout=request_timeout,
         )
         if not response.headers.get("content-type", "").startswith("application/json"):
             raise EngineRequestError(
@@ -147,9 +165,73 @@ class OpenCodeClient:
             await self._json("GET", f"/session/{session_id}", session_id=session_id)
         )
 
-    async def list_sessions(self) -> list[SessionInfo]:
-        body = await self._json("GET", "/session")
-        return [decode_session(item) for item in _list(body)]
+    async def list_sessions(
+        self,
+        *,
+        directory: str | None = None,
+        roots: bool = False,
+        search: str = "",
+        limit: int | None = None,
+    ) -> list[tuple[SessionInfo, float]]:
+        """Sessions, most recently updated first, with their update time (Unix seconds).
+
+        `roots` leaves out sessions an agent started for a subtask.
+        """
+        params: dict[str, Any] = {}
+        if directory is not None:
+            params["directory"] = directory
+        if roots:
+            params["roots"] = "true"
+        if search:
+            params["search"] = search
+        if limit is not None:
+            params["limit"] = limit
+        body = await self._json("GET", "/session", params=params)
+        result = []
+        for item in _list(body):
+            info = decode_session(item)
+            times = item.get("time")
+            updated = times.get("updated") if isinstance(times, dict) else None
+            result.append((info, updated / 1000 if isinstance(updated, int | float) else 0.0))
+        return result
+
+    async def revert_point(self, session_id: str) -> str | None:
+        """The message a session is reverted to (it and later ones are hidden), if any."""
+        body = await self._json("GET", f"/session/{session_id}", session_id=session_id)
+        revert = body.get("revert") if isinstance(body, dict) else None
+        message_id = revert.get("messageID") if isinstance(revert, dict) else None
+        return message_id if isinstance(message_id, str) else None
+
+    async def revert(self, session_id: str, message_id: str) -> None:
+        """Undo `message_id` and everything after it (messages and file edits)."""
+        await self._request(
+            "POST",
+            f"/session/{session_id}/revert",
+            json={"messageID": message_id},
+            session_id=session_id,
+        )
+
+    async def unrevert(self, session_id: str) -> None:
+        await self._request("POST", f"/session/{session_id}/unrevert", session_id=session_id)
+
+    async def summarize(self, session_id: str, model: ModelRef, *, request_timeout: float) -> None:
+        """Compact the session; the server answers when the summary is written."""
+        body = {"providerID": model.provider_id, "modelID": model.model_id}
+        await self._request(
+            "POST",
+            f"/session/{session_id}/summarize",
+            json=body,
+            session_id=session_id,
+            request_timeout=request_timeout,
+        )
+
+    async def projects(self) -> list[str]:
+        """The work trees of the projects this OpenCode installation knows."""
+        return [
+            str(project["worktree"])
+            for project in _list(await self._json("GET", "/project"))
+            if isinstance(project, dict) and isinstance(project.get("worktree"), str)
+        ]
 
     async def messages(
         self, session_id: str, *, limit: int | None = None

@@ -14,25 +14,41 @@ open_opencode_engine() (owns the engine nursery)
 Sessions outlive server processes: OpenCode keeps them on disk, so after a crash, a restart or
 an idle stop the same session id works with the new process. A crash ends the running turns
 with an error; giving up on the directory sends `ServerFailed` to its sessions once.
+
+Servers outlive an in-place restart of the daemon: `handover()` gives up every ready server
+without stopping it and describes each (pid, port, password, output pipes) for the store;
+`open_opencode_engine(adopt=...)` in the re-executed process checks each with its stored
+password and supervises it again, and `OpenCodeSession.resume_turn()` follows a turn that
+kept running meanwhile (what the server did during the restart is replayed from its messages).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import secrets
+import shlex
 import string
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final
+from urllib.parse import urlsplit
 
 import attrs
 import trio
 
 from kimaki._backoff import Backoff
 from kimaki._log import register_secret
+from kimaki.agents._directories import (
+    DirectoryRegistry,
+    Sessions,
+    restart_server,
+    supervised_server,
+)
 from kimaki.agents._engine import (
     AgentInfo,
     AttachedFile,
@@ -47,22 +63,40 @@ from kimaki.agents._engine import (
 )
 from kimaki.agents._errors import (
     EngineError,
+    EngineRequestError,
     EngineUnavailableError,
     TurnInProgressError,
 )
-from kimaki.agents._events import EngineEvent, ServerFailed, TurnEnded
+from kimaki.agents._events import EngineEvent
+from kimaki.agents._extras import (
+    HistoryEntry,
+    KnownProjects,
+    ServerRestart,
+    SessionCatalog,
+    SessionCompaction,
+    SessionSummary,
+    SessionTranscript,
+    SessionUndo,
+    TerminalAttach,
+    UndoResult,
+)
 from kimaki.agents._process import AgentProcess, LaunchSpec, child_environment
-from kimaki.agents._supervisor import AgentServer, RestartPolicy, ServerPool
+from kimaki.agents._supervisor import AgentServer, RestartPolicy
+from kimaki.agents._turns import TurnKeeper
 from kimaki.agents.opencode._client import OpenCodeClient, file_part, text_part
 from kimaki.agents.opencode._mapping import SessionMapper
 from kimaki.agents.opencode._sse import SSEEvent, SSEParser
 from kimaki.agents.opencode._wire import (
     MalformedEvent,
+    MessageInfo,
+    Part,
     ServerConnected,
     ServerHeartbeat,
     SessionInfo,
+    TextPart,
     decode_event,
 )
+from kimaki.store import AgentServerHandover
 
 __all__ = [
     "OpenCodeConfig",
@@ -80,6 +114,11 @@ _STREAM_WAIT: Final = 10.0
 _ABORT_WAIT: Final = 10.0
 _START_WATCHDOG: Final = 15.0
 _RECONCILE_MESSAGES: Final = 100
+_LOST_IN_RESTART: Final = "the agent server stopped while kimaki restarted; the turn did not finish"
+ENGINE_NAME: Final = "opencode"
+# Compaction is a model call over the whole session: it may take minutes.
+_COMPACT_TIMEOUT: Final = 10 * 60.0
+_RESTARTED: Final = "the agent server was restarted"
 _ALPHABET: Final = string.ascii_letters + string.digits
 
 
@@ -104,6 +143,8 @@ class OpenCodeConfig:
     extra_env: Mapping[str, str] = attrs.field(factory=dict)
     passthrough_env: tuple[str, ...] = ()
     stream_backoff: tuple[float, float] = (0.5, 30.0)
+    # Seconds an adopted server (after an in-place restart) has to answer its health check.
+    adopt_timeout: float = 5.0
 
 
 _last_ms = 0
@@ -170,17 +211,13 @@ class _Directory:
         self.engine = engine
         self.directory = directory
         self.config = engine.config
-        self.sessions: dict[str, OpenCodeSession] = {}
+        self.sessions: Sessions[OpenCodeSession] = Sessions()
         self.malformed_events = 0
         self._password = ""
+        self._url: str | None = None  # of the current or last server
         self._rng = random.Random()
-        self.server: AgentServer[OpenCodeConnection] = AgentServer(
-            f"opencode[{directory}]",
-            self,
-            policy=self.config.policy,
-            idle_timeout=self.config.idle_timeout,
-            ready_timeout=self.config.ready_timeout,
-            stop_grace=self.config.stop_grace,
+        self.server: AgentServer[OpenCodeConnection] = supervised_server(
+            f"opencode[{directory}]", self, self.config
         )
 
     # ------------------------------------------------------------------ ServerHooks
@@ -202,15 +239,72 @@ class _Directory:
         return LaunchSpec(argv=argv, cwd=self.directory, env=env)
 
     async def connect(self, process: AgentProcess, nursery: trio.Nursery) -> OpenCodeConnection:
-        url = await _read_listening_url(process)
+        if process.adopted:
+            # It printed its URL to the previous process; its port came with the handover.
+            assert self._url is not None
+            url = self._url
+        else:
+            url = self._url = await _read_listening_url(process)
         client = OpenCodeClient(url, self._password)
         try:
+            if process.adopted:
+                with trio.move_on_after(self.config.adopt_timeout):
+                    version = await _wait_healthy(client)
+                    return OpenCodeConnection(client, process, version)
+                raise EngineUnavailableError(
+                    f"it did not answer {url}/global/health with its password "
+                    f"within {self.config.adopt_timeout:.0f} s"
+                )
             version = await _wait_healthy(client)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await client.aclose()
             raise
         return OpenCodeConnection(client, process, version)
+
+    # ------------------------------------------------------------------ restart
+
+    def adopt(self, handover: AgentServerHandover) -> bool:
+        """Supervise the server the previous process image left running; False if it is gone
+        (then the next request starts a new one)."""
+        try:
+            process = AgentProcess.adopt(
+                handover.pid,
+                started_at=handover.started_at,
+                stdout_fd=handover.stdout_fd,
+                stderr_fd=handover.stderr_fd,
+            )
+        except ProcessLookupError as exc:
+            log.warning(
+                "%s did not survive the restart (%s); a new one starts on the next request",
+                self.server.name,
+                exc,
+            )
+            return False
+        register_secret(handover.password)
+        self._password = handover.password
+        self._url = f"http://127.0.0.1:{handover.port}"
+        self.server.adopt(process)
+        return True
+
+    async def handover(self) -> AgentServerHandover | None:
+        detached = await self.server.handover()
+        if detached is None:
+            return None
+        port = urlsplit(self._url or "").port
+        if port is None:  # cannot happen for a ready server; be safe rather than adopt blind
+            _close_fds(detached.stdout_fd, detached.stderr_fd)
+            return None
+        return AgentServerHandover(
+            engine=ENGINE_NAME,
+            directory=self.directory,
+            pid=detached.process.pid,
+            port=port,
+            password=self._password,
+            started_at=detached.process.started_at,
+            stdout_fd=detached.stdout_fd,
+            stderr_fd=detached.stderr_fd,
+        )
 
     async def serve(self, connection: OpenCodeConnection) -> None:
         async with trio.open_nursery() as nursery:
@@ -223,8 +317,7 @@ class _Directory:
         await connection.client.aclose()
 
     def crashed(self, message: str, *, gave_up: bool) -> None:
-        for session in list(self.sessions.values()):
-            session._server_crashed(message, gave_up=gave_up)
+        self.sessions.server_lost(message, gave_up=gave_up)
 
     # ------------------------------------------------------------------ events
 
@@ -272,7 +365,7 @@ class _Directory:
             return False
         if isinstance(wire, ServerConnected):
             connection._stream_connected()
-            for open_session in self.sessions.values():
+            for open_session in self.sessions:
                 if open_session.turn_id is not None:
                     nursery.start_soon(open_session._reconcile)
             return True
@@ -341,6 +434,13 @@ async def _drain(process: AgentProcess, name: str) -> None:
         return
 
 
+def _close_fds(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def _providers(body: Mapping[str, Any]) -> list[ProviderModels]:
     defaults = body.get("default")
     defaults = defaults if isinstance(defaults, dict) else {}
@@ -393,8 +493,7 @@ class OpenCodeSession:
             context_limits=self._context_limit,
         )
         self._prompt_lock = trio.Lock()
-        self._turn_over = trio.Event()
-        self._holding = False
+        self._turns = TurnKeeper(directory.server, self.events, touch=False)
         self._reconciling = False
         self._closed = False
 
@@ -431,26 +530,45 @@ class OpenCodeSession:
             parts += [file_part(f) for f in files]
             message_id = new_message_id()
             self._mapper.begin_turn(message_id)
-            self._turn_over = trio.Event()
-            self._hold()
+            self._turns.begin()
             try:
                 await connection.client.prompt_async(
                     self.session_id, parts, message_id=message_id, model=model, agent=agent
                 )
             except BaseException:
                 self._mapper.cancel_turn()
-                self._release()
-                self._turn_over.set()
+                self._turns.finish()
                 raise
             self._nursery.start_soon(self._watch_start, message_id)
             return message_id
+
+    async def resume_turn(self, turn_id: str) -> None:
+        """Follow turn `turn_id`, started by the daemon before it restarted in place.
+
+        Its events then arrive on `events` as for a turn `prompt()` started, ending with its
+        `TurnEnded`: first what the server did so far, replayed from its messages (a renderer
+        skips the part ids it already posted), then the live stream. When the server that ran
+        the turn did not survive the restart, what it finished is replayed and the turn ends
+        with an error. Raises `TurnInProgressError` while another turn runs here.
+        """
+        async with self._prompt_lock:
+            if self._closed:
+                raise EngineError("this session was closed")
+            if self._mapper.turn_id is not None:
+                raise TurnInProgressError("the previous turn is still running")
+            connection = await self._dir.server.connection()
+            await connection.wait_stream_ready()
+            self._mapper.begin_turn(turn_id)
+            self._turns.begin()
+        log.info("%s: following turn %s after the restart", self.session_id, turn_id)
+        await self._reconcile(lost=None if connection.process.adopted else _LOST_IN_RESTART)
 
     async def abort(self) -> None:
         turn_id = self._mapper.turn_id
         if turn_id is None:
             return
         self._mapper.request_abort()
-        turn_over = self._turn_over
+        turn_over = self._turns.over
         try:
             connection = await self._dir.server.connection()
             await connection.client.abort(self.session_id)
@@ -477,39 +595,26 @@ class OpenCodeSession:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._dir.sessions.get(self.session_id) is self:
-            del self._dir.sessions[self.session_id]
-        self._release()
+        self._dir.sessions.remove(self)
+        self._turns.release()
         self.events.close()
         await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ internals
 
-    def _hold(self) -> None:
-        if not self._holding:
-            self._holding = True
-            self._dir.server.hold()
-
-    def _release(self) -> None:
-        if self._holding:
-            self._holding = False
-            self._dir.server.release()
-
     def _handle(self, wire: Any) -> None:
         self._emit_all(self._mapper.handle(wire))
 
     def _emit_all(self, events: list[EngineEvent]) -> None:
-        for event in events:
-            if isinstance(event, TurnEnded):
-                self._release()
-                self._turn_over.set()
-            self.events.send_nowait(event)
+        self._turns.emit(events)
 
-    def _server_crashed(self, message: str, *, gave_up: bool) -> None:
-        first_line = message.splitlines()[0] if message else "the agent server stopped"
-        self._emit_all(self._mapper.end_turn("error", first_line))
-        if gave_up:
-            self.events.send_nowait(ServerFailed(message))
+    def _server_lost(self, message: str, *, gave_up: bool) -> None:
+        self._turns.server_lost(
+            message,
+            lambda why: self._mapper.end_turn("error", why),
+            gave_up=gave_up,
+            fallback="the agent server stopped",
+        )
 
     async def _watch_start(self, turn_id: str) -> None:
         await trio.sleep(_START_WATCHDOG)
@@ -517,8 +622,12 @@ class OpenCodeSession:
             log.warning("%s: turn %s not seen on the stream; asking", self.session_id, turn_id)
             await self._reconcile()
 
-    async def _reconcile(self) -> None:
-        """Catch up from the server's state after events may have been missed."""
+    async def _reconcile(self, *, lost: str | None = None) -> None:
+        """Catch up from the server's state after events may have been missed.
+
+        `lost`: the server that ran the turn is gone, so an unfinished turn ends with this
+        error instead of waiting.
+        """
         turn_id = self._mapper.turn_id
         if turn_id is None or self._reconciling:
             return
@@ -535,7 +644,8 @@ class OpenCodeSession:
         if self._mapper.turn_id != turn_id:
             return
         events = self._mapper.replay(messages)
-        events += self._mapper.settle(busy=statuses.get(self.session_id) in ("busy", "retry"))
+        busy = statuses.get(self.session_id) in ("busy", "retry")
+        events += self._mapper.settle(busy=busy, lost=lost)
         self._emit_all(events)
 
 
@@ -548,17 +658,46 @@ class OpenCodeEngine:
     def __init__(self, nursery: trio.Nursery, config: OpenCodeConfig) -> None:
         self.config = config
         self._nursery = nursery
-        self._pool: ServerPool[Path, OpenCodeConnection] = ServerPool(nursery, self._server)
-        self._directories: dict[Path, _Directory] = {}
+        self._directories: DirectoryRegistry[_Directory] = DirectoryRegistry(
+            nursery, lambda directory: _Directory(self, directory)
+        )
 
-    def _server(self, directory: Path) -> AgentServer[OpenCodeConnection]:
-        state = self._directories[directory] = _Directory(self, directory)
-        return state.server
+    async def handover(self) -> list[AgentServerHandover]:
+        """Give up every ready server without stopping it, for an in-place restart.
+
+        Afterwards the engine serves no more requests (they fail with
+        `EngineUnavailableError`); servers that were not ready are stopped when the engine's
+        block exits. The fds in the records are close-on-exec duplicates: make them
+        inheritable just before the exec (`kimaki._restart.exec_self` does).
+        """
+        handovers: list[AgentServerHandover] = []
+
+        async def one(state: _Directory) -> None:
+            handover = await state.handover()
+            if handover is not None:
+                handovers.append(handover)
+
+        async with trio.open_nursery() as nursery:
+            for state in self._directories.states():
+                nursery.start_soon(one, state)
+        return sorted(handovers, key=lambda h: str(h.directory))
+
+    async def stop_servers(self) -> None:
+        """Stop every running server and wait for each (an orderly shutdown)."""
+        await self._directories.stop_all()
+
+    def adopt(self, handovers: Iterable[AgentServerHandover]) -> int:
+        """Supervise the servers the previous process image handed over; returns how many
+        were alive. Records of other engines are ignored (their owner closes their fds)."""
+        adopted = 0
+        for handover in handovers:
+            if handover.engine != ENGINE_NAME:
+                continue
+            adopted += self._directory(handover.directory).adopt(handover)
+        return adopted
 
     def _directory(self, directory: Path) -> _Directory:
-        key = Path(directory).resolve()
-        self._pool.get(key)
-        return self._directories[key]
+        return self._directories.get(directory)
 
     def server(self, directory: Path) -> AgentServer[OpenCodeConnection]:
         """The supervised server of `directory` (created, not started, if new)."""
@@ -568,8 +707,9 @@ class OpenCodeEngine:
         self, directory: Path, *, resume_id: str | None = None, title: str | None = None
     ) -> OpenCodeSession:
         state = self._directory(directory)
-        if resume_id is not None and resume_id in state.sessions:
-            return state.sessions[resume_id]
+        known = state.sessions.get(resume_id) if resume_id is not None else None
+        if known is not None:
+            return known
         connection = await state.server.connection()
         if resume_id is not None:
             info = await connection.client.get_session(resume_id)
@@ -578,8 +718,7 @@ class OpenCodeEngine:
         existing = state.sessions.get(info.id)
         if existing is not None:
             return existing
-        session = state.sessions[info.id] = OpenCodeSession(state, info, self._nursery)
-        return session
+        return state.sessions.add(OpenCodeSession(state, info, self._nursery))
 
     async def list_models(self, directory: Path) -> list[ProviderModels]:
         connection = await self._directory(directory).server.connection()
@@ -605,21 +744,171 @@ class OpenCodeEngine:
             if isinstance(command.get("name"), str)
         ]
 
+    # ------------------------------------------------------------------ capabilities
+    # (kimaki.agents._extras: what the bot's commands use beyond the engine interface)
+
+    async def _client(self, directory: Path) -> OpenCodeClient:
+        return (await self._directory(directory).server.connection()).client
+
+    async def list_sessions(
+        self, directory: Path, *, search: str = "", limit: int = 25
+    ) -> list[SessionSummary]:
+        state = self._directory(directory)
+        client = (await state.server.connection()).client
+        listed = await client.list_sessions(
+            directory=str(state.directory), roots=True, search=search, limit=limit
+        )
+        return [
+            SessionSummary(info.id, info.title, updated)
+            for info, updated in listed
+            if info.parent_id is None
+        ][:limit]
+
+    async def recent_messages(
+        self, directory: Path, session_id: str, *, limit: int = 10
+    ) -> list[HistoryEntry]:
+        client = await self._client(directory)
+        # Tool-only steps have no text: read more messages than are shown.
+        messages = await client.messages(session_id, limit=limit * 4)
+        entries: list[HistoryEntry] = []
+        for info, parts in messages:
+            text = _message_text(parts)
+            if not text or info.role not in ("user", "assistant"):
+                continue
+            role: Literal["user", "assistant"] = "user" if info.role == "user" else "assistant"
+            if entries and entries[-1].role == role and role == "assistant":
+                # One answer spans several model steps (messages): show it as one.
+                entries[-1] = HistoryEntry(role, entries[-1].text + "\n\n" + text)
+            else:
+                entries.append(HistoryEntry(role, text))
+        return entries[-limit:]
+
+    async def undo(self, directory: Path, session_id: str) -> UndoResult:
+        """Revert to before the last person's message still shown (as OpenCode's TUI does)."""
+        client = await self._client(directory)
+        await self._stop_turn(client, session_id)
+        point = await client.revert_point(session_id)
+        users = await self._user_messages(client, session_id)
+        earlier = [(m, parts) for m, parts in users if point is None or m.id < point]
+        if not earlier:
+            return UndoResult(False)
+        message, parts = earlier[-1]
+        await client.revert(session_id, message.id)
+        return UndoResult(True, _message_text(parts))
+
+    async def redo(self, directory: Path, session_id: str) -> UndoResult:
+        """One `undo` back: revert to the next person's message, or restore everything."""
+        client = await self._client(directory)
+        point = await client.revert_point(session_id)
+        if point is None:
+            return UndoResult(False)
+        users = await self._user_messages(client, session_id)
+        later = [(m, parts) for m, parts in users if m.id > point]
+        if later:
+            message, parts = later[0]
+            await client.revert(session_id, message.id)
+            return UndoResult(True, _message_text(parts))
+        await client.unrevert(session_id)
+        return UndoResult(True)
+
+    async def _user_messages(
+        self, client: OpenCodeClient, session_id: str
+    ) -> list[tuple[MessageInfo, list[Part]]]:
+        messages = await client.messages(session_id)
+        return sorted(
+            ((info, parts) for info, parts in messages if info.role == "user"),
+            key=lambda pair: pair[0].id,
+        )
+
+    async def _stop_turn(self, client: OpenCodeClient, session_id: str) -> None:
+        statuses = await client.session_status()
+        if statuses.get(session_id) in ("busy", "retry"):
+            await client.abort(session_id)
+
+    async def compact(
+        self, directory: Path, session_id: str, *, model: ModelRef | None = None
+    ) -> None:
+        client = await self._client(directory)
+        if model is None:
+            # OpenCode needs a model to summarise with: the one the session last used.
+            for info, _parts in reversed(await client.messages(session_id, limit=50)):
+                if info.role == "assistant" and info.provider_id and info.model_id:
+                    model = ModelRef(info.provider_id, info.model_id)
+                    break
+        if model is None:
+            raise EngineRequestError(
+                "this session has no model yet: send it a message first, or pick one with /model"
+            )
+        await client.summarize(session_id, model, request_timeout=_COMPACT_TIMEOUT)
+
+    async def restart_server(self, directory: Path) -> None:
+        state = self._directory(directory)
+        # A stop on request is not a crash: end the running turns here, or they would wait
+        # for events from a process that is gone.
+        await restart_server(
+            state.server, before_stop=lambda: state.crashed(_RESTARTED, gave_up=False)
+        )
+
+    def attach_command(self, directory: Path, session_id: str) -> str:
+        command = shlex.join((*self.config.command, "--session", session_id))
+        return f"cd {shlex.quote(str(directory))} && {command}"
+
+    async def known_projects(self) -> list[Path]:
+        """From any server already running: starting one to answer would be too slow."""
+        for state in self._directories.states():
+            connection = state.server.current
+            if connection is None:
+                continue
+            try:
+                worktrees = await connection.client.projects()
+            except EngineError as exc:
+                log.debug("%s: no project list: %s", state.server.name, exc)
+                continue
+            return [Path(worktree) for worktree in worktrees if worktree not in ("", "/")]
+        return []
+
 
 @asynccontextmanager
 async def open_opencode_engine(
     config: OpenCodeConfig | None = None,
+    *,
+    adopt: Iterable[AgentServerHandover] = (),
 ) -> AsyncIterator[OpenCodeEngine]:
-    """The engine, with every server it starts stopped and reaped when the block exits."""
+    """The engine, with every server it starts stopped and reaped when the block exits
+    (except those given up by `handover()`).
+
+    `adopt`: the servers the daemon's previous process image handed over (from
+    `Store.take_agent_servers()`); each one alive is checked and supervised again.
+    """
     async with trio.open_nursery() as nursery:
         engine = OpenCodeEngine(nursery, config or OpenCodeConfig())
+        engine.adopt(adopt)
         try:
             yield engine
         finally:
             nursery.cancel_scope.cancel()
 
 
+def _message_text(parts: Sequence[Part]) -> str:
+    """The text a person would read in a message (no tool output, no injected context)."""
+    texts = [p.text.strip() for p in parts if isinstance(p, TextPart) and not p.synthetic]
+    return "\n\n".join(text for text in texts if text)
+
+
 if TYPE_CHECKING:  # the engine interface is what the rest of the daemon sees: keep it honest
 
     def _conforms(engine: OpenCodeEngine, session: OpenCodeSession) -> tuple[Engine, EngineSession]:
         return engine, session
+
+    def _capable(
+        engine: OpenCodeEngine,
+    ) -> tuple[
+        SessionCatalog,
+        SessionTranscript,
+        SessionUndo,
+        SessionCompaction,
+        ServerRestart,
+        TerminalAttach,
+        KnownProjects,
+    ]:
+        return engine, engine, engine, engine, engine, engine, engine

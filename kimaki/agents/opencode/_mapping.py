@@ -55,6 +55,7 @@ from kimaki.agents._events import (
     TurnEnded,
     Usage,
 )
+from kimaki.agents._turns import Turn, TurnTracker
 from kimaki.agents.opencode._wire import (
     MessageInfo,
     MessageUpdated,
@@ -91,10 +92,8 @@ _TOOL_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running", "comple
 
 
 @attrs.define
-class _Turn:
-    id: str
+class _Turn(Turn):
     confirmed: bool = False
-    abort_requested: bool = False
     error: WireError | None = None
     finish: str | None = None
 
@@ -181,7 +180,7 @@ def _stop_reason(turn: _Turn) -> tuple[StopReason, str | None]:
 
 
 @final
-class SessionMapper:
+class SessionMapper(TurnTracker[_Turn]):
     """Pure state machine: wire events in, engine-neutral events out. No I/O."""
 
     def __init__(
@@ -206,10 +205,6 @@ class SessionMapper:
     # ------------------------------------------------------------------ turns
 
     @property
-    def turn_id(self) -> str | None:
-        return self._turn.id if self._turn is not None else None
-
-    @property
     def turn_confirmed(self) -> bool:
         return self._turn is not None and self._turn.confirmed
 
@@ -220,14 +215,6 @@ class SessionMapper:
         self._streamed.clear()
         self._final_parts.clear()
         self._tools.clear()
-
-    def cancel_turn(self) -> None:
-        """The prompt was never accepted: forget the turn without an end event."""
-        self._turn = None
-
-    def request_abort(self) -> None:
-        if self._turn is not None:
-            self._turn.abort_requested = True
 
     def end_turn(self, reason: StopReason, message: str | None = None) -> list[EngineEvent]:
         """End the running turn from outside the stream (crash, timeout): its `TurnEnded`."""
@@ -294,9 +281,17 @@ class SessionMapper:
                 out += self._part(part)
         return out
 
-    def settle(self, *, busy: bool) -> list[EngineEvent]:
-        """After `replay`, given the server's status: end the turn if the server is idle."""
-        if busy or self._turn is None:
+    def settle(self, *, busy: bool, lost: str | None = None) -> list[EngineEvent]:
+        """After `replay`, given the server's status: end the turn if the server is idle.
+
+        `lost`: the server that ran the turn is gone (not the one answering now), so a turn
+        its messages do not show as finished ends with this error.
+        """
+        if self._turn is None:
+            return []
+        if lost is not None and self._turn.finish is None and self._turn.error is None:
+            return self.end_turn("error", lost)
+        if busy:
             return []
         if self._turn.confirmed:
             return self._finish_turn()
@@ -383,6 +378,7 @@ class SessionMapper:
                 tokens.cache_write,
                 part.cost,
                 limit,
+                _model_name(message),
             )
             return [StepFinished(part.id, part.reason), usage]
         assert isinstance(part, OtherPart)
@@ -478,3 +474,9 @@ def _question(event: WireQuestionAsked) -> QuestionAsked:
         for q in event.questions
     )
     return QuestionAsked(event.id, questions, event.call_id)
+
+
+def _model_name(message: _Message | None) -> str | None:
+    if message is None or not message.provider_id or not message.model_id:
+        return None
+    return f"{message.provider_id}/{message.model_id}"

@@ -148,6 +148,12 @@ class GatewayServer:
         self.close_on_identify: int | None = None
         self._replay_limit = replay_limit
         self._application_flags = application_flags
+        # False: the app's Message Content intent is not granted, so message events arrive
+        # without their content (as Discord sends them to such apps).
+        self.message_content = True
+        # Called with each dispatch's JSON once written to a client socket (benchmarks time
+        # "the event left the emulator" with it).
+        self.on_event_sent: Callable[[str], None] | None = None
         self._port: int | None = None
         self._sessions: dict[str, _Session] = {}
         self._connections: set[_Connection] = set()
@@ -215,6 +221,8 @@ class GatewayServer:
 
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a dispatch to every session, connected or not (kept for replay)."""
+        if not self.message_content and event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
+            data = _without_content(data, str(self._user.get("id")))
         for session in list(self._sessions.values()):
             self._emit(session, event, data)
 
@@ -395,9 +403,11 @@ class GatewayServer:
                     await trio.sleep(self._event_delay)
                 if connection.encoder is None:
                     await ws.send_message(item.text)
-                    continue
-                for chunk in self._split(connection.encoder.encode(item.text)):
-                    await ws.send_message(chunk)
+                else:
+                    for chunk in self._split(connection.encoder.encode(item.text)):
+                        await ws.send_message(chunk)
+                if item.is_event and self.on_event_sent is not None:
+                    self.on_event_sent(item.text)
         except trio_websocket.ConnectionClosed:
             return
 
@@ -556,3 +566,13 @@ class GatewayServer:
         if session.connection is not None:
             session.connection.session = None
             session.connection = None
+
+
+def _without_content(message: dict[str, Any], bot_id: str) -> dict[str, Any]:
+    """A message as an app without the Message Content intent receives it: no content,
+    embeds, attachments or components, unless it is the app's own or mentions it."""
+    author = message.get("author") or {}
+    mentioned = any(str(user.get("id")) == bot_id for user in message.get("mentions") or [])
+    if str(author.get("id")) == bot_id or mentioned:
+        return message
+    return {**message, "content": "", "embeds": [], "attachments": [], "components": []}

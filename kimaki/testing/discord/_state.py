@@ -190,6 +190,9 @@ class DiscordState:
         self.commands: dict[str | None, list[Json]] = {}
         self.interactions: dict[str, InteractionRecord] = {}
         self.typing: list[tuple[str, str, float]] = []
+        # Who each message notified, after `allowed_mentions`: {"everyone": bool, "users":
+        # [ids], "roles": [ids]} by message id.
+        self.notified: dict[str, Json] = {}
         # (channel id, message id) -> emoji ("name" or "name:id") -> user ids, in order
         self.reactions: dict[tuple[str, str], dict[str, list[str]]] = {}
         self._nonces: dict[tuple[str, str, str], str] = {}
@@ -829,6 +832,7 @@ class DiscordState:
             "flags": (payload.get("flags") or 0) & flags_allowed,
             "components": list(payload.get("components") or []),
         }
+        self.notified[message_id] = _notified(content, users, roles, payload)
         if payload.get("nonce") is not None:
             message["nonce"] = payload["nonce"]
         if payload.get("sticker_ids"):
@@ -1339,3 +1343,20 @@ class DiscordState:
 def _parse_emoji(emoji: str) -> Json:
     name, _, emoji_id = emoji.partition(":")
     return {"id": emoji_id or None, "name": name}
+
+
+def _notified(content: str, users: Sequence[Json], roles: Sequence[str], payload: Any) -> Json:
+    """Who a new message pings: its mentions, narrowed by `allowed_mentions` as Discord does
+    (no `allowed_mentions` at all pings everything the content mentions)."""
+    everyone = "@everyone" in content or "@here" in content
+    user_ids = [str(user["id"]) for user in users]
+    role_ids = list(roles)
+    allowed = payload.get("allowed_mentions")
+    if isinstance(allowed, dict):
+        parse = set(allowed.get("parse") or ())
+        listed_users = {str(u) for u in allowed.get("users") or ()}
+        listed_roles = {str(r) for r in allowed.get("roles") or ()}
+        everyone = everyone and "everyone" in parse
+        user_ids = [u for u in user_ids if "users" in parse or u in listed_users]
+        role_ids = [r for r in role_ids if "roles" in parse or r in listed_roles]
+    return {"everyone": everyone, "users": user_ids, "roles": role_ids}

@@ -1,0 +1,145 @@
+"""The bot half of bench/thread_fanout.py, in its own process (so the emulator's work does not
+count as the bot's): the daemon's wiring with the fake engine, driven by lines on stdin.
+
+    stats        → one JSON line: runtimes, RSS, traced heap, prompts so far
+    wait-evicted → the same, once every runtime was evicted
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from kimaki.bot import BotConfig, Engines
+from kimaki.bot._serve import serve_bot
+from kimaki.discord.rest import RESTClient
+from kimaki.guilds import GuildCache
+from kimaki.store import ChannelRecord, Store
+from kimaki.testing.engine import FakeEngine, FakeTurn, open_fake_engine
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_MESSAGE_ID = re.compile(r"message id (\d+)")
+
+
+async def quiet(turn: FakeTurn) -> None:
+    """An agent that works for a second and says nothing (so the burst of prompts is routed
+    while turns run, as in real use, and their footers come after it)."""
+    await trio.sleep(1.0)
+
+
+def stats(engine: FakeEngine, bot: Any, since: int) -> dict[str, Any]:
+    gc.collect()
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * _PAGE
+    prompts = {}
+    for prompt in engine.prompts[since:]:
+        match = _MESSAGE_ID.search(prompt.text)
+        if match:
+            prompts[match.group(1)] = prompt.monotonic_at
+    runtime = bot.threads.statistics()
+    return {
+        "rss": rss,
+        "heap": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0,
+        "active_runtimes": runtime.active_runtimes,
+        "running_turns": runtime.running_turns,
+        "prompt_count": len(engine.prompts),
+        "prompts": prompts,
+        "stamps": STAMPS,
+    }
+
+
+STAMPS: dict[str, dict[str, float]] = {}
+
+
+def instrument() -> None:
+    """FANOUT_STAMPS=1: where the time goes between the socket and the engine (diagnosis)."""
+    import time
+
+    from kimaki import dispatch
+    from kimaki.bot import _turn
+
+    dispatch_original = dispatch.Dispatcher._dispatch
+    turn_original = _turn.ThreadTurns.run_turn
+
+    async def stamped_dispatch(self: Any, event: Any, nursery: Any) -> None:
+        if event.name == "MESSAGE_CREATE":
+            STAMPS.setdefault(str(event.data.get("id")), {})["dispatch"] = time.monotonic()
+        await dispatch_original(self, event, nursery)
+
+    async def stamped_turn(self: Any, prompt: Any) -> None:
+        STAMPS.setdefault(str(prompt.message_id), {})["turn"] = time.monotonic()
+        await turn_original(self, prompt)
+
+    dispatch.Dispatcher._dispatch = stamped_dispatch  # type: ignore[method-assign]
+    _turn.ThreadTurns.run_turn = stamped_turn  # type: ignore[method-assign]
+
+
+async def main(api_url: str, token: str, channel_id: int, guild_id: int, data: Path) -> None:
+    if os.environ.get("FANOUT_TRACE"):
+        tracemalloc.start(1)
+    if os.environ.get("FANOUT_STAMPS"):
+        instrument()
+    config = BotConfig(
+        data_dir=data, projects_dir=data, thread_idle_timeout=float(os.environ["FANOUT_IDLE"])
+    )
+    async with (
+        await Store.open(data / "bot.db") as store,
+        RESTClient(token, base_url=api_url) as rest,
+        open_fake_engine() as engine,
+        trio.open_nursery() as nursery,
+    ):
+        engine.responder = quiet
+        application = await rest.get_current_application()
+        await store.put_channel(
+            ChannelRecord(channel_id, data, guild_id=guild_id, app_id=application.id)
+        )
+        connection = await nursery.start(
+            lambda task_status: serve_bot(
+                token=token,
+                rest=rest,
+                store=store,
+                application=application,
+                engines=Engines({"fake": engine}, default="fake"),
+                config=config,
+                guilds=GuildCache(),
+                task_status=task_status,
+            )
+        )
+        bot = connection.bot
+        print(json.dumps({"ready": True}), flush=True)
+        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+        buffer = b""
+        reported = 0
+        while True:
+            data_in = await stdin.receive_some()
+            if not data_in:
+                break
+            buffer += data_in
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                command = line.decode().strip()
+                if command == "wait-evicted":
+                    while bot.threads.statistics().active_runtimes:  # noqa: ASYNC110
+                        await trio.sleep(0.05)  # a benchmark driver polls a statistic
+                elif command.startswith("wait-prompts "):
+                    count = int(command.split()[1])
+                    await engine.wait_for_prompts(count)
+                    while bot.threads.statistics().running_turns:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                report = stats(engine, bot, reported)
+                reported = len(engine.prompts)
+                print(json.dumps(report), flush=True)
+        nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    api, token, channel, guild, directory = sys.argv[1:6]
+    trio.run(main, api, token, int(channel), int(guild), Path(directory))

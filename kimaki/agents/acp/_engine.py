@@ -1,0 +1,922 @@
+"""The ACP engine: one supervised agent process per project directory, spoken to over stdio.
+
+```
+open_acp_engine(AcpConfig(agent=...)) (owns the engine nursery; engine name `acp:<agent>`)
+└─ ServerPool: AgentServer per directory (kimaki.agents._supervisor)
+     process: the agent's command, cwd = directory, its runtime home, allowlisted environment
+     connect: JSON-RPC reader in the process nursery, then `initialize` (protocol 1)
+     serve: until the agent closes its output
+     per session (AcpSession): `session/new` | `session/resume` | `session/load`, then turns:
+        prompt() ─► `session/prompt` (a task in the process nursery; returns once written)
+                    `session/update`s ─► UpdateMapper ─► EventQueue
+                    the answer's stopReason ─► TurnEnded (after the updates before it)
+        abort()  ─► `session/cancel`; pending permission requests answered `cancelled`
+        agent requests: `session/request_permission` ─► PermissionRequested, answered by
+                    reply_permission(); `fs/*` inside the directory; anything else: not found
+```
+
+Sessions outlive processes when the agent can resume them: after a crash, a restart or an idle
+stop, the next use of a session resumes it in the new process (`session/resume` when the agent
+advertises it, else `session/load`, whose replayed history is not shown again). A crash ends the
+running turn with an error; giving up on the directory sends `ServerFailed` to its sessions.
+
+What we tell the agent we can do is what we do: `fs.readTextFile`/`writeTextFile` (when
+`serve_files`), no terminals. ACP has no questions: `answer_question`/`reject_question` raise
+`EngineRequestError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import itertools
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, final
+from urllib.parse import quote
+
+import attrs
+import trio
+
+from kimaki._version import __version__
+from kimaki.agents._directories import (
+    DirectoryRegistry,
+    Sessions,
+    restart_server,
+    supervised_server,
+)
+from kimaki.agents._engine import (
+    AgentInfo,
+    AttachedFile,
+    CommandInfo,
+    Engine,
+    EngineSession,
+    EventQueue,
+    ModelRef,
+    PermissionReply,
+    ProviderModels,
+)
+from kimaki.agents._errors import (
+    EngineError,
+    EngineRequestError,
+    EngineUnavailableError,
+    SessionNotFoundError,
+    TurnInProgressError,
+)
+from kimaki.agents._events import (
+    EngineEvent,
+    PermissionRequested,
+    PermissionResolved,
+    TurnEnded,
+)
+from kimaki.agents._extras import SessionSummary
+from kimaki.agents._process import AgentProcess, LaunchSpec
+from kimaki.agents._supervisor import AgentServer, RestartPolicy
+from kimaki.agents._turns import TurnKeeper
+from kimaki.agents.acp._agents import AgentCommand
+from kimaki.agents.acp._files import FileRequestError, read_text, write_text
+from kimaki.agents.acp._jsonrpc import (
+    METHOD_NOT_FOUND,
+    ConnectionClosedError,
+    JsonRpcConnection,
+    JsonRpcError,
+)
+from kimaki.agents.acp._mapping import Catalog, UpdateMapper, stop_reason, tool_summary
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AcpConfig",
+    "AcpConnection",
+    "AcpEngine",
+    "AcpSession",
+    "AgentCapabilities",
+    "McpServer",
+    "open_acp_engine",
+]
+
+log = logging.getLogger("kimaki.acp")
+
+PROTOCOL_VERSION: Final = 1
+AUTH_REQUIRED: Final = -32000
+_EXIT_AFTER_EOF: Final = 2.0
+_COMMANDS_WAIT: Final = 2.0
+_LIST_PAGES: Final = 10
+_ALLOW: Final[Mapping[str, tuple[str, ...]]] = {
+    "once": ("allow_once", "allow_always"),
+    "always": ("allow_always", "allow_once"),
+    "reject": ("reject_once", "reject_always"),
+}
+
+
+@final
+@attrs.frozen
+class McpServer:
+    """An MCP server handed to every session (ACP `mcpServers`): a command (`stdio`) or a URL
+    (`http`, `sse`; passed only to agents that advertise them)."""
+
+    name: str
+    transport: Literal["stdio", "http", "sse"] = "stdio"
+    command: str = ""
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    url: str = ""
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.transport == "stdio":
+            return {
+                "name": self.name,
+                "command": self.command,
+                "args": list(self.args),
+                "env": [{"name": k, "value": v} for k, v in self.env.items()],
+            }
+        return {
+            "type": self.transport,
+            "name": self.name,
+            "url": self.url,
+            "headers": [{"name": k, "value": v} for k, v in self.headers.items()],
+        }
+
+
+@final
+@attrs.frozen
+class AcpConfig:
+    """How the engine starts its agent (one engine per agent; see `resolve_agent`).
+
+    `extra_env` is added to the agent's own environment (e.g. `OPENCODE_CONFIG_CONTENT`).
+    `mcp_servers` are given to every session, or computed per directory. `abort_wait` bounds
+    how long `abort()` waits for the agent to end the turn before ending it here.
+    """
+
+    agent: AgentCommand
+    idle_timeout: float = 30 * 60.0
+    ready_timeout: float = 30.0
+    stop_grace: float = 5.0
+    policy: RestartPolicy = attrs.field(factory=RestartPolicy)
+    extra_env: Mapping[str, str] = attrs.field(factory=dict)
+    mcp_servers: Sequence[McpServer] | Callable[[Path], Sequence[McpServer]] = ()
+    serve_files: bool = True
+    abort_wait: float = 10.0
+
+
+@final
+@attrs.frozen
+class AgentCapabilities:
+    """What the agent said about itself in `initialize`."""
+
+    protocol_version: int
+    name: str = ""
+    version: str = ""
+    load_session: bool = False
+    resume: bool = False
+    list_sessions: bool = False
+    image: bool = False
+    embedded_context: bool = False
+    mcp_http: bool = False
+    mcp_sse: bool = False
+    auth_methods: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, result: Any) -> AgentCapabilities:
+        if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), int):
+            raise EngineUnavailableError(f"the agent's initialize answer is malformed: {result!r}")
+        caps = _dict(result.get("agentCapabilities"))
+        prompt = _dict(caps.get("promptCapabilities"))
+        mcp = _dict(caps.get("mcpCapabilities"))
+        session = _dict(caps.get("sessionCapabilities"))
+        info = _dict(result.get("agentInfo"))
+        methods = result.get("authMethods")
+        return cls(
+            protocol_version=result["protocolVersion"],
+            name=str(info.get("name") or ""),
+            version=str(info.get("version") or ""),
+            load_session=caps.get("loadSession") is True,
+            resume=isinstance(session.get("resume"), dict),
+            list_sessions=isinstance(session.get("list"), dict),
+            image=prompt.get("image") is True,
+            embedded_context=prompt.get("embeddedContext") is True,
+            mcp_http=mcp.get("http") is True,
+            mcp_sse=mcp.get("sse") is True,
+            auth_methods=tuple(
+                str(m.get("description") or m.get("name") or m.get("id"))
+                for m in (methods if isinstance(methods, list) else [])
+                if isinstance(m, dict)
+            ),
+        )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _session_summary(info: Any) -> SessionSummary | None:
+    if not isinstance(info, dict) or not isinstance(info.get("sessionId"), str):
+        return None
+    updated = 0.0
+    if isinstance(info.get("updatedAt"), str):
+        with suppress(ValueError):
+            updated = datetime.datetime.fromisoformat(info["updatedAt"]).timestamp()
+    title = info.get("title") if isinstance(info.get("title"), str) else ""
+    return SessionSummary(info["sessionId"], title or "", updated)
+
+
+@final
+class AcpConnection:
+    """A ready agent process: its JSON-RPC connection and what it can do."""
+
+    def __init__(self, directory: _Directory, process: AgentProcess, nursery: trio.Nursery):
+        if process.stdin is None or process.stdout is None:
+            raise EngineUnavailableError("the agent has no stdin/stdout")
+        self.process = process
+        self.nursery = nursery
+        self.capabilities = AgentCapabilities(PROTOCOL_VERSION)
+        self._directory = directory
+        self.rpc = JsonRpcConnection(
+            process.stdin,
+            process.stdout,
+            on_request=self._on_request,
+            on_notification=self._on_notification,
+        )
+        self.closed = trio.Event()
+
+    async def run_rpc(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self.rpc.run(task_status=task_status)
+        finally:
+            self.closed.set()
+
+    async def _on_request(self, method: str, params: Any) -> Any:
+        return await self._directory.agent_request(self, method, params)
+
+    async def _on_notification(self, method: str, params: Any) -> None:
+        self._directory.agent_notification(method, params)
+        await trio.lowlevel.checkpoint()
+
+
+@attrs.define
+class _PendingPermission:
+    options: list[dict[str, Any]]
+    done: trio.Event = attrs.Factory(trio.Event)
+    option_id: str | None = None
+
+    def choose(self, reply: PermissionReply | None) -> None:
+        if self.done.is_set():
+            return
+        for kind in _ALLOW.get(reply or "", ()):
+            for option in self.options:
+                if option.get("kind") == kind:
+                    self.option_id = str(option["optionId"])
+                    break
+            if self.option_id is not None:
+                break
+        self.done.set()
+
+
+@final
+class _Directory:
+    """One project directory: its supervised agent process (the hooks) and its sessions."""
+
+    def __init__(self, engine: AcpEngine, directory: Path) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.agent = engine.config.agent
+        self.directory = directory
+        self.sessions: Sessions[AcpSession] = Sessions()
+        self.catalog = Catalog(self.agent.name)
+        self._loading: set[str] = set()
+        self._probed: AcpConnection | None = None
+        self._probe_lock = trio.Lock()
+        self._commands_seen = trio.Event()
+        self.server: AgentServer[AcpConnection] = supervised_server(
+            f"acp:{self.agent.name}[{directory}]", self, self.config
+        )
+
+    # ------------------------------------------------------------------ ServerHooks
+
+    def launch_spec(self) -> LaunchSpec:
+        env = self.agent.environment(self.config.extra_env)
+        return LaunchSpec(argv=self.agent.argv, cwd=self.directory, env=env, stdin=True)
+
+    async def connect(self, process: AgentProcess, nursery: trio.Nursery) -> AcpConnection:
+        connection = AcpConnection(self, process, nursery)
+        await nursery.start(connection.run_rpc)
+        params = {
+            "protocolVersion": PROTOCOL_VERSION,
+            "clientCapabilities": {
+                "fs": {
+                    "readTextFile": self.config.serve_files,
+                    "writeTextFile": self.config.serve_files,
+                },
+                "terminal": False,
+            },
+            "clientInfo": {"name": "kimaki", "title": "Kimaki", "version": __version__},
+        }
+        try:
+            result = await connection.rpc.request("initialize", params)
+        except JsonRpcError as exc:
+            raise EngineUnavailableError(f"initialize failed: {exc.message}") from None
+        except ConnectionClosedError:
+            raise EngineUnavailableError("the agent closed its output during initialize") from None
+        capabilities = AgentCapabilities.parse(result)
+        if capabilities.protocol_version != PROTOCOL_VERSION:
+            raise EngineUnavailableError(
+                f"the agent speaks ACP version {capabilities.protocol_version}; "
+                f"kimaki speaks version {PROTOCOL_VERSION}"
+            )
+        connection.capabilities = capabilities
+        log.info("%s: %s %s", self.server.name, capabilities.name or "agent", capabilities.version)
+        return connection
+
+    async def serve(self, connection: AcpConnection) -> None:
+        await connection.closed.wait()
+        with trio.move_on_after(_EXIT_AFTER_EOF):
+            await connection.process.wait()
+            return  # the supervisor reports the exit, with its code and stderr
+        raise EngineUnavailableError("the agent closed its output but kept running")
+
+    async def disconnect(self, connection: AcpConnection) -> None:
+        stopped = connection.process.returncode is None  # stopped by us, not crashed
+        for session in self.sessions:
+            if session._connection is connection:
+                session._connection = None
+                if stopped:
+                    session._server_lost("the agent was stopped", gave_up=False)
+        if self._probed is connection:
+            self._probed = None
+        await trio.lowlevel.checkpoint()
+
+    def crashed(self, message: str, *, gave_up: bool) -> None:
+        self.sessions.server_lost(message, gave_up=gave_up)
+
+    # ------------------------------------------------------------------ from the agent
+
+    def agent_notification(self, method: str, params: Any) -> None:
+        if method != "session/update":
+            log.debug("%s: ignoring %s", self.server.name, method)
+            return
+        session_id, update = _dict(params).get("sessionId"), _dict(params).get("update")
+        if not isinstance(session_id, str) or not isinstance(update, dict):
+            log.warning("%s: skipping a malformed session/update: %.200r", self.server.name, params)
+            return
+        if session_id in self._loading:
+            return  # a replayed history: already shown when it happened
+        self.catalog.take_update(update)
+        if update.get("sessionUpdate") == "available_commands_update":
+            self._commands_seen.set()
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session._update(update)
+
+    async def agent_request(self, connection: AcpConnection, method: str, params: Any) -> Any:
+        session_id = _dict(params).get("sessionId")
+        session = self.sessions.get(session_id) if isinstance(session_id, str) else None
+        if method == "session/request_permission":
+            if session is None:
+                return {"outcome": {"outcome": "cancelled"}}
+            return await session._permission(connection, _dict(params))
+        if method in ("fs/read_text_file", "fs/write_text_file") and self.config.serve_files:
+            if session is None:
+                raise JsonRpcError(-32602, f"unknown session {session_id!r}")
+            return await session._file_request(method, _dict(params))
+        log.info(
+            "%s: the agent asked for %s, which kimaki does not offer", self.server.name, method
+        )
+        raise JsonRpcError(METHOD_NOT_FOUND, f"kimaki does not implement {method}")
+
+    # ------------------------------------------------------------------ to the agent
+
+    def mcp_servers(self, connection: AcpConnection) -> list[dict[str, Any]]:
+        servers = self.config.mcp_servers
+        chosen = servers(self.directory) if callable(servers) else servers
+        caps = connection.capabilities
+        out = []
+        for server in chosen:
+            if (server.transport == "http" and not caps.mcp_http) or (
+                server.transport == "sse" and not caps.mcp_sse
+            ):
+                log.warning(
+                    "%s: the agent cannot use the %s MCP server %s; not passed",
+                    self.server.name,
+                    server.transport,
+                    server.name,
+                )
+                continue
+            out.append(server.to_wire())
+        return out
+
+    async def call(self, connection: AcpConnection, method: str, params: Any) -> Any:
+        """A request whose failure a person should read: engine errors, not JSON-RPC ones.
+
+        The server counts as busy meanwhile: an idle stop never cuts a request short.
+        """
+        try:
+            with self.server.busy():
+                return await connection.rpc.request(method, params)
+        except ConnectionClosedError:
+            raise EngineUnavailableError(
+                f"{self.agent.name} stopped while answering {method}"
+            ) from None
+        except JsonRpcError as exc:
+            if exc.code == AUTH_REQUIRED:
+                how = "; ".join(connection.capabilities.auth_methods) or "log in to it"
+                raise EngineRequestError(
+                    f"{self.agent.name} needs a login first ({how}); its home for kimaki is "
+                    f"{self.agent.home or 'your own'}",
+                    status=exc.code,
+                ) from None
+            raise EngineRequestError(
+                f"{self.agent.name} refused {method}: {exc.message}", status=exc.code
+            ) from None
+
+    async def new_session(self, connection: AcpConnection) -> tuple[str, Any]:
+        params = {"cwd": str(self.directory), "mcpServers": self.mcp_servers(connection)}
+        result = await self.call(connection, "session/new", params)
+        session_id = _dict(result).get("sessionId")
+        if not isinstance(session_id, str) or not session_id:
+            raise EngineRequestError(f"{self.agent.name} answered session/new without an id")
+        self.catalog.take_session(result)
+        return session_id, result
+
+    async def attach(self, session: AcpSession, connection: AcpConnection) -> None:
+        """Make `session` known to this process (after a restart, or on a resume)."""
+        caps = connection.capabilities
+        if caps.resume:
+            method = "session/resume"
+        elif caps.load_session:
+            method = "session/load"
+        else:
+            log.info("%s cannot resume sessions", self.server.name)
+            raise SessionNotFoundError(session.session_id)
+        params = {
+            "sessionId": session.session_id,
+            "cwd": str(self.directory),
+            "mcpServers": self.mcp_servers(connection),
+        }
+        self._loading.add(session.session_id)
+        try:
+            with self.server.busy():
+                result = await self.call(connection, method, params)
+                await connection.rpc.notifications_delivered()
+        except EngineRequestError as exc:
+            if exc.status == AUTH_REQUIRED:
+                raise
+            log.info("%s: %s of %s failed: %s", self.server.name, method, session.session_id, exc)
+            raise SessionNotFoundError(session.session_id) from None
+        finally:
+            self._loading.discard(session.session_id)
+        self.catalog.take_session(result)
+        session.catalog.take_session(result)
+        session._connection = connection
+
+    async def ready(self, session: AcpSession) -> AcpConnection:
+        connection = await self.server.connection()
+        if session._connection is not connection:
+            await self.attach(session, connection)
+        return connection
+
+    async def known_catalog(self, *, commands: bool = False) -> Catalog:
+        """What the agent offers here; asks for a session once per process when nothing is
+        known yet (agents advertise models and modes per session)."""
+        async with self._probe_lock:
+            connection = await self.server.connection()
+            if not self.catalog.known and self._probed is not connection:
+                self._probed = connection
+                await self.new_session(connection)
+        if commands and self.catalog.commands is None:
+            with trio.move_on_after(_COMMANDS_WAIT):
+                await self._commands_seen.wait()
+        return self.catalog
+
+
+_turn_ids = itertools.count(1)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{next(_turn_ids)}-{secrets.token_hex(4)}"
+
+
+@final
+class AcpSession:
+    """One ACP session (implements `kimaki.agents.EngineSession`)."""
+
+    def __init__(self, directory: _Directory, session_id: str, title: str) -> None:
+        self._dir = directory
+        self.session_id = session_id
+        self.directory = directory.directory
+        self.events = EventQueue()
+        self.catalog = Catalog(directory.agent.name)
+        self.catalog.copy_from(directory.catalog)
+        self._mapper = UpdateMapper(title=title, directory=str(directory.directory))
+        self._connection: AcpConnection | None = None
+        self._prompt_lock = trio.Lock()
+        self._turns = TurnKeeper(directory.server, self.events, touch=True)
+        self._closed = False
+        self._permissions: dict[str, _PendingPermission] = {}
+
+    @property
+    def title(self) -> str:
+        return self._mapper.title
+
+    @property
+    def turn_id(self) -> str | None:
+        return self._mapper.turn_id
+
+    @property
+    def current_model(self) -> ModelRef | None:
+        return self.catalog.current_model()
+
+    @property
+    def current_agent(self) -> str | None:
+        return self.catalog.current_agent()
+
+    # ------------------------------------------------------------------ the interface
+
+    async def prompt(
+        self,
+        text: str,
+        files: Sequence[AttachedFile] = (),
+        *,
+        model: ModelRef | None = None,
+        agent: str | None = None,
+    ) -> str:
+        async with self._prompt_lock:
+            if self._closed:
+                raise EngineError("this session was closed")
+            if self._mapper.turn_id is not None:
+                raise TurnInProgressError("the previous turn is still running")
+            connection = await self._dir.ready(self)
+            blocks = self._blocks(text, files, connection.capabilities)
+            await self._choose(connection, model, agent)
+            turn_id = _new_id("turn")
+            self._mapper.begin_turn(turn_id)
+            self._turns.begin()
+            try:
+                await connection.nursery.start(self._run_turn, connection, turn_id, blocks)
+            except BaseException as exc:
+                self._mapper.cancel_turn()
+                self._turns.finish()
+                if isinstance(exc, ConnectionClosedError | RuntimeError):
+                    raise EngineUnavailableError(
+                        f"{self._dir.agent.name} stopped before the prompt reached it"
+                    ) from None
+                raise
+            return turn_id
+
+    async def resume_turn(self, turn_id: str) -> None:
+        """ACP agents do not survive an in-place restart (their stdio went with the old
+        process), so the turn cannot be followed: it ends with an error saying so. Sending the
+        prompt again is the person's call, since the turn may already have changed files."""
+        await trio.lowlevel.checkpoint()
+        self.events.send_nowait(
+            TurnEnded(
+                turn_id,
+                "error",
+                "the agent was stopped when kimaki restarted; send the message again",
+            )
+        )
+
+    async def abort(self) -> None:
+        turn_id = self._mapper.turn_id
+        if turn_id is None:
+            return
+        self._mapper.request_abort()
+        turn_over = self._turns.over
+        self._cancel_permissions()
+        connection = self._connection
+        if connection is not None:
+            try:
+                await connection.rpc.notify("session/cancel", {"sessionId": self.session_id})
+            except ConnectionClosedError:
+                log.debug("%s: cancel not sent, the agent is gone", self.session_id)
+        with trio.move_on_after(self._dir.config.abort_wait):
+            await turn_over.wait()
+            return
+        log.warning("%s: the agent did not end the turn after a cancel", self.session_id)
+        self._emit_all(self._mapper.end_turn(turn_id, "aborted"))
+
+    async def reply_permission(self, request_id: str, reply: PermissionReply) -> None:
+        pending = self._permissions.get(request_id)
+        if pending is None:
+            raise EngineRequestError("this permission request is no longer pending")
+        pending.choose(reply)
+        self.events.send_nowait(PermissionResolved(request_id, reply))
+        await trio.lowlevel.checkpoint()
+
+    async def answer_question(self, request_id: str, answers: Sequence[Sequence[str]]) -> None:
+        raise EngineRequestError("ACP agents ask no questions; there is nothing to answer")
+
+    async def reject_question(self, request_id: str) -> None:
+        raise EngineRequestError("ACP agents ask no questions; there is nothing to reject")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._dir.sessions.remove(self)
+        self._cancel_permissions()
+        self._turns.release()
+        self.events.close()
+        await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------------ turns
+
+    def _blocks(
+        self, text: str, files: Sequence[AttachedFile], caps: AgentCapabilities
+    ) -> list[dict[str, Any]]:
+        name = self._dir.agent.name
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        for file in files:
+            if file.mime.startswith("image/"):
+                if not caps.image:
+                    raise EngineRequestError(f"{name} does not accept images ({file.filename})")
+                data = base64.b64encode(file.data).decode("ascii")
+                blocks.append({"type": "image", "data": data, "mimeType": file.mime})
+                continue
+            try:
+                content: str | None = file.data.decode("utf-8")
+            except UnicodeDecodeError:
+                content = None
+            uri = f"attachment:///{quote(file.filename)}"
+            if caps.embedded_context:
+                resource: dict[str, Any] = {"uri": uri, "mimeType": file.mime}
+                if content is not None:
+                    resource["text"] = content
+                else:
+                    resource["blob"] = base64.b64encode(file.data).decode("ascii")
+                blocks.append({"type": "resource", "resource": resource})
+            elif content is not None:
+                blocks.append({"type": "text", "text": f"{file.filename}:\n```\n{content}\n```"})
+            else:
+                raise EngineRequestError(f"{name} does not accept binary files ({file.filename})")
+        return blocks or [{"type": "text", "text": ""}]
+
+    async def _choose(
+        self, connection: AcpConnection, model: ModelRef | None, agent: str | None
+    ) -> None:
+        name = self._dir.agent.name
+        catalog = self.catalog
+        if model is not None and catalog.current_model() != model:
+            choice = catalog.model_value(model)
+            if choice is None:
+                raise EngineRequestError(f"{name} does not offer the model {model}")
+            config_id, value = choice
+            result = await self._dir.call(
+                connection,
+                "session/set_config_option",
+                {"sessionId": self.session_id, "configId": config_id, "value": value},
+            )
+            catalog.take_config_options(_dict(result).get("configOptions"))
+        if agent is not None and catalog.current_agent() != agent:
+            how = catalog.mode_choice(agent)
+            if how is None:
+                raise EngineRequestError(f"{name} has no agent or mode called {agent}")
+            kind, ident = how
+            if kind == "config":
+                result = await self._dir.call(
+                    connection,
+                    "session/set_config_option",
+                    {"sessionId": self.session_id, "configId": ident, "value": agent},
+                )
+                catalog.take_config_options(_dict(result).get("configOptions"))
+            else:
+                await self._dir.call(
+                    connection, "session/set_mode", {"sessionId": self.session_id, "modeId": agent}
+                )
+                catalog.current_mode = agent
+
+    async def _run_turn(
+        self,
+        connection: AcpConnection,
+        turn_id: str,
+        blocks: list[dict[str, Any]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        sent = False
+
+        def on_sent() -> None:
+            nonlocal sent
+            sent = True
+            task_status.started()
+
+        params = {"sessionId": self.session_id, "prompt": blocks}
+        try:
+            result = await connection.rpc.request("session/prompt", params, on_sent=on_sent)
+        except ConnectionClosedError:
+            if not sent:
+                raise
+            return  # the process is gone: disconnect() or crashed() ends the turn
+        except JsonRpcError as exc:
+            await connection.rpc.notifications_delivered()
+            self._emit_all(
+                self._mapper.end_turn(turn_id, "error", f"{self._dir.agent.name}: {exc.message}")
+            )
+            return
+        except Exception as exc:
+            if not sent:
+                raise
+            log.exception("%s: the turn failed", self.session_id)
+            self._emit_all(self._mapper.end_turn(turn_id, "error", repr(exc)))
+            return
+        await connection.rpc.notifications_delivered()
+        reason = stop_reason(_dict(result).get("stopReason"))
+        self._emit_all(self._mapper.end_turn(turn_id, reason))
+
+    # ------------------------------------------------------------------ from the agent
+
+    def _update(self, update: dict[str, Any]) -> None:
+        self.catalog.take_update(update)
+        self._emit_all(self._mapper.handle(update))
+
+    async def _permission(self, connection: AcpConnection, params: dict[str, Any]) -> Any:
+        await connection.rpc.notifications_delivered()  # the tool call it is about comes first
+        options = [
+            o
+            for o in params.get("options") or []
+            if isinstance(o, dict) and isinstance(o.get("optionId"), str)
+        ]
+        if self._closed or self._mapper.abort_requested:
+            return {"outcome": {"outcome": "cancelled"}}
+        tool = _dict(params.get("toolCall"))
+        self._emit_all(self._mapper.permission_tool(tool))
+        summary = tool_summary(
+            tool.get("rawInput"), tool.get("locations") or [], str(self.directory)
+        )
+        title = tool.get("title") if isinstance(tool.get("title"), str) else ""
+        kind = tool.get("kind") if isinstance(tool.get("kind"), str) else ""
+        request_id = _new_id("permission")
+        pending = self._permissions[request_id] = _PendingPermission(options)
+        patterns = (summary,) if summary else ()
+        call_id = tool.get("toolCallId")
+        self.events.send_nowait(
+            PermissionRequested(
+                request_id=request_id,
+                permission=kind if kind and kind != "other" else "tool",
+                title=title or summary or "a tool call",
+                patterns=patterns,
+                always=patterns if any(o.get("kind") == "allow_always" for o in options) else (),
+                call_id=call_id if isinstance(call_id, str) else None,
+            )
+        )
+        try:
+            await pending.done.wait()
+        finally:
+            self._permissions.pop(request_id, None)
+            if not pending.done.is_set():  # the agent went away while a person was deciding
+                self.events.send_nowait(PermissionResolved(request_id, "reject"))
+        if pending.option_id is None:
+            return {"outcome": {"outcome": "cancelled"}}
+        return {"outcome": {"outcome": "selected", "optionId": pending.option_id}}
+
+    def _cancel_permissions(self) -> None:
+        """Answer what waits for a person `cancelled` (ACP requires it after a cancel)."""
+        for request_id, pending in list(self._permissions.items()):
+            if not pending.done.is_set():
+                pending.choose(None)
+                self.events.send_nowait(PermissionResolved(request_id, "reject"))
+
+    async def _file_request(self, method: str, params: dict[str, Any]) -> Any:
+        path = params.get("path")
+        if not isinstance(path, str):
+            raise JsonRpcError(-32602, "path must be a string")
+        try:
+            if method == "fs/read_text_file":
+                line, limit = params.get("line"), params.get("limit")
+                content = await trio.to_thread.run_sync(
+                    read_text,
+                    self.directory,
+                    path,
+                    line if isinstance(line, int) else None,
+                    limit if isinstance(limit, int) else None,
+                )
+                return {"content": content}
+            text = params.get("content")
+            if not isinstance(text, str):
+                raise JsonRpcError(-32602, "content must be a string")
+            await trio.to_thread.run_sync(write_text, self.directory, path, text)
+            return {}
+        except FileRequestError as exc:
+            log.info("%s: %s refused: %s", self.session_id, method, exc.message)
+            raise JsonRpcError(exc.code, exc.message) from None
+
+    # ------------------------------------------------------------------ internals
+
+    def _emit_all(self, events: list[EngineEvent]) -> None:
+        self._turns.emit(events)
+
+    def _server_lost(self, message: str, *, gave_up: bool) -> None:
+        turn_id = self._mapper.turn_id
+
+        def end_turn(why: str) -> list[EngineEvent]:
+            return [] if turn_id is None else self._mapper.end_turn(turn_id, "error", why)
+
+        self._turns.server_lost(message, end_turn, gave_up=gave_up, fallback="the agent stopped")
+
+
+@final
+class AcpEngine:
+    """An ACP agent behind the engine interface (implements `kimaki.agents.Engine`).
+
+    `name` is `acp:<agent name>` (`acp:opencode`, `acp:kiro`, `acp:<program>` for a custom
+    command), so it never collides with the HTTP `opencode` engine in a registry.
+    """
+
+    def __init__(self, nursery: trio.Nursery, config: AcpConfig) -> None:
+        self.config = config
+        self.name: Final = f"acp:{config.agent.name}"
+        self._directories: DirectoryRegistry[_Directory] = DirectoryRegistry(
+            nursery, lambda directory: _Directory(self, directory)
+        )
+
+    def _directory(self, directory: Path) -> _Directory:
+        return self._directories.get(directory)
+
+    def server(self, directory: Path) -> AgentServer[AcpConnection]:
+        """The supervised agent process of `directory` (created, not started, if new)."""
+        return self._directory(directory).server
+
+    async def open_session(
+        self, directory: Path, *, resume_id: str | None = None, title: str | None = None
+    ) -> AcpSession:
+        state = self._directory(directory)
+        known = state.sessions.get(resume_id) if resume_id is not None else None
+        if known is not None:
+            return known
+        connection = await state.server.connection()
+        if resume_id is None:
+            session_id, result = await state.new_session(connection)
+            session = AcpSession(state, session_id, title or "")
+            session.catalog.take_session(result)
+            session._connection = connection
+        else:
+            session = AcpSession(state, resume_id, title or "")
+            await state.attach(session, connection)
+        return state.sessions.add(session)
+
+    async def list_models(self, directory: Path) -> list[ProviderModels]:
+        return (await self._directory(directory).known_catalog()).models()
+
+    async def list_sessions(
+        self, directory: Path, *, search: str = "", limit: int = 25
+    ) -> list[SessionSummary]:
+        """The agent's sessions of `directory` (`session/list`), most recent first; raises
+        `EngineRequestError` when the agent cannot list them."""
+        state = self._directory(directory)
+        connection = await state.server.connection()
+        if not connection.capabilities.list_sessions:
+            raise EngineRequestError(f"{self.config.agent.name} cannot list its sessions")
+        found: list[SessionSummary] = []
+        cursor: str | None = None
+        for _ in range(_LIST_PAGES):
+            params: dict[str, Any] = {"cwd": str(state.directory)}
+            if cursor is not None:
+                params["cursor"] = cursor
+            result = _dict(await state.call(connection, "session/list", params))
+            sessions = result.get("sessions")
+            for info in sessions if isinstance(sessions, list) else []:
+                summary = _session_summary(info)
+                if summary is not None and search.lower() in summary.title.lower():
+                    found.append(summary)
+            cursor = result.get("nextCursor") if isinstance(result.get("nextCursor"), str) else None
+            if cursor is None:
+                break
+        found.sort(key=lambda s: s.updated_at, reverse=True)
+        return found[:limit]
+
+    async def restart_server(self, directory: Path) -> None:
+        """Stop the agent of `directory` and start it again; running turns end with an error,
+        sessions resume in the new process on their next prompt."""
+        await restart_server(self._directory(directory).server)
+
+    async def stop_servers(self) -> None:
+        """Stop every agent process and wait for each (an orderly shutdown, with the SIGTERM
+        grace, while the daemon still runs). ACP agents cannot be handed over to an in-place
+        restart: their stdio goes with this process; their sessions resume afterwards."""
+        await self._directories.stop_all()
+
+    async def list_agents(self, directory: Path) -> list[AgentInfo]:
+        return (await self._directory(directory).known_catalog()).agents()
+
+    async def list_commands(self, directory: Path) -> list[CommandInfo]:
+        catalog = await self._directory(directory).known_catalog(commands=True)
+        return list(catalog.commands or [])
+
+
+@asynccontextmanager
+async def open_acp_engine(config: AcpConfig) -> AsyncIterator[AcpEngine]:
+    """The engine, with every agent process it starts stopped and reaped when the block exits."""
+    async with trio.open_nursery() as nursery:
+        engine = AcpEngine(nursery, config)
+        try:
+            yield engine
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+if TYPE_CHECKING:  # the engine interface is what the rest of the daemon sees: keep it honest
+
+    def _conforms(engine: AcpEngine, session: AcpSession) -> tuple[Engine, EngineSession]:
+        return engine, session

@@ -1,0 +1,490 @@
+"""Interactions: slash commands, autocomplete, buttons, selects and modals.
+
+Every interaction gets an answer within Discord's 3 seconds, whatever its handler does: each
+runs in its own task next to a timer, and a handler that has not answered after
+`ACK_DEADLINE` seconds is deferred for it (a "thinking…" for commands, a silent deferred update
+for components). The handler's later `reply()` becomes a follow-up. Handlers never think about
+the deadline.
+
+Who may act is checked here, once, for every kind: strangers get an ephemeral "you need the
+Kimaki role" (and no autocomplete choices). Commands act only in channels this bot owns (a
+project channel, or a thread under one), unless declared `anywhere`.
+
+Buttons, selects and modals carry `k:<key>` custom ids: the key is a random string stored with
+its kind, payload and thread (`Store.create_interaction_key`). A custom id is looked up in the
+channel it was pressed in, so a key copied into another thread means nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, final
+
+import attrs
+import trio
+
+from kimaki.access import may_drive
+from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.discord.models import (
+    ActionRow,
+    ApplicationCommand,
+    ApplicationCommandOption,
+    CommandChoice,
+    CommandInteractionOption,
+    Component,
+    Interaction,
+    InteractionCallbackType,
+    InteractionType,
+    Label,
+    MessageFlags,
+    OptionValue,
+    StringSelect,
+    TextInput,
+    User,
+)
+from kimaki.discord.rest import UNSET, File, Unset
+from kimaki.store import ChannelRecord, InteractionKey
+
+if TYPE_CHECKING:
+    from kimaki.bot._bot import Bot
+
+__all__ = [
+    "ACK_DEADLINE",
+    "ComponentHandler",
+    "InteractionContext",
+    "Interactions",
+    "SlashCommand",
+    "make_custom_id",
+    "modal_values",
+    "parse_custom_id",
+]
+
+log = logging.getLogger("kimaki.interactions")
+
+ACK_DEADLINE: Final = 2.0
+"""Seconds a handler has to answer before it is deferred for it (Discord allows 3)."""
+
+NOT_ALLOWED: Final = "You need the Kimaki role to use this bot."
+NOT_A_PROJECT: Final = (
+    "This channel is not a project of this bot: use it in a project channel or its threads, "
+    "or add one with `/add-project`."
+)
+EXPIRED: Final = "This has expired or belongs to another thread."
+_CUSTOM_ID_PREFIX: Final = "k:"
+
+
+@final
+class InteractionContext:
+    """One interaction and the ways to answer it. Answers go out in order, one at a time."""
+
+    def __init__(
+        self,
+        interaction: Interaction,
+        bot: Bot,
+        user: User,
+        project: ChannelRecord | None,
+    ) -> None:
+        self.interaction = interaction
+        self.bot = bot
+        self.user = user
+        self.project = project
+        """The project channel this happened in (directly or in one of its threads)."""
+        self._lock = trio.Lock()
+        self._acknowledged = False
+        self._deferred = False
+
+    # ---- what happened
+
+    @property
+    def channel_id(self) -> int:
+        return self.interaction.channel_id or 0
+
+    @property
+    def guild_id(self) -> int | None:
+        return self.interaction.guild_id
+
+    @property
+    def in_thread(self) -> bool:
+        channel = self.interaction.channel
+        if channel is not None:
+            return channel.is_thread
+        cached = self.bot.guilds.channel(self.channel_id)
+        return cached is not None and cached.is_thread
+
+    @property
+    def acknowledged(self) -> bool:
+        return self._acknowledged
+
+    def options(self) -> dict[str, OptionValue]:
+        """The command's options by name (a subcommand's, if one was used)."""
+        data = self.interaction.data
+        found: dict[str, OptionValue] = {}
+        if data is None:
+            return found
+        stack: list[CommandInteractionOption] = list(data.options)
+        while stack:
+            option = stack.pop()
+            if option.options:
+                stack.extend(option.options)
+            else:
+                found[option.name] = option.value
+        return found
+
+    def option(self, name: str, default: OptionValue = None) -> OptionValue:
+        return self.options().get(name, default)
+
+    def text_option(self, name: str, default: str = "") -> str:
+        value = self.options().get(name)
+        return default if value is None else str(value)
+
+    def focused(self) -> tuple[str, str]:
+        """Autocomplete: the option being typed and what has been typed so far."""
+        data = self.interaction.data
+        stack: list[CommandInteractionOption] = list(data.options if data else ())
+        while stack:
+            option = stack.pop()
+            if option.focused:
+                return option.name, "" if option.value is None else str(option.value)
+            stack.extend(option.options)
+        return "", ""
+
+    # ---- answers
+
+    async def reply(
+        self,
+        content: str,
+        *,
+        ephemeral: bool = True,
+        components: Sequence[ActionRow] = (),
+        files: Sequence[File] = (),
+    ) -> None:
+        """A message answering the interaction: the first answer, or a follow-up after a defer."""
+        flags = MessageFlags.SUPPRESS_EMBEDS | (MessageFlags.EPHEMERAL if ephemeral else 0)
+        async with self._lock:
+            if not self._acknowledged:
+                await self._respond(
+                    InteractionCallbackType.CHANNEL_MESSAGE_WITH_SOURCE,
+                    content=content,
+                    components=list(components) if components else UNSET,
+                    flags=flags,
+                    files=files,
+                )
+                return
+            rest = self.bot.rest
+            await rest.create_followup(
+                self.interaction.application_id,
+                self.interaction.token,
+                content,
+                components=list(components) if components else UNSET,
+                flags=flags,
+                files=files,
+            )
+
+    async def defer(self, *, ephemeral: bool = True) -> None:
+        """Say "thinking…" now and answer with `reply()` later (up to 15 minutes)."""
+        async with self._lock:
+            await self._defer(ephemeral=ephemeral)
+
+    async def update(
+        self,
+        content: str | Unset | None = UNSET,
+        *,
+        components: Sequence[ActionRow] | Unset = UNSET,
+    ) -> None:
+        """Edit the message whose button or menu was used (as the answer, or after a defer)."""
+        async with self._lock:
+            if not self._acknowledged:
+                await self._respond(
+                    InteractionCallbackType.UPDATE_MESSAGE,
+                    content=content,
+                    components=list(components) if not isinstance(components, Unset) else UNSET,
+                )
+                return
+            message = self.interaction.message
+            if message is None:
+                return
+            await self.bot.rest.edit_message(
+                message.channel_id,
+                message.id,
+                content=content,
+                components=list(components) if not isinstance(components, Unset) else UNSET,
+            )
+
+    async def modal(
+        self, custom_id: str, title: str, components: Sequence[Label | ActionRow]
+    ) -> None:
+        """Open a form. Only as the first answer: a modal cannot follow a defer."""
+        async with self._lock:
+            if self._acknowledged:
+                raise RuntimeError("a modal must be the first answer to an interaction")
+            await self._respond(
+                InteractionCallbackType.MODAL,
+                custom_id=custom_id,
+                title=title[:45],
+                components=list(components),
+            )
+
+    async def choices(self, choices: Sequence[CommandChoice]) -> None:
+        """Autocomplete's answer (at most 25 choices; names and values at most 100 chars)."""
+        trimmed = [
+            CommandChoice(c.name[:100], c.value[:100] if isinstance(c.value, str) else c.value)
+            for c in choices[:25]
+        ]
+        async with self._lock:
+            if self._acknowledged:
+                return
+            await self._respond(
+                InteractionCallbackType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT, choices=trimmed
+            )
+
+    async def custom_id(
+        self, kind: str, payload: Any, *, suffix: str = "", ttl: float = 24 * 3600
+    ) -> str:
+        """A custom id for a component in this channel (see `Interactions.custom_id`)."""
+        return await self.bot.interactions.custom_id(
+            kind, self.channel_id, payload, suffix=suffix, ttl=ttl
+        )
+
+    # ---- internals
+
+    async def _defer(self, *, ephemeral: bool) -> None:
+        if self._acknowledged:
+            return
+        kind = self.interaction.type
+        if kind == InteractionType.MESSAGE_COMPONENT:
+            await self._respond(InteractionCallbackType.DEFERRED_UPDATE_MESSAGE)
+        elif kind == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
+            await self._respond(
+                InteractionCallbackType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT, choices=[]
+            )
+        else:
+            await self._respond(
+                InteractionCallbackType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE,
+                flags=MessageFlags.EPHEMERAL if ephemeral else MessageFlags.NONE,
+            )
+        self._deferred = True
+
+    async def _respond(self, kind: InteractionCallbackType, **fields: Any) -> None:
+        await self.bot.rest.create_interaction_response(
+            self.interaction.id, self.interaction.token, kind, **fields
+        )
+        self._acknowledged = True
+
+    async def _auto_defer(self) -> None:
+        async with self._lock:
+            if not self._acknowledged:
+                log.debug("interaction %d: deferred for a slow handler", self.interaction.id)
+                await self._defer(ephemeral=True)
+
+
+CommandHandler = Callable[[InteractionContext], Awaitable[None]]
+AutocompleteHandler = Callable[[InteractionContext], Awaitable[Sequence[CommandChoice]]]
+ComponentHandler = Callable[[InteractionContext, InteractionKey, str], Awaitable[None]]
+"""`(ctx, key, suffix)`: the suffix is the public part of the custom id (`k:<key>/<suffix>`)."""
+
+
+@final
+@attrs.frozen
+class SlashCommand:
+    """A chat-input command: its definition for Discord and the code that runs it.
+
+    `anywhere` commands also run in channels this bot does not own (adding a project).
+    """
+
+    name: str
+    description: str
+    run: CommandHandler
+    options: tuple[ApplicationCommandOption, ...] = ()
+    autocomplete: AutocompleteHandler | None = None
+    anywhere: bool = False
+
+    def definition(self) -> ApplicationCommand:
+        return ApplicationCommand(
+            name=self.name, description=self.description, options=self.options
+        )
+
+
+def make_custom_id(key: str, suffix: str = "") -> str:
+    custom_id = _CUSTOM_ID_PREFIX + key + (f"/{suffix}" if suffix else "")
+    if len(custom_id) > 100:
+        raise ValueError("a custom id is at most 100 characters")
+    return custom_id
+
+
+def parse_custom_id(custom_id: str) -> tuple[str, str]:
+    """`(key, suffix)`; the key is empty when the id is not one of ours."""
+    if not custom_id.startswith(_CUSTOM_ID_PREFIX):
+        return "", ""
+    key, _, suffix = custom_id[len(_CUSTOM_ID_PREFIX) :].partition("/")
+    return key, suffix
+
+
+def modal_values(components: Sequence[Component]) -> dict[str, str | tuple[str, ...]]:
+    """What a submitted modal holds: text inputs by custom id (select values as tuples)."""
+    values: dict[str, str | tuple[str, ...]] = {}
+    stack = list(components)
+    while stack:
+        component = stack.pop()
+        if isinstance(component, ActionRow):
+            stack.extend(component.components)
+        elif isinstance(component, Label):
+            stack.append(component.component)
+        elif isinstance(component, TextInput):
+            values[component.custom_id] = component.value or ""
+        elif isinstance(component, StringSelect) and component.values is not None:
+            values[component.custom_id] = tuple(component.values)
+    return values
+
+
+@final
+class Interactions:
+    """The registry of commands and component kinds, and the handler of INTERACTION_CREATE."""
+
+    def __init__(self, bot: Bot, *, ack_deadline: float = ACK_DEADLINE) -> None:
+        self._bot = bot
+        self._ack_deadline = ack_deadline
+        self._commands: dict[str, SlashCommand] = {}
+        self._components: dict[str, ComponentHandler] = {}
+        self._modals: dict[str, ComponentHandler] = {}
+        self.handled = 0
+
+    # ---- registration
+
+    def add_command(self, command: SlashCommand) -> None:
+        if command.name in self._commands:
+            raise ValueError(f"/{command.name} is registered twice")
+        self._commands[command.name] = command
+
+    def on_component(self, kind: str, handler: ComponentHandler) -> None:
+        """Handle buttons and selects whose custom id came from `custom_id(kind, ...)`."""
+        self._components[kind] = handler
+
+    def on_modal(self, kind: str, handler: ComponentHandler) -> None:
+        """Handle submitted modals whose custom id came from `custom_id(kind, ...)`."""
+        self._modals[kind] = handler
+
+    def definitions(self) -> list[ApplicationCommand]:
+        return [command.definition() for command in self._commands.values()]
+
+    async def custom_id(
+        self,
+        kind: str,
+        channel_id: int,
+        payload: Any,
+        *,
+        suffix: str = "",
+        ttl: float = 24 * 3600,
+    ) -> str:
+        """`k:<key>[/<suffix>]` for a component posted in `channel_id`.
+
+        The store keeps what the key means and where it is valid; the suffix is public (which
+        button of a set), so it must not carry anything a user could forge to their advantage.
+        """
+        record = await self._bot.store.create_interaction_key(
+            thread_id=channel_id, kind=kind, payload=payload, ttl=ttl
+        )
+        return make_custom_id(record.key, suffix)
+
+    async def register(self, guild_id: int) -> None:
+        """Make the guild's commands exactly ours (one bulk overwrite)."""
+        bot = self._bot
+        try:
+            await bot.rest.bulk_overwrite_guild_commands(
+                bot.application_id, guild_id, self.definitions()
+            )
+        except (HTTPError, NetworkError) as exc:
+            log.warning("could not register commands in guild %d: %s", guild_id, exc)
+            return
+        log.info("registered %d commands in guild %d", len(self._commands), guild_id)
+
+    # ---- handling
+
+    async def handle(self, interaction: Interaction) -> None:
+        """Answer one interaction; never raises (errors become an ephemeral line)."""
+        ctx = await self._context(interaction)
+        if ctx is None:
+            return
+        async with trio.open_nursery() as nursery:
+
+            async def deadline() -> None:
+                await trio.sleep(self._ack_deadline)
+                await ctx._auto_defer()
+
+            nursery.start_soon(deadline)
+            try:
+                await self._run(ctx)
+            except Exception:
+                log.exception("interaction %d failed", interaction.id)
+                await _say_failed(ctx)
+            finally:
+                nursery.cancel_scope.cancel()
+        self.handled += 1
+
+    async def _context(self, interaction: Interaction) -> InteractionContext | None:
+        bot = self._bot
+        if interaction.type == InteractionType.PING:
+            return None
+        user = interaction.author
+        if user is None:
+            return None
+        guild = bot.guilds.guild(interaction.guild_id or 0)
+        verdict = may_drive(guild, user, interaction.member)
+        project = await bot.project_of(interaction.channel_id or 0)
+        ctx = InteractionContext(interaction, bot, user, project)
+        if not verdict:
+            log.debug("interaction from %s (%d) refused: %s", user.username, user.id, verdict)
+            if interaction.type == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
+                await _quietly(ctx.choices([]))
+            else:
+                await _quietly(ctx.reply(NOT_ALLOWED))
+            return None
+        return ctx
+
+    async def _run(self, ctx: InteractionContext) -> None:
+        interaction = ctx.interaction
+        data = interaction.data
+        kind = interaction.type
+        if data is None:
+            return
+        if kind in (
+            InteractionType.APPLICATION_COMMAND,
+            InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE,
+        ):
+            command = self._commands.get(data.name or "")
+            if command is None:
+                await ctx.reply(f"`/{data.name}` is not a command of this bot any more.")
+                return
+            if kind == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
+                choices: Sequence[CommandChoice] = ()
+                if command.autocomplete is not None and (ctx.project or command.anywhere):
+                    choices = await command.autocomplete(ctx)
+                await ctx.choices(choices)
+                return
+            if ctx.project is None and not command.anywhere:
+                await ctx.reply(NOT_A_PROJECT)
+                return
+            await command.run(ctx)
+            return
+        handlers = self._modals if kind == InteractionType.MODAL_SUBMIT else self._components
+        key, suffix = parse_custom_id(data.custom_id or "")
+        record = None
+        if key:
+            record = await self._bot.store.get_interaction_key(key, thread_id=ctx.channel_id)
+        handler = handlers.get(record.kind) if record is not None else None
+        if record is None or handler is None:
+            await ctx.reply(EXPIRED)
+            return
+        await handler(ctx, record, suffix)
+
+
+async def _say_failed(ctx: InteractionContext) -> None:
+    await _quietly(ctx.reply("Something went wrong on the bot's side; it is in the bot's log."))
+
+
+async def _quietly(answer: Awaitable[None]) -> None:
+    """Send an answer whose failure must not hide the original problem."""
+    try:
+        await answer
+    except (HTTPError, NetworkError) as exc:
+        log.warning("could not answer an interaction: %s", exc)

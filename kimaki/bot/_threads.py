@@ -1,0 +1,317 @@
+"""Threads: the bridge from Discord threads to thread runtimes and their engine sessions.
+
+A thread's record (`ThreadRecord`: session id, engine, directory, parent channel) lives in the
+store, so a thread outlives its runtime: an evicted or restarted thread is rebuilt from it on
+the next prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, final
+
+import attrs
+import trio
+
+from kimaki.agents import EngineSession
+from kimaki.bot._asks import Asks
+from kimaki.bot._interactions import InteractionContext, modal_values
+from kimaki.bot._turn import ThreadTurns
+from kimaki.discord.models import Channel
+from kimaki.sessions import Prompt, RuntimeStatistics, ThreadRuntimes
+from kimaki.store import ChannelRecord, InteractionKey, ThreadRecord, WorktreeRecord
+from kimaki.worktrees import Worktree, WorktreeError, create_worktree, is_git_repository
+
+if TYPE_CHECKING:
+    from kimaki.bot._bot import Bot
+
+__all__ = ["Threads", "thread_name"]
+
+log = logging.getLogger("kimaki.session")
+
+WORKTREE_MARKER: Final = "⎇ "
+_UNTITLED: Final = "New session"
+
+
+def thread_name(text: str, *, marker: str = "") -> str:
+    """A thread name from the first non-empty line of `text`: at most 100 characters."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "") or _UNTITLED
+    name = marker + " ".join(line.split())
+    return name if len(name) <= 100 else name[:99].rstrip() + "…"
+
+
+@final
+class Threads:
+    def __init__(self, bot: Bot) -> None:
+        self._bot = bot
+        self._runtimes: ThreadRuntimes | None = None
+        bot.interactions.on_component("permission", self._permission_button)
+        bot.interactions.on_component("question", self._question_select)
+        bot.interactions.on_modal("question-other", self._question_other)
+
+    @property
+    def runtimes(self) -> ThreadRuntimes:
+        if self._runtimes is None:
+            raise RuntimeError("Threads.run has not started")
+        return self._runtimes
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._runtimes = ThreadRuntimes(
+                nursery,
+                lambda thread_id: ThreadTurns(self._bot, thread_id),
+                idle_timeout=self._bot.config.thread_idle_timeout,
+            )
+            try:
+                # Before anything else reaches the runtimes (replayed messages come after):
+                # what the previous process left running or queued, in order.
+                await self._restore()
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._runtimes.close()
+
+    async def _restore(self) -> None:
+        store = self._bot.store
+        for turn in await store.take_running_turns():
+            log.info("thread %d: following turn %s again", turn.thread_id, turn.turn_id)
+            self.submit(
+                turn.thread_id,
+                Prompt(
+                    text="",
+                    author_id=0,
+                    author_name="",
+                    message_id=turn.prompt_message_id,
+                    source="resume",
+                    thread_id=turn.thread_id,
+                    resume_turn_id=turn.turn_id,
+                ),
+            )
+        queued = await store.take_queued_prompts()
+        for item in sorted(queued, key=lambda q: (q.thread_id, q.position)):
+            try:
+                prompt = Prompt.from_json(item.payload)
+            except (TypeError, ValueError) as exc:
+                log.warning("thread %d: a queued prompt could not be read: %s", item.thread_id, exc)
+                continue
+            self.submit(item.thread_id, attrs.evolve(prompt, queued=True))
+        if queued:
+            log.info("%d queued prompt(s) taken over from before the restart", len(queued))
+
+    async def suspend_for_restart(self) -> None:
+        """Hand running turns and queues to the next process (an in-place restart).
+
+        Running turns keep running in their agent servers: their records were saved when they
+        started, and the next process follows them. A prompt the engine has not taken yet goes
+        back to the front of its queue, and every queue is saved.
+        """
+        runtimes = self.runtimes
+        runtimes.close()
+        store = self._bot.store
+        for runtime in runtimes.runtimes():
+            handler = runtime.handler
+            running, pending = runtime.suspend()
+            started = isinstance(handler, ThreadTurns) and handler.turn_started
+            if running is not None and not started:
+                pending.insert(0, running)
+            if pending:
+                await store.save_queued_prompts(
+                    runtime.thread_id, [prompt.to_json() for prompt in pending]
+                )
+        log.info("thread runtimes handed over for the restart")
+
+    async def stop_turns(self, notice: str) -> None:
+        """The daemon is stopping: interrupt every running turn, saying `notice` instead of
+        "interrupted", and wait until they have ended."""
+        runtimes = self.runtimes
+        runtimes.close()
+        busy = [runtime for runtime in runtimes.runtimes() if runtime.running is not None]
+        for runtime in busy:
+            if isinstance(runtime.handler, ThreadTurns):
+                runtime.handler.stop_notice = notice
+            runtime.clear_queue()
+            runtime.interrupt()
+        await runtimes.wait_for_turns(busy)
+
+    def statistics(self) -> RuntimeStatistics:
+        return self.runtimes.statistics()
+
+    # ---- threads
+
+    async def start_thread(
+        self,
+        project: ChannelRecord,
+        *,
+        name: str,
+        prompt: Prompt | None = None,
+        from_message_id: int | None = None,
+        directory: Path | None = None,
+        session_id: str | None = None,
+        engine: str | None = None,
+        worktree: Worktree | None = None,
+    ) -> Channel:
+        """A public thread in `project` (from a message, or standalone), recorded and prompted.
+
+        With `worktree` (or automatic worktrees on for the channel), the thread works in the
+        worktree: its name gets the marker and the store keeps the mapping.
+        """
+        rest = self._bot.rest
+        notice = None
+        if worktree is None and directory is None and session_id is None and project.auto_worktrees:
+            worktree, notice = await self._automatic_worktree(project, name)
+        title = thread_name(name, marker=WORKTREE_MARKER if worktree is not None else "")
+        if from_message_id is not None:
+            thread = await rest.start_thread_from_message(
+                project.channel_id, from_message_id, title
+            )
+        else:
+            thread = await rest.start_thread(project.channel_id, title)
+        if worktree is not None:
+            directory = worktree.path
+            await self._bot.store.put_worktree(
+                WorktreeRecord(
+                    thread_id=thread.id,
+                    project_directory=project.directory,
+                    directory=worktree.path,
+                    branch=worktree.branch,
+                    base_branch=worktree.base,
+                )
+            )
+        record = ThreadRecord(
+            thread_id=thread.id,
+            session_id=session_id or "",
+            engine=engine or project.engine or self._bot.engines.default,
+            directory=directory or project.directory,
+            channel_id=project.channel_id,
+        )
+        await self._bot.store.put_thread(record)
+        if notice is not None:
+            await rest.create_message(thread.id, notice)
+        if prompt is not None:
+            try:
+                self.submit(thread.id, attrs.evolve(prompt, thread_id=thread.id))
+            except trio.ClosedResourceError:
+                log.info("thread %d: stopping, so its first prompt is not served", thread.id)
+        return thread
+
+    async def _automatic_worktree(
+        self, project: ChannelRecord, name: str
+    ) -> tuple[Worktree | None, str | None]:
+        """A worktree for a new thread of a git project, or why there is none."""
+        if not await is_git_repository(project.directory):
+            return None, None
+        try:
+            worktree = await create_worktree(
+                project.directory, self._bot.config.worktrees_dir, thread_name(name)
+            )
+        except WorktreeError as exc:
+            log.warning("channel %d: no automatic worktree: %s", project.channel_id, exc)
+            return None, f"⚠️ No worktree for this thread ({exc}); working in the project."
+        return worktree, None
+
+    async def record(self, thread_id: int) -> ThreadRecord | None:
+        return await self._bot.store.get_thread(thread_id)
+
+    async def adopt_thread(self, project: ChannelRecord, thread_id: int) -> ThreadRecord:
+        """A record for a thread someone opened by hand under a project channel."""
+        record = ThreadRecord(
+            thread_id=thread_id,
+            session_id="",
+            engine=project.engine or self._bot.engines.default,
+            directory=project.directory,
+            channel_id=project.channel_id,
+        )
+        await self._bot.store.put_thread(record)
+        return record
+
+    async def forget(self, thread_id: int) -> None:
+        """The thread was deleted: stop its turn and drop its record."""
+        runtime = self.runtimes.get(thread_id)
+        if runtime is not None:
+            runtime.interrupt()
+            runtime.clear_queue()
+        await self._bot.store.delete_thread(thread_id)
+
+    # ---- prompts
+
+    def submit(self, thread_id: int, prompt: Prompt) -> int:
+        """Hand `prompt` to the thread's runtime; its queue position (0: now / next).
+
+        Raises `trio.ClosedResourceError` once the bot is stopping.
+        """
+        return self.runtimes.submit(thread_id, prompt)
+
+    def interrupt(self, thread_id: int) -> bool:
+        runtime = self.runtimes.get(thread_id)
+        return runtime is not None and runtime.interrupt()
+
+    def clear_queue(self, thread_id: int, position: int | None = None) -> list[Prompt]:
+        runtime = self.runtimes.get(thread_id)
+        return [] if runtime is None else runtime.clear_queue(position)
+
+    def queued(self, thread_id: int) -> tuple[Prompt, ...]:
+        runtime = self.runtimes.get(thread_id)
+        return () if runtime is None else runtime.pending
+
+    def turns(self, thread_id: int) -> ThreadTurns | None:
+        """The live handler of a thread (None when it has no runtime now)."""
+        runtime = self.runtimes.get(thread_id)
+        handler = None if runtime is None else runtime.handler
+        return handler if isinstance(handler, ThreadTurns) else None
+
+    async def session(self, thread_id: int) -> EngineSession:
+        """The thread's engine session (opened or resumed now if its runtime is idle)."""
+        turns = self.turns(thread_id)
+        if turns is not None and turns.session is not None:
+            return turns.session
+        record = await self._bot.store.get_thread(thread_id)
+        if record is None:
+            raise LookupError(f"thread {thread_id} has no session")
+        engine = self._bot.engines.get(record.engine)
+        return await engine.open_session(record.directory, resume_id=record.session_id or None)
+
+    # ---- buttons and menus of asks
+
+    async def _asks_for(self, ctx: InteractionContext, gone: str) -> Asks | None:
+        """The asks of the thread the interaction happened in, or None (said to the person)."""
+        turns = self.turns(ctx.channel_id)
+        if turns is None or ctx.interaction.data is None:
+            await ctx.reply(gone)
+            return None
+        return turns.asks
+
+    async def _permission_button(
+        self, ctx: InteractionContext, key: InteractionKey, suffix: str
+    ) -> None:
+        asks = await self._asks_for(ctx, "This permission request is no longer pending.")
+        if asks is not None:
+            await asks.on_permission_button(ctx, str(key.payload.get("request_id", "")), suffix)
+
+    async def _question_select(
+        self, ctx: InteractionContext, key: InteractionKey, suffix: str
+    ) -> None:
+        asks = await self._asks_for(ctx, QUESTION_GONE)
+        if asks is not None and ctx.interaction.data is not None:
+            request_id, index = _question_ref(key)
+            await asks.on_question_select(ctx, request_id, index, ctx.interaction.data.values)
+
+    async def _question_other(
+        self, ctx: InteractionContext, key: InteractionKey, suffix: str
+    ) -> None:
+        asks = await self._asks_for(ctx, QUESTION_GONE)
+        if asks is not None and ctx.interaction.data is not None:
+            answer = modal_values(ctx.interaction.data.components).get("answer", "")
+            text = answer if isinstance(answer, str) else " ".join(answer)
+            request_id, index = _question_ref(key)
+            await asks.on_question_other(ctx, request_id, index, text)
+
+
+QUESTION_GONE: Final = "This question is no longer open."
+
+
+def _question_ref(key: InteractionKey) -> tuple[str, int]:
+    """The question request and the question's index a menu or form stands for."""
+    payload = key.payload if isinstance(key.payload, dict) else {}
+    index = payload.get("index")
+    return str(payload.get("request_id", "")), index if isinstance(index, int) else -1

@@ -1,0 +1,321 @@
+"""Sessions: `/new-session`, `/resume`, `/abort`, `/session-id`, `/queue`, `/clear-queue`.
+
+`/resume` binds a new thread to a session the agent already has (from the terminal, or from a
+thread that was deleted) and replays its last messages, marked as history, so the thread
+reads as a continuation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+import attrs
+
+from kimaki.agents import (
+    EngineError,
+    HistoryEntry,
+    SessionCatalog,
+    SessionSummary,
+    SessionTranscript,
+    TerminalAttach,
+)
+from kimaki.bot._engines import UnknownEngineError
+from kimaki.bot._interactions import InteractionContext, SlashCommand
+from kimaki.bot.commands._common import (
+    command_prompt,
+    engine_choices,
+    ensure_session,
+    format_age,
+    get_engine,
+    matching,
+    option,
+    person_name,
+    session_thread,
+)
+from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.discord.markdown import split_message
+from kimaki.discord.models import AllowedMentions, ApplicationCommandOptionType, CommandChoice
+from kimaki.store import Preference
+
+if TYPE_CHECKING:
+    from kimaki.bot._bot import Bot
+
+__all__ = ["format_history", "install"]
+
+log = logging.getLogger("kimaki.commands")
+
+HISTORY_MESSAGES: Final = 10
+_HISTORY_ENTRY_LIMIT: Final = 1500
+_RESUME_LOOKUP: Final = 200
+
+
+def install(bot: Bot) -> None:
+    add = bot.interactions.add_command
+    add(
+        SlashCommand(
+            "new-session",
+            "Start a session in a new thread of this project",
+            _new_session,
+            options=(
+                option("prompt", "What to ask the agent", required=True, max_length=4000),
+                option("agent", "The agent to use in this session", autocomplete=True),
+            ),
+            autocomplete=_agents,
+        )
+    )
+    add(
+        SlashCommand(
+            "resume",
+            "Continue one of this project's sessions in a new thread",
+            _resume,
+            options=(option("session", "The session", required=True, autocomplete=True),),
+            autocomplete=_sessions,
+        )
+    )
+    add(SlashCommand("abort", "Stop the agent's running turn in this thread", _abort))
+    add(
+        SlashCommand(
+            "session-id",
+            "Show this thread's session id and how to open it in a terminal",
+            _session_id,
+        )
+    )
+    add(
+        SlashCommand(
+            "queue",
+            "Send a message after the running turn instead of interrupting it",
+            _queue,
+            options=(option("message", "The message", required=True, max_length=4000),),
+        )
+    )
+    add(
+        SlashCommand(
+            "clear-queue",
+            "Drop queued messages of this thread",
+            _clear_queue,
+            options=(
+                option(
+                    "position",
+                    "Only the message at this place in the queue (1 = next)",
+                    kind=ApplicationCommandOptionType.INTEGER,
+                    min_value=1,
+                ),
+            ),
+        )
+    )
+
+
+# ---- /new-session
+
+
+@engine_choices
+async def _agents(ctx: InteractionContext) -> Sequence[CommandChoice]:
+    project = ctx.project
+    assert project is not None
+    _, typed = ctx.focused()
+    engine = ctx.bot.engines.get(project.engine)
+    agents = await engine.list_agents(project.directory)
+    return matching(
+        [
+            CommandChoice(f"{a.name} — {a.description}" if a.description else a.name, a.name)
+            for a in agents
+            if a.primary
+        ],
+        typed,
+    )
+
+
+async def _new_session(ctx: InteractionContext) -> None:
+    bot = ctx.bot
+    project = ctx.project
+    assert project is not None
+    text = ctx.text_option("prompt").strip()
+    agent = ctx.text_option("agent").strip() or None
+    if not text:
+        await ctx.reply("Write what the agent should do.")
+        return
+    if agent is not None:
+        try:
+            agents = await bot.engines.get(project.engine).list_agents(project.directory)
+        except (EngineError, UnknownEngineError) as exc:
+            await ctx.reply(f"⚠️ Could not list the agents: {exc}")
+            return
+        names = [a.name for a in agents if a.primary]
+        if agent not in names:
+            await ctx.reply(f"There is no agent `{agent}` here; choose one of: {', '.join(names)}.")
+            return
+    prompt = command_prompt(ctx, text)
+    thread = await bot.threads.start_thread(project, name=text)
+    await _post(bot, thread.id, f"**{person_name(ctx)}**: {text}")
+    if agent is not None:
+        record = await bot.threads.record(thread.id)
+        assert record is not None
+        try:
+            record = await ensure_session(bot, record)
+        except EngineError as exc:
+            await ctx.reply(f"Started <#{thread.id}>, but the agent could not start: {exc}")
+            return
+        await bot.store.set_preference(
+            Preference(scope="session", scope_id=record.session_id, agent=agent)
+        )
+    bot.threads.submit(thread.id, attrs.evolve(prompt, thread_id=thread.id))
+    using = f" with agent `{agent}`" if agent else ""
+    await ctx.reply(f"Started <#{thread.id}>{using}.")
+
+
+# ---- /resume
+
+
+@engine_choices
+async def _sessions(ctx: InteractionContext) -> Sequence[CommandChoice]:
+    project = ctx.project
+    assert project is not None
+    engine = ctx.bot.engines.get(project.engine)
+    if not isinstance(engine, SessionCatalog):
+        return ()
+    _, typed = ctx.focused()
+    sessions = await engine.list_sessions(project.directory, search=typed.strip(), limit=25)
+    return [
+        CommandChoice(f"{_title(s)} · {format_age(s.updated_at)}", s.session_id) for s in sessions
+    ]
+
+
+def _title(session: SessionSummary) -> str:
+    return session.title.strip() or session.session_id
+
+
+def format_history(entries: Sequence[HistoryEntry]) -> list[str]:
+    """A session's last messages as thread messages, each marked as history."""
+    blocks = [f"-# 📜 Earlier in this session (last {len(entries)} messages, not sent again)"]
+    for entry in entries:
+        who = "person" if entry.role == "user" else "agent"
+        text = entry.text.strip()
+        if len(text) > _HISTORY_ENTRY_LIMIT:
+            text = text[: _HISTORY_ENTRY_LIMIT - 1].rstrip() + "…"
+        blocks.append(f"-# history · {who}\n{text}")
+    blocks.append("-# 📜 End of history: new messages continue the session.")
+    return split_message("\n\n".join(blocks))
+
+
+async def _resume(ctx: InteractionContext) -> None:
+    bot = ctx.bot
+    project = ctx.project
+    assert project is not None
+    session_id = ctx.text_option("session").strip()
+    try:
+        engine = bot.engines.get(project.engine)
+    except UnknownEngineError as exc:
+        await ctx.reply(str(exc))
+        return
+    title = "Resumed session"
+    if isinstance(engine, SessionCatalog):
+        try:
+            sessions = await engine.list_sessions(project.directory, limit=_RESUME_LOOKUP)
+        except EngineError as exc:
+            await ctx.reply(f"⚠️ Could not list the sessions: {exc}")
+            return
+        found = next((s for s in sessions if s.session_id == session_id), None)
+        if found is None:
+            await ctx.reply(f"This project has no session `{session_id}`: pick one from the list.")
+            return
+        title = _title(found)
+    thread = await bot.threads.start_thread(project, name=title, session_id=session_id)
+    replayed = 0
+    if isinstance(engine, SessionTranscript):
+        try:
+            entries = await engine.recent_messages(
+                project.directory, session_id, limit=HISTORY_MESSAGES
+            )
+        except EngineError as exc:
+            log.warning("no history for session %s: %s", session_id, exc)
+            entries = []
+        if entries:
+            for text in format_history(entries):
+                await _post(bot, thread.id, text)
+            replayed = len(entries)
+    shown = f" with its last {replayed} messages" if replayed else ""
+    await ctx.reply(f"Resumed `{session_id}` in <#{thread.id}>{shown}.")
+
+
+async def _post(bot: Bot, channel_id: int, text: str) -> None:
+    """Post what was already said elsewhere (a prompt, history): it pings nobody again."""
+    for chunk in split_message(text):
+        try:
+            await bot.rest.create_message(channel_id, chunk, allowed_mentions=AllowedMentions())
+        except (HTTPError, NetworkError) as exc:
+            log.warning("could not post in %d: %s", channel_id, exc)
+            return
+
+
+# ---- /abort, /session-id
+
+
+async def _abort(ctx: InteractionContext) -> None:
+    record = await session_thread(ctx, "abort")
+    if record is None:
+        return
+    if ctx.bot.threads.interrupt(record.thread_id):
+        await ctx.reply("Stopped the running turn.")
+    else:
+        await ctx.reply("Nothing is running in this thread.")
+
+
+async def _session_id(ctx: InteractionContext) -> None:
+    record = await session_thread(ctx, "session-id")
+    if record is None:
+        return
+    if not record.session_id:
+        await ctx.reply("This thread has no session yet: write a message to start one.")
+        return
+    lines = [
+        f"Session `{record.session_id}` ({record.engine}) in `{record.directory}`.",
+    ]
+    engine = await get_engine(ctx, record.engine)
+    if engine is None:
+        return
+    if isinstance(engine, TerminalAttach):
+        command = engine.attach_command(record.directory, record.session_id)
+        lines.append(f"Continue it in a terminal on this machine:\n```sh\n{command}\n```")
+    await ctx.reply("\n".join(lines))
+
+
+# ---- /queue, /clear-queue
+
+
+async def _queue(ctx: InteractionContext) -> None:
+    record = await session_thread(ctx, "queue")
+    if record is None:
+        return
+    text = ctx.text_option("message").strip()
+    if not text:
+        await ctx.reply("Write the message to queue.")
+        return
+    prompt = attrs.evolve(command_prompt(ctx, text, queued=True), thread_id=record.thread_id)
+    position = ctx.bot.threads.submit(record.thread_id, prompt)
+    where = "sent now" if position == 0 else f"queued, #{position} in line"
+    preview = text if len(text) <= 1800 else text[:1799] + "…"
+    await ctx.reply(f"**{person_name(ctx)}** ({where}): {preview}", ephemeral=False)
+
+
+async def _clear_queue(ctx: InteractionContext) -> None:
+    record = await session_thread(ctx, "clear-queue")
+    if record is None:
+        return
+    raw = ctx.option("position")
+    position = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+    waiting = len(ctx.bot.threads.queued(record.thread_id))
+    dropped = ctx.bot.threads.clear_queue(record.thread_id, position)
+    if dropped:
+        names = "; ".join(f"“{_short(p.text)}”" for p in dropped)
+        await ctx.reply(f"Dropped {len(dropped)} queued message(s): {names}")
+    elif position is not None and waiting:
+        await ctx.reply(f"There is no #{position} in the queue ({waiting} waiting).")
+    else:
+        await ctx.reply("Nothing is queued in this thread.")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,0 +1,173 @@
+"""The bot in-process, against the Discord emulator and an engine: for fast integration tests.
+
+```python
+async with open_discord_emulator() as emulator, open_fake_engine() as engine:
+    async with running_bot(emulator, engine, tmp_path) as harness:
+        message = harness.alice.send_message(harness.channel_id, "fix the tests")
+        thread = await emulator.wait_for_thread(harness.channel_id)
+        reply = await emulator.wait_for_message(thread["id"])
+```
+
+The wiring is the daemon's own (`kimaki.bot.serve_bot`): the same gateway shard, dispatcher,
+guild cache and bot, talking to the emulator over real sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, final
+
+import attrs
+import trio
+
+from kimaki.agents import Engine
+from kimaki.bot import Bot, BotConfig, Engines
+from kimaki.bot._serve import BotConnection, serve_bot
+from kimaki.discord.rest import RESTClient
+from kimaki.guilds import GuildCache
+from kimaki.store import ChannelRecord, Store
+from kimaki.testing.discord import DiscordEmulator
+from kimaki.testing.discord._actors import Actor
+from kimaki.testing.discord._emulator import Workspace
+
+__all__ = ["BotHarness", "bot_paragraphs", "paragraphs", "running_bot", "said"]
+
+
+def paragraphs(message: Mapping[str, Any]) -> list[str]:
+    """A message's blocks (the bot joins rendered blocks with blank lines)."""
+    return [block for block in str(message.get("content", "")).split("\n\n") if block]
+
+
+def said(text: str) -> Callable[[Mapping[str, Any]], bool]:
+    """A `wait_for_message` predicate: one of the message's paragraphs is exactly `text`."""
+    return lambda message: text in paragraphs(message)
+
+
+def bot_paragraphs(emulator: DiscordEmulator, channel_id: str) -> list[str]:
+    """Every paragraph the bot posted in a channel, oldest first."""
+    bot_id = emulator.bot_user["id"]
+    messages = sorted(
+        emulator.state.messages.get(channel_id, {}).values(), key=lambda m: int(m["id"])
+    )
+    return [p for m in messages if m["author"]["id"] == bot_id for p in paragraphs(m)]
+
+
+@final
+@attrs.define
+class BotHarness:
+    """A running bot, its emulator workspace, and one project channel mapped to a directory."""
+
+    bot: Bot
+    connection: BotConnection
+    emulator: DiscordEmulator
+    workspace: Workspace
+    store: Store
+    project: ChannelRecord
+    project_dir: Path
+
+    @property
+    def channel_id(self) -> str:
+        """The project channel (as the emulator spells ids)."""
+        return str(self.project.channel_id)
+
+    @property
+    def guild_id(self) -> str:
+        return str(self.workspace.guild["id"])
+
+    @property
+    def alice(self) -> Actor:
+        """A member with the Kimaki role."""
+        return self.workspace.users["alice"]
+
+    @property
+    def owner(self) -> Actor:
+        return self.workspace.owner
+
+    def stranger(self, name: str = "mallory") -> Actor:
+        """A member without the Kimaki role (added on first use)."""
+        for user in self.emulator.state.users.values():
+            if user.get("username") == name:
+                return self.emulator.actor(str(user["id"]))
+        return self.emulator.add_user(name, guild_id=self.guild_id)
+
+    async def map_channel(self, name: str, directory: Path, **fields: Any) -> ChannelRecord:
+        """Make another text channel of the workspace a project of this bot."""
+        channel = self.emulator.create_text_channel(
+            self.guild_id, name, parent_id=self.workspace.category["id"]
+        )
+        record = ChannelRecord(
+            channel_id=int(channel["id"]),
+            directory=directory,
+            guild_id=int(self.guild_id),
+            app_id=self.bot.application_id,
+            **fields,
+        )
+        await self.store.put_channel(record)
+        return record
+
+    async def thread_of(self, message: Mapping[str, Any]) -> str:
+        """The id of the thread the bot opened from `message`."""
+        thread = await self.emulator.wait_for_thread(
+            str(message["channel_id"]), lambda t: t["id"] == message["id"]
+        )
+        return str(thread["id"])
+
+
+@asynccontextmanager
+async def running_bot(
+    emulator: DiscordEmulator,
+    engine: Engine,
+    data_dir: Path,
+    *,
+    workspace: Workspace | None = None,
+    engines: Mapping[str, Engine] | None = None,
+    channel_fields: Mapping[str, Any] | None = None,
+    **config: Any,
+) -> AsyncIterator[BotHarness]:
+    """Run the bot until the block ends. `config` overrides `BotConfig` fields."""
+    workspace = workspace or emulator.create_workspace()
+    project_dir = data_dir / "project"
+    project_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "attachments").mkdir(exist_ok=True)
+    bot_config = BotConfig(data_dir=data_dir, projects_dir=data_dir / "projects", **config)
+    channel = next(iter(workspace.channels.values()))
+    async with (
+        await Store.open(data_dir / "kimaki.db") as store,
+        RESTClient(emulator.token, base_url=emulator.api_url) as rest,
+        trio.open_nursery() as nursery,
+    ):
+        application = await rest.get_current_application()
+        project = ChannelRecord(
+            channel_id=int(channel["id"]),
+            directory=project_dir,
+            guild_id=int(workspace.guild["id"]),
+            app_id=application.id,
+            **(channel_fields or {}),
+        )
+        await store.put_channel(project)
+        all_engines = dict(engines or {})
+        all_engines.setdefault(engine.name, engine)
+        connection: BotConnection = await nursery.start(
+            lambda task_status: serve_bot(
+                token=emulator.token,
+                rest=rest,
+                store=store,
+                application=application,
+                engines=Engines(all_engines, default=engine.name),
+                config=bot_config,
+                guilds=GuildCache(),
+                task_status=task_status,
+            )
+        )
+        yield BotHarness(
+            bot=connection.bot,
+            connection=connection,
+            emulator=emulator,
+            workspace=workspace,
+            store=store,
+            project=project,
+            project_dir=project_dir,
+        )
+        nursery.cancel_scope.cancel()

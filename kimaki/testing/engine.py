@@ -1,0 +1,438 @@
+"""A scripted in-memory engine, for fast tests of everything above the engine interface.
+
+It keeps the promises of `kimaki.agents.Engine` that the bot relies on: one ordered event
+queue per session for its whole life, `prompt()` returning a turn id once accepted and
+refusing a second turn while one runs, `abort()` returning after the turn's `TurnEnded`,
+`SessionNotFoundError` for a session it does not know, permissions and questions answered
+through the session.
+
+What the agent "does" in a turn is a responder: an async function given a `FakeTurn`, which
+emits events (`text`, `tool`, `step`), asks for permission or asks questions and waits for
+the answer, or `hang()`s until aborted. The default responder echoes the prompt's first line.
+
+```python
+async with open_fake_engine() as engine:
+    async def responder(turn: FakeTurn) -> None:
+        if await turn.ask_permission("bash", ["git push"]) == "reject":
+            turn.text("I will not push.")
+    engine.responder = responder
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, final
+
+import attrs
+import trio
+
+from kimaki.agents import (
+    AgentInfo,
+    AttachedFile,
+    CommandInfo,
+    DiffStats,
+    EngineEvent,
+    EngineRequestError,
+    EventQueue,
+    ModelInfo,
+    ModelRef,
+    PermissionReply,
+    PermissionRequested,
+    PermissionResolved,
+    ProviderModels,
+    Question,
+    QuestionAsked,
+    QuestionResolved,
+    SessionNotFoundError,
+    StepFinished,
+    TextCompleted,
+    ToolFinished,
+    ToolStarted,
+    TurnEnded,
+    TurnInProgressError,
+    Usage,
+)
+from kimaki.agents._events import StopReason
+
+__all__ = [
+    "FakeEngine",
+    "FakeSession",
+    "FakeTurn",
+    "PromptRecord",
+    "Responder",
+    "echo",
+    "open_fake_engine",
+]
+
+
+@final
+@attrs.frozen
+class PromptRecord:
+    """A prompt as it reached the engine."""
+
+    session_id: str
+    turn_id: str
+    text: str
+    files: tuple[AttachedFile, ...]
+    model: ModelRef | None
+    agent: str | None
+    directory: Path
+    at: float
+    # `time.monotonic()` when it arrived: comparable across processes (benchmarks).
+    monotonic_at: float = 0.0
+
+    @property
+    def first_line(self) -> str:
+        return next((line for line in self.text.splitlines() if line.strip()), "")
+
+
+@final
+class FakeTurn:
+    """One running turn, as a responder drives it."""
+
+    def __init__(self, session: FakeSession, record: PromptRecord) -> None:
+        self.session = session
+        self.record = record
+        self.turn_id = record.turn_id
+        self._parts = itertools.count(1)
+        self.stop_reason: StopReason = "end_turn"
+        self.end_message: str | None = None
+        # Everything emitted, re-sent to a session that resumes the turn after a restart.
+        self.history: list[EngineEvent] = []
+
+    @property
+    def prompt(self) -> str:
+        return self.record.text
+
+    def _part(self) -> str:
+        return f"{self.turn_id}-part-{next(self._parts)}"
+
+    def emit(self, event: EngineEvent) -> None:
+        self.history.append(event)
+        self.session.events.send_nowait(event)
+
+    def text(self, text: str, *, part_id: str | None = None) -> str:
+        part = part_id or self._part()
+        self.emit(TextCompleted(part, text))
+        return part
+
+    def tool(
+        self,
+        tool: str,
+        summary: str = "",
+        *,
+        status: str = "completed",
+        error: str | None = None,
+        diff: DiffStats | None = None,
+    ) -> None:
+        part = self._part()
+        call = f"call-{part}"
+        self.emit(
+            ToolStarted(
+                part_id=part,
+                call_id=call,
+                tool=tool,
+                title=summary,
+                input_summary=summary,
+                status="running",
+            )
+        )
+        self.emit(
+            ToolFinished(
+                part_id=part,
+                call_id=call,
+                tool=tool,
+                title=summary,
+                input_summary=summary,
+                status="error" if status == "error" else "completed",
+                error=error,
+                diff=diff,
+            )
+        )
+
+    def step(self, *, model: str | None = "fake/model-1") -> None:
+        self.emit(StepFinished(self._part(), "stop"))
+        self.emit(Usage(input_tokens=10, output_tokens=5, model=model))
+
+    async def ask_permission(
+        self, permission: str, patterns: Sequence[str] = (), *, always: Sequence[str] = ()
+    ) -> PermissionReply:
+        """Ask and wait for the answer (`reply_permission` on the session)."""
+        request_id = f"perm-{next(_ids)}"
+        answered = self.session._open_request(request_id)
+        self.emit(
+            PermissionRequested(
+                request_id=request_id,
+                permission=permission,
+                title=" ".join(patterns) or permission,
+                patterns=tuple(patterns),
+                always=tuple(always),
+            )
+        )
+        reply: PermissionReply = await answered.receive()
+        return reply
+
+    async def ask(self, questions: Sequence[Question]) -> list[list[str]] | None:
+        """Ask questions; the answers (one list per question), or None when rejected."""
+        request_id = f"question-{next(_ids)}"
+        answered = self.session._open_request(request_id)
+        self.emit(QuestionAsked(request_id=request_id, questions=tuple(questions)))
+        answers: list[list[str]] | None = await answered.receive()
+        return answers
+
+    async def hang(self) -> None:
+        """Work forever (until the turn is aborted)."""
+        await trio.sleep_forever()
+
+    def end(self, stop_reason: StopReason, message: str | None = None) -> None:
+        """End the turn with this reason when the responder returns."""
+        self.stop_reason = stop_reason
+        self.end_message = message
+
+
+Responder = Callable[[FakeTurn], Awaitable[None]]
+
+
+async def echo(turn: FakeTurn) -> None:
+    """The default agent: answers `echo: <first line of the prompt>`."""
+    turn.text(f"echo: {turn.record.first_line}")
+    turn.step()
+
+
+_ids = itertools.count(1)
+
+
+@final
+class FakeSession:
+    def __init__(self, engine: FakeEngine, session_id: str, directory: Path, title: str) -> None:
+        self._engine = engine
+        self.session_id = session_id
+        self.directory = directory
+        self.title = title
+        self.events = EventQueue()
+        self.closed = False
+        self.closed_event = trio.Event()
+        self._turn: FakeTurn | None = None
+        self._turn_scope: trio.CancelScope | None = None
+        self._turn_over = trio.Event()
+        self._requests: dict[str, trio.MemorySendChannel[Any]] = {}
+
+    @property
+    def running(self) -> bool:
+        return self._turn is not None
+
+    async def prompt(
+        self,
+        text: str,
+        files: Sequence[AttachedFile] = (),
+        *,
+        model: ModelRef | None = None,
+        agent: str | None = None,
+    ) -> str:
+        await trio.lowlevel.checkpoint()
+        if self._turn is not None:
+            raise TurnInProgressError("the previous turn is still running")
+        turn_id = f"turn-{next(_ids)}"
+        record = PromptRecord(
+            self.session_id,
+            turn_id,
+            text,
+            tuple(files),
+            model,
+            agent,
+            self.directory,
+            trio.current_time(),
+            time.monotonic(),
+        )
+        turn = FakeTurn(self, record)
+        self._turn = turn
+        self._turn_over = trio.Event()
+        self._engine._record(record)
+        self._engine._nursery.start_soon(self._run_turn, turn)
+        return turn_id
+
+    async def _run_turn(self, turn: FakeTurn) -> None:
+        self._engine._running[turn.turn_id] = turn
+        with trio.CancelScope() as scope:
+            self._turn_scope = scope
+            try:
+                await self._engine.responder(turn)
+            except Exception as exc:  # a responder's bug shows as the turn's error
+                turn.end("error", f"{type(exc).__name__}: {exc}")
+        del self._engine._running[turn.turn_id]
+        # The turn may have moved to a session that resumed it after a restart.
+        session = turn.session
+        for send in session._requests.values():
+            send.close()
+        session._requests.clear()
+        reason: StopReason = "aborted" if scope.cancelled_caught else turn.stop_reason
+        session._turn = None
+        session._turn_scope = None
+        ended = TurnEnded(turn.turn_id, reason, turn.end_message)
+        self._engine._finished[turn.turn_id] = (*turn.history, ended)
+        session.events.send_nowait(ended)
+        session._turn_over.set()
+
+    async def resume_turn(self, turn_id: str) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._turn is not None:
+            raise TurnInProgressError("the previous turn is still running")
+        self._engine.resumed.append(turn_id)
+        self._engine._changed.unpark_all()
+        turn = self._engine._running.get(turn_id)
+        if turn is None:
+            # Over already (as OpenCode does, replay what it did), or never known here.
+            finished = self._engine._finished.get(turn_id)
+            if finished is None:
+                finished = (TurnEnded(turn_id, "error", "the turn did not survive the restart"),)
+            for event in finished:
+                self.events.send_nowait(event)
+            return
+        previous, turn.session = turn.session, self
+        self._turn, self._turn_scope = turn, previous._turn_scope
+        self._turn_over, self._requests = previous._turn_over, previous._requests
+        previous._turn = previous._turn_scope = None
+        for event in turn.history:
+            self.events.send_nowait(event)
+
+    async def abort(self) -> None:
+        self._engine.aborts += 1
+        if self._turn_scope is None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._turn_scope.cancel()
+        await self._turn_over.wait()
+
+    def _open_request(self, request_id: str) -> trio.MemoryReceiveChannel[Any]:
+        send, receive = trio.open_memory_channel[Any](1)
+        self._requests[request_id] = send
+        return receive
+
+    def _answer(self, request_id: str, value: Any) -> None:
+        send = self._requests.pop(request_id, None)
+        if send is None:
+            raise EngineRequestError(f"no open request {request_id}")
+        send.send_nowait(value)
+        send.close()
+
+    async def reply_permission(self, request_id: str, reply: PermissionReply) -> None:
+        await trio.lowlevel.checkpoint()
+        self._engine.permission_replies.append((request_id, reply))
+        self._answer(request_id, reply)
+        self.events.send_nowait(PermissionResolved(request_id, reply))
+
+    async def answer_question(self, request_id: str, answers: Sequence[Sequence[str]]) -> None:
+        await trio.lowlevel.checkpoint()
+        chosen = [list(answer) for answer in answers]
+        self._engine.question_answers.append((request_id, chosen))
+        self._answer(request_id, chosen)
+        self.events.send_nowait(
+            QuestionResolved(request_id, tuple(tuple(answer) for answer in chosen))
+        )
+
+    async def reject_question(self, request_id: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self._engine.question_answers.append((request_id, None))
+        self._answer(request_id, None)
+        self.events.send_nowait(QuestionResolved(request_id, None))
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.closed = True
+        self.closed_event.set()
+        if self._engine._live.get(self.session_id) is self:
+            del self._engine._live[self.session_id]
+
+
+@final
+class FakeEngine:
+    """Build with `open_fake_engine()`; its turns run in that block's nursery."""
+
+    name = "fake"
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self.responder: Responder = echo
+        self.prompts: list[PromptRecord] = []
+        self.sessions_opened: list[tuple[Path, str | None]] = []
+        self.permission_replies: list[tuple[str, PermissionReply]] = []
+        self.question_answers: list[tuple[str, list[list[str]] | None]] = []
+        self.aborts = 0
+        self.resumed: list[str] = []
+        self._known: dict[str, tuple[Path, str]] = {}
+        self._live: dict[str, FakeSession] = {}
+        self._running: dict[str, FakeTurn] = {}
+        self._finished: dict[str, tuple[EngineEvent, ...]] = {}
+        self._changed = trio.lowlevel.ParkingLot()
+        self._ids = itertools.count(1)
+        self.models = (
+            ProviderModels(
+                "fake", "Fake", (ModelInfo("model-1", "Model One"), ModelInfo("model-2", "Two"))
+            ),
+        )
+
+    def _record(self, record: PromptRecord) -> None:
+        self.prompts.append(record)
+        self._changed.unpark_all()
+
+    async def wait_for_prompts(self, count: int) -> list[PromptRecord]:
+        """The first `count` prompts, once that many reached the engine."""
+        while len(self.prompts) < count:
+            await self._changed.park()
+        return self.prompts[:count]
+
+    async def wait_for_resume(self, count: int = 1) -> list[str]:
+        """The ids of the first `count` turns resumed after a restart."""
+        while len(self.resumed) < count:
+            await self._changed.park()
+        return self.resumed[:count]
+
+    def session(self, session_id: str) -> FakeSession:
+        """The live session object the bot holds for `session_id`."""
+        return self._live[session_id]
+
+    def forget(self, session_id: str) -> None:
+        """Lose a session, as an engine whose storage was wiped would."""
+        self._known.pop(session_id, None)
+
+    async def open_session(
+        self, directory: Path, *, resume_id: str | None = None, title: str | None = None
+    ) -> FakeSession:
+        await trio.lowlevel.checkpoint()
+        self.sessions_opened.append((directory, resume_id))
+        if resume_id is not None:
+            known = self._known.get(resume_id)
+            if known is None:
+                raise SessionNotFoundError(f"no session {resume_id}")
+            session = FakeSession(self, resume_id, known[0], known[1])
+        else:
+            session_id = f"ses_fake{next(self._ids):04d}"
+            session = FakeSession(self, session_id, directory, title or "")
+            self._known[session_id] = (directory, title or "")
+        self._live[session.session_id] = session
+        return session
+
+    async def list_models(self, directory: Path) -> Sequence[ProviderModels]:
+        await trio.lowlevel.checkpoint()
+        return self.models
+
+    async def list_agents(self, directory: Path) -> Sequence[AgentInfo]:
+        await trio.lowlevel.checkpoint()
+        return (AgentInfo("build", "Builds things"), AgentInfo("plan", "Plans only"))
+
+    async def list_commands(self, directory: Path) -> Sequence[CommandInfo]:
+        await trio.lowlevel.checkpoint()
+        return (CommandInfo("init", "Write AGENTS.md"),)
+
+
+@asynccontextmanager
+async def open_fake_engine() -> AsyncIterator[FakeEngine]:
+    async with trio.open_nursery() as nursery:
+        engine = FakeEngine(nursery)
+        yield engine
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,73 @@
+"""The bot's side of an in-place restart and of a stop: turns handed over, queues kept, the
+running turn followed without posting anything twice; turns interrupted with a notice on stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from kimaki.testing.bot import bot_paragraphs, running_bot, said
+from kimaki.testing.discord import open_discord_emulator
+from kimaki.testing.engine import FakeEngine, FakeTurn, echo
+
+
+async def test_a_running_turn_and_the_queue_survive_a_restart(
+    fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    release = trio.Event()
+
+    async def long_turn(turn: FakeTurn) -> None:
+        if "long" not in turn.prompt:
+            await echo(turn)
+            return
+        turn.text("part one")
+        turn.step()
+        await release.wait()
+        turn.text("part two")
+        turn.step()
+
+    fake_engine.responder = long_turn
+    async with open_discord_emulator() as emulator:
+        async with running_bot(emulator, fake_engine, tmp_path) as first:
+            workspace = first.workspace
+            message = first.alice.send_message(first.channel_id, "long job")
+            thread_id = await first.thread_of(message)
+            await emulator.wait_for_message(thread_id, said("part one"))
+            first.alice.send_message(thread_id, "afterwards. queue")
+            await emulator.wait_for_message(thread_id, lambda m: "Queued" in m["content"])
+            await first.bot.prepare_restart()
+            await first.connection.shard.close(resumable=True)
+        assert fake_engine.aborts == 0  # the agent was not told to stop
+
+        async with running_bot(emulator, fake_engine, tmp_path, workspace=workspace):
+            # The new bot follows the turn while the agent is still at it.
+            assert await fake_engine.wait_for_resume() == [fake_engine.prompts[0].turn_id]
+            release.set()
+            await emulator.wait_for_message(thread_id, said("echo: afterwards"))
+        lines = bot_paragraphs(emulator, thread_id)
+        assert lines.count("part one") == 1
+        assert lines.index("part one") < lines.index("part two") < lines.index("echo: afterwards")
+        assert [p.first_line for p in fake_engine.prompts] == ["long job", "afterwards"]
+
+
+async def test_stopping_interrupts_running_turns_with_a_notice(
+    fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    async def hangs(turn: FakeTurn) -> None:
+        turn.text("started")
+        turn.step()
+        await turn.hang()
+
+    fake_engine.responder = hangs
+    async with (
+        open_discord_emulator() as emulator,
+        running_bot(emulator, fake_engine, tmp_path) as harness,
+    ):
+        message = harness.alice.send_message(harness.channel_id, "work")
+        thread_id = await harness.thread_of(message)
+        await emulator.wait_for_message(thread_id, said("started"))
+        await harness.bot.stop_turns("⏹ the bot is shutting down")
+        assert fake_engine.aborts == 1
+        assert bot_paragraphs(emulator, thread_id)[-1] == "⏹ the bot is shutting down"
+        assert await harness.store.take_running_turns() == []

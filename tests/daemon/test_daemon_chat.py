@@ -1,0 +1,74 @@
+"""The real daemon process chatting: emulator → daemon → agent server process → thread.
+
+The agent server here is the fake `opencode serve` run as a process (`python -m
+kimaki.testing.opencode`), started by the daemon itself through KIMAKI_OPENCODE_PATH; the
+same flow against the real binary is in tests/e2e/test_daemon_e2e.py.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import trio
+
+from kimaki.store import ChannelRecord, Store
+from kimaki.testing.bot import said
+from kimaki.testing.daemon import running_daemon
+from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
+
+
+async def map_project(emulator: DiscordEmulator, data_dir: Path, project: Path) -> str:
+    """Map the emulator workspace's first channel to `project`, as `kimaki project add` would."""
+    workspace = emulator.create_workspace()
+    channel = next(iter(workspace.channels.values()))
+    await trio.Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    async with await Store.open(data_dir / "discord-sessions.db") as store:
+        await store.put_channel(
+            ChannelRecord(
+                channel_id=int(channel["id"]),
+                directory=project,
+                guild_id=int(workspace.guild["id"]),
+                app_id=int(emulator.application_id),
+            )
+        )
+    return str(channel["id"])
+
+
+def fake_opencode_command(directory: Path, *flags: str) -> Path:
+    """An executable standing in for `opencode`, running the fake server as a process."""
+    script = directory / "opencode"
+    args = " ".join(flags)
+    script.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -m kimaki.testing.opencode {args} "$@"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+async def test_a_message_is_answered_by_an_agent_server_process(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    data = tmp_path / "data"
+    opencode = fake_opencode_command(tmp_path, "--reply", "'hello from the agent'")
+    async with open_discord_emulator() as emulator:
+        channel_id = await map_project(emulator, data, project)
+        async with running_daemon(
+            api_url=emulator.api_url,
+            token=emulator.token,
+            data_dir=data,
+            env={"KIMAKI_OPENCODE_PATH": str(opencode), "PYTHONPATH": os.getcwd()},
+        ) as daemon:
+            alice = next(
+                emulator.actor(str(user["id"]))
+                for user in emulator.state.users.values()
+                if user.get("username") == "alice"
+            )
+            message = alice.send_message(channel_id, "say hello")
+            thread = await emulator.wait_for_thread(channel_id, lambda t: t["id"] == message["id"])
+            reply = await emulator.wait_for_message(thread["id"], said("hello from the agent"))
+            assert reply["content"].split("\n\n")[-1].startswith("-# project · ")
+            assert await daemon.stop() == 0
+        assert emulator.token not in daemon.log_text()

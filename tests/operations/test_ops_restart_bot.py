@@ -1,0 +1,225 @@
+"""The real daemon with its bot, restarting and stopping while people talk to it.
+
+The daemon (`python -m kimaki`) runs against the Discord emulator; its "opencode" is a stub
+process that points it at a fake OpenCode in this test process, so the test scripts the turns
+(a turn that holds until released is a turn still running when the signal comes).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from kimaki.store import ChannelRecord, Store
+from kimaki.testing.daemon import DaemonProcess, running_daemon, wait_for_health
+from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
+from kimaki.testing.discord._actors import Actor
+from kimaki.testing.opencode import (
+    FakeOpenCode,
+    FakeTurn,
+    Hold,
+    Say,
+    process_running,
+    stub_command,
+    wait_for_exit,
+)
+
+T = TypeVar("T")
+
+
+async def within(awaitable: Awaitable[T], seconds: float = 30) -> T:
+    """`await awaitable`, failing the test instead of hanging if the daemon died."""
+    with trio.fail_after(seconds):
+        return await awaitable
+
+
+def paragraphs(message: Mapping[str, Any]) -> list[str]:
+    return [block for block in str(message.get("content", "")).split("\n\n") if block]
+
+
+def said(text: str) -> Any:
+    return lambda message: text in paragraphs(message)
+
+
+@attrs.define
+class Setup:
+    emulator: DiscordEmulator
+    daemon: DaemonProcess
+    fake: FakeOpenCode
+    alice: Actor
+    channel_id: str
+
+    def bot_paragraphs(self, channel_id: str) -> list[str]:
+        bot_id = self.emulator.bot_user["id"]
+        messages = sorted(
+            self.emulator.state.messages.get(channel_id, {}).values(), key=lambda m: int(m["id"])
+        )
+        return [p for m in messages if m["author"]["id"] == bot_id for p in paragraphs(m)]
+
+    async def open_thread(self, text: str) -> str:
+        """Alice writes in the project channel; the id of the thread the bot opens."""
+        message = self.alice.send_message(self.channel_id, text)
+        await self.emulator.wait_for_thread(self.channel_id, lambda t: t["id"] == message["id"])
+        return str(message["id"])
+
+    async def server_pid(self) -> int:
+        log = await self.daemon.wait_for_log("] ready (pid ")
+        return int(log.split("] ready (pid ", 1)[1].split(")", 1)[0])
+
+
+@asynccontextmanager
+async def daemon_with_bot(
+    tmp_path: Path, *turns: FakeTurn, ignore_sigterm: bool = False
+) -> AsyncIterator[Setup]:
+    data, project = tmp_path / "data", tmp_path / "project"
+    data.mkdir()
+    project.mkdir()
+    fake = FakeOpenCode(turns=turns, directory=str(project), plugin_burst=3)
+    async with open_discord_emulator() as emulator, trio.open_nursery() as nursery:
+        port = await nursery.start(fake.serve)
+        stub = shlex.join(stub_command(port))
+        trap = "trap '' TERM\n" if ignore_sigterm else ""
+        agent = tmp_path / "opencode"
+        agent.write_text(f'#!/bin/sh\n{trap}exec {stub} "$@"\n')
+        agent.chmod(0o755)
+        workspace = emulator.create_workspace()
+        channel = next(iter(workspace.channels.values()))
+        async with await Store.open(data / "discord-sessions.db") as store:
+            await store.put_channel(
+                ChannelRecord(
+                    channel_id=int(channel["id"]),
+                    directory=project,
+                    guild_id=int(workspace.guild["id"]),
+                    app_id=int(emulator.application_id),
+                )
+            )
+        async with running_daemon(
+            api_url=emulator.api_url,
+            token=emulator.token,
+            data_dir=data,
+            env={"KIMAKI_OPENCODE_PATH": str(agent)},
+        ) as daemon:
+            yield Setup(emulator, daemon, fake, workspace.users["alice"], str(channel["id"]))
+        nursery.cancel_scope.cancel()
+
+
+async def test_sigterm_with_a_running_turn_stops_within_10_s(tmp_path: Path) -> None:
+    turn = FakeTurn.of(Say("working on it"), Hold())
+    async with daemon_with_bot(tmp_path, turn, ignore_sigterm=True) as setup:
+        thread = await setup.open_thread("do something long")
+        await setup.emulator.wait_for_message(thread, said("working on it"))
+        server = await setup.server_pid()
+        started = trio.current_time()
+        assert await setup.daemon.stop(grace=15) == 0
+        # The agent server ignores SIGTERM: it got its grace, then SIGKILL, within the 10 s.
+        assert trio.current_time() - started < 10
+        assert not process_running(server)
+        assert await within(setup.emulator.gateway.wait_for_client_close()) == 1000
+    log = setup.daemon.log_text()
+    assert "SIGTERM received: stopping" in log
+    assert "ignored SIGTERM" in log
+
+
+async def test_sigterm_aborts_running_turns_with_a_notice(tmp_path: Path) -> None:
+    turn = FakeTurn.of(Say("working on it"), Hold())
+    async with daemon_with_bot(tmp_path, turn) as setup:
+        thread = await setup.open_thread("do something long")
+        await setup.emulator.wait_for_message(thread, said("working on it"))
+        assert await setup.daemon.stop() == 0
+        assert any(r.path.endswith("/abort") for r in setup.fake.requests)
+        assert "⏹ the bot is shutting down" in "\n".join(setup.bot_paragraphs(thread))
+
+
+async def test_a_second_sigint_exits_at_once(tmp_path: Path) -> None:
+    async with daemon_with_bot(tmp_path, ignore_sigterm=True) as setup:
+        thread = await setup.open_thread("hello")
+        await setup.emulator.wait_for_message(thread, said("ok"))
+        server = await setup.server_pid()
+        setup.daemon.send_signal(signal.SIGINT)
+        # The stop now waits for the agent server, which ignores SIGTERM for 5 s.
+        await setup.daemon.wait_for_log("stopping on request")
+        started = trio.current_time()
+        setup.daemon.send_signal(signal.SIGINT)
+        with trio.fail_after(3):
+            assert await setup.daemon.process.wait() == 130
+        assert trio.current_time() - started < 3
+        with trio.fail_after(10):  # no orphan: the parent-death signal takes the server
+            await wait_for_exit(server)
+    assert "second SIGINT: exiting at once" in setup.daemon.log_text()
+
+
+async def test_agent_servers_survive_the_restart_and_are_adopted(tmp_path: Path) -> None:
+    async with daemon_with_bot(tmp_path) as setup:
+        thread = await setup.open_thread("hello")
+        await setup.emulator.wait_for_message(thread, said("ok"))
+        server = await setup.server_pid()
+        setup.daemon.send_signal(signal.SIGUSR2)
+        await within(setup.emulator.gateway.wait_for_resume())
+        await setup.daemon.wait_for_log(f"adopted (pid {server})")
+        health = await wait_for_health(setup.daemon)
+        assert health["pid"] == setup.daemon.process.pid
+        assert process_running(server)
+        assert await setup.daemon.stop() == 0
+        assert not process_running(server)  # adopted, so stopped with the daemon
+
+
+async def test_messages_sent_during_the_restart_are_answered_once_in_order(
+    tmp_path: Path,
+) -> None:
+    async with daemon_with_bot(tmp_path) as setup:
+        thread = await setup.open_thread("hello")
+        await setup.emulator.wait_for_message(thread, said("ok"))
+        setup.daemon.send_signal(signal.SIGUSR2)
+        await setup.daemon.wait_for_log("re-executing")
+        during = setup.alice.send_message(thread, "sent while the daemon restarts")
+        await within(setup.emulator.gateway.wait_for_resume())
+        await setup.emulator.wait_for_message(thread, said("ok"), after=during)
+        after = setup.alice.send_message(setup.channel_id, "a new thread after the restart")
+        await setup.emulator.wait_for_thread(setup.channel_id, lambda t: t["id"] == after["id"])
+        await setup.emulator.wait_for_message(str(after["id"]), said("ok"))
+        assert setup.bot_paragraphs(thread).count("ok") == 2
+
+
+async def test_a_running_turn_continues_across_the_restart_without_repeats(
+    tmp_path: Path,
+) -> None:
+    turn = FakeTurn.of(Say("before the restart"), Hold(), Say("after the restart"))
+    async with daemon_with_bot(tmp_path, turn) as setup:
+        thread = await setup.open_thread("do something long")
+        await setup.emulator.wait_for_message(thread, said("before the restart"))
+        setup.daemon.send_signal(signal.SIGUSR2)
+        await within(setup.emulator.gateway.wait_for_resume())
+        await setup.daemon.wait_for_log("following turn", within=10)
+        setup.fake.release()
+        await setup.emulator.wait_for_message(thread, said("after the restart"))
+        posted = setup.bot_paragraphs(thread)
+        assert posted.count("before the restart") == 1
+        assert posted.count("after the restart") == 1
+
+
+async def test_a_turn_whose_server_died_during_the_restart_ends_with_an_error(
+    tmp_path: Path,
+) -> None:
+    turn = FakeTurn.of(Say("before the restart"), Hold(), Say("never said"))
+    async with daemon_with_bot(tmp_path, turn) as setup:
+        thread = await setup.open_thread("do something long")
+        await setup.emulator.wait_for_message(thread, said("before the restart"))
+        server = await setup.server_pid()
+        setup.daemon.send_signal(signal.SIGUSR2)
+        await setup.daemon.wait_for_log("handed over")
+        os.kill(server, signal.SIGKILL)
+        await within(setup.emulator.gateway.wait_for_resume())
+        await setup.daemon.wait_for_log("did not survive the restart", within=10)
+        await setup.emulator.wait_for_message(
+            thread, lambda m: "stopped while kimaki restarted" in str(m.get("content"))
+        )
+        setup.fake.release()
+        assert "never said" not in setup.bot_paragraphs(thread)
