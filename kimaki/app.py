@@ -179,8 +179,13 @@ class Daemon:
             "version": __version__,
             "data_dir": str(self.settings.data_dir),
             "gateway": "connecting" if self._shard is None else self._shard.state,
-            "guilds": 0 if self._shard is None else self._shard.guild_count,
+            "guilds": self._guild_count(),
         }
+
+    def _guild_count(self) -> int:
+        """READY lists the guilds; after a RESUME only the cache (filled over REST) knows."""
+        from_ready = 0 if self._shard is None else self._shard.guild_count
+        return max(from_ready, len(self.guilds.guild_ids()))
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -261,7 +266,7 @@ class Daemon:
                 self._bot = connection.bot
                 install_project_routes(self._control, connection.bot)
                 self._dispatcher = connection.dispatcher
-                guilds = connection.shard.guild_count
+                guilds = self._guild_count()
                 log.info("connected to Discord: %d guild(s)", guilds)
                 self._notifier.ready(f"connected to Discord, {guilds} guild(s)")
 

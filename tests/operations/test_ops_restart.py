@@ -99,9 +99,10 @@ async def test_sigusr2_restarts_in_place_and_resumes_the_gateway(tmp_path: Path)
             assert resumed["session_id"]
             health = await wait_for_health(daemon)
             assert health["pid"] == pid  # the same process, re-executed
+            assert health["guilds"] == 1  # known without a GUILD_CREATE (filled over REST)
             assert daemon.process.returncode is None
             assert len(emulator.gateway.identifies) == identifies  # no fresh IDENTIFY
-            await notify.wait_for("READY=1\nSTATUS=connected to Discord, 0 guild(s)")
+            await notify.wait_for("READY=1\nSTATUS=connected to Discord, 1 guild(s)")
             pings = notify.count("WATCHDOG=1")
             await notify.wait_for("WATCHDOG=1", pings + 2)  # the new process pings too
             assert await daemon.stop() == 0
