@@ -36,8 +36,7 @@ from typing import Any
 
 import trio
 
-from kimaki.store import ChannelRecord, Store
-from kimaki.testing.daemon import DaemonProcess, running_daemon, wait_for_health
+from kimaki.testing.daemon import DaemonProcess, map_project, running_daemon, wait_for_health
 from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
 from kimaki.testing.discord._errors import WaitTimeout
 
@@ -150,16 +149,7 @@ async def run(args: argparse.Namespace) -> int:
     async with open_discord_emulator() as emulator, trio.open_nursery() as nursery:
         await nursery.start(notify.serve)
         workspace = emulator.create_workspace(users=[f"person{n}" for n in range(args.threads)])
-        channel = next(iter(workspace.channels.values()))
-        async with await Store.open(data / "discord-sessions.db") as store:
-            await store.put_channel(
-                ChannelRecord(
-                    channel_id=int(channel["id"]),
-                    directory=project,
-                    guild_id=int(workspace.guild["id"]),
-                    app_id=int(emulator.application_id),
-                )
-            )
+        channel_id = await map_project(data, emulator, workspace, project)
         env = {
             "KIMAKI_OPENCODE_PATH": str(agent),
             "NOTIFY_SOCKET": str(notify.path),
@@ -174,9 +164,9 @@ async def run(args: argparse.Namespace) -> int:
             people = list(workspace.users.values())
             threads: list[str] = []
             for person in people:  # one thread each, opened by a first message
-                first = person.send_message(channel["id"], f"hello from {person.name}")
+                first = person.send_message(channel_id, f"hello from {person.name}")
                 thread_id = str(first["id"])  # a thread started from a message has its id
-                await emulator.wait_for_thread(channel["id"], lambda t, i=thread_id: t["id"] == i)
+                await emulator.wait_for_thread(channel_id, lambda t, i=thread_id: t["id"] == i)
                 await emulator.wait_for_message(thread_id, lambda m: ANSWER in _paragraphs(m))
                 threads.append(thread_id)
             traffic = Traffic(emulator, args.pause, args.answer_timeout)

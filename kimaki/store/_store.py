@@ -204,6 +204,18 @@ class Store:
         self._threads.put(thread_id, record)
         return record
 
+    async def thread_of_session(self, session_id: str) -> ThreadRecord | None:
+        """The thread bound to `session_id` (the most recently updated one), if any."""
+
+        def query() -> ThreadRecord | None:
+            rows = self._rows("threads", "session_id = ?", [session_id], "updated_at DESC")
+            row = next(iter(rows), None)
+            return None if row is None else _record(ThreadRecord, row)
+
+        if not session_id:
+            return None
+        return await self._run(query)
+
     async def delete_thread(self, thread_id: int) -> bool:
         self._threads.forget(thread_id)
         deleted = await self._run(self._delete, "threads", "thread_id = ?", [thread_id]) > 0

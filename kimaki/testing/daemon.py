@@ -22,8 +22,30 @@ import attrs
 import trio
 
 from kimaki._control import query_health
+from kimaki.store import ChannelRecord, Store
+from kimaki.testing.discord import DiscordEmulator
+from kimaki.testing.discord._emulator import Workspace
 
-__all__ = ["DaemonProcess", "free_port", "running_daemon", "wait_for_health"]
+__all__ = ["DaemonProcess", "free_port", "map_project", "running_daemon", "wait_for_health"]
+
+
+async def map_project(
+    data_dir: Path, emulator: DiscordEmulator, workspace: Workspace, directory: Path
+) -> str:
+    """Map the workspace's first text channel to `directory` in the daemon's database, as
+    `kimaki project add` would, before the daemon starts; returns the channel id."""
+    channel = next(iter(workspace.channels.values()))
+    await trio.Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    async with await Store.open(data_dir / "discord-sessions.db") as store:
+        await store.put_channel(
+            ChannelRecord(
+                channel_id=int(channel["id"]),
+                directory=directory,
+                guild_id=int(workspace.guild["id"]),
+                app_id=int(emulator.application_id),
+            )
+        )
+    return str(channel["id"])
 
 
 def free_port() -> int:

@@ -38,6 +38,7 @@ from kimaki.agents import (
     DiffStats,
     EngineEvent,
     EngineRequestError,
+    EngineSession,
     EventQueue,
     ModelInfo,
     ModelRef,
@@ -65,8 +66,10 @@ __all__ = [
     "FakeTurn",
     "PromptRecord",
     "Responder",
+    "drive_turn",
     "echo",
     "open_fake_engine",
+    "texts",
 ]
 
 
@@ -436,3 +439,31 @@ async def open_fake_engine() -> AsyncIterator[FakeEngine]:
         engine = FakeEngine(nursery)
         yield engine
         nursery.cancel_scope.cancel()
+
+
+async def drive_turn(
+    session: EngineSession,
+    text: str,
+    *,
+    permission: PermissionReply | None = None,
+    **options: Any,
+) -> list[EngineEvent]:
+    """Prompt any engine's session and collect the turn's events up to its `TurnEnded`,
+    answering every permission request with `permission` (end-to-end tests of real agents).
+    Gives up after a minute: a real agent that never ends its turn fails the test."""
+    turn_id = await session.prompt(text, **options)
+    events: list[EngineEvent] = []
+    with trio.fail_after(60):
+        async for event in session.events:
+            events.append(event)
+            if isinstance(event, PermissionRequested) and permission is not None:
+                await session.reply_permission(event.request_id, permission)
+            if isinstance(event, TurnEnded):
+                assert event.turn_id == turn_id, (event, turn_id)
+                return events
+    raise AssertionError(f"the event stream ended before the turn: {events}")
+
+
+def texts(events: Sequence[EngineEvent]) -> list[str]:
+    """The final texts of a turn's answer parts."""
+    return [event.text for event in events if isinstance(event, TextCompleted)]

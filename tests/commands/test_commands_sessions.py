@@ -179,6 +179,13 @@ async def test_resume_binds_a_thread_and_replays_history(tmp_path: Path) -> None
         prompts = [r for r in fake.requests if r.path.endswith("/prompt_async")]
         assert prompts[-1].path == f"/session/{old.id}/prompt_async"
 
+        # Resuming it again points at that thread instead of opening a second one on it.
+        threads_before = len(harness.emulator.state.channels)
+        reply = await command(harness, "resume", {"session": old.id})
+        assert ephemeral(reply)
+        assert f"already runs in <#{thread['id']}>" in reply["content"]
+        assert len(harness.emulator.state.channels) == threads_before
+
 
 async def test_undo_without_the_capability_is_refused(tmp_path: Path) -> None:
     async with open_fake_engine() as engine, commands_bot(tmp_path, engine) as harness:

@@ -8,11 +8,9 @@ import os
 import shlex
 from pathlib import Path
 
-from test_daemon_chat import map_project
-
 from kimaki.testing.acp_agent import AgentScript, Say, fake_agent_argv, read_record
 from kimaki.testing.bot import said
-from kimaki.testing.daemon import running_daemon
+from kimaki.testing.daemon import map_project, running_daemon
 from kimaki.testing.discord import open_discord_emulator
 
 
@@ -32,7 +30,7 @@ async def test_a_message_is_answered_by_the_configured_acp_agent(tmp_path: Path)
     record = tmp_path / "record.jsonl"
     agent = shlex.join(fake_agent_argv(script, record=record))
     async with open_discord_emulator() as emulator:
-        channel_id = await map_project(emulator, data, project)
+        channel_id = await map_project(data, emulator, emulator.create_workspace(), project)
         async with running_daemon(
             api_url=emulator.api_url,
             token=emulator.token,

@@ -12,29 +12,9 @@ import stat
 import sys
 from pathlib import Path
 
-import trio
-
-from kimaki.store import ChannelRecord, Store
 from kimaki.testing.bot import said
-from kimaki.testing.daemon import running_daemon
-from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
-
-
-async def map_project(emulator: DiscordEmulator, data_dir: Path, project: Path) -> str:
-    """Map the emulator workspace's first channel to `project`, as `kimaki project add` would."""
-    workspace = emulator.create_workspace()
-    channel = next(iter(workspace.channels.values()))
-    await trio.Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    async with await Store.open(data_dir / "discord-sessions.db") as store:
-        await store.put_channel(
-            ChannelRecord(
-                channel_id=int(channel["id"]),
-                directory=project,
-                guild_id=int(workspace.guild["id"]),
-                app_id=int(emulator.application_id),
-            )
-        )
-    return str(channel["id"])
+from kimaki.testing.daemon import map_project, running_daemon
+from kimaki.testing.discord import open_discord_emulator
 
 
 def fake_opencode_command(directory: Path, *flags: str) -> Path:
@@ -54,7 +34,8 @@ async def test_a_message_is_answered_by_an_agent_server_process(tmp_path: Path) 
     data = tmp_path / "data"
     opencode = fake_opencode_command(tmp_path, "--reply", "'hello from the agent'")
     async with open_discord_emulator() as emulator:
-        channel_id = await map_project(emulator, data, project)
+        workspace = emulator.create_workspace()
+        channel_id = await map_project(data, emulator, workspace, project)
         async with running_daemon(
             api_url=emulator.api_url,
             token=emulator.token,

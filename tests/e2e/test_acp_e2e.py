@@ -23,12 +23,12 @@ from kimaki.agents import (
     EngineEvent,
     ModelRef,
     PermissionRequested,
-    TextCompleted,
     ToolFinished,
     ToolStarted,
     TurnEnded,
 )
 from kimaki.agents.acp import AcpConfig, AcpEngine, open_acp_engine, resolve_agent
+from kimaki.testing.engine import drive_turn, texts
 from kimaki.testing.model_server import ModelServer, Reply, opencode_config
 from kimaki.testing.opencode import real_opencode_binary
 
@@ -61,24 +61,7 @@ async def acp_opencode(data_dir: Path, port: int) -> AsyncIterator[AcpEngine]:
         yield engine
 
 
-async def run_turn(
-    session: Any, text: str, *, permission: str | None = None, **options: Any
-) -> list[EngineEvent]:
-    turn_id = await session.prompt(text, **options)
-    events: list[EngineEvent] = []
-    with trio.fail_after(60):
-        async for event in session.events:
-            events.append(event)
-            if isinstance(event, PermissionRequested) and permission is not None:
-                await session.reply_permission(event.request_id, permission)
-            if isinstance(event, TurnEnded):
-                assert event.turn_id == turn_id
-                return events
-    raise AssertionError(events)
-
-
-def texts(events: list[EngineEvent]) -> list[str]:
-    return [e.text for e in events if isinstance(e, TextCompleted)]
+run_turn = drive_turn
 
 
 async def test_text_tools_approved_and_denied_then_an_interrupted_turn(tmp_path: Path) -> None:

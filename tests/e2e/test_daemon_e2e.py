@@ -14,12 +14,11 @@ import trio
 
 from kimaki.bot import INTERRUPTED
 from kimaki.testing.bot import bot_paragraphs, said
-from kimaki.testing.daemon import running_daemon
+from kimaki.testing.daemon import map_project, running_daemon
 from kimaki.testing.discord import open_discord_emulator
 from kimaki.testing.discord._actors import iter_components
 from kimaki.testing.model_server import ModelServer, Reply, opencode_config
 from kimaki.testing.opencode import real_opencode_binary as opencode_binary
-from tests.daemon.test_daemon_chat import map_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,7 +53,7 @@ async def test_chat_permission_and_interrupt_through_the_real_daemon(tmp_path: P
         config_dir.mkdir(parents=True)
         config = opencode_config(port, permission={"bash": "ask"})
         (config_dir / "opencode.json").write_text(json.dumps(config))
-        channel_id = await map_project(emulator, data, project)
+        channel_id = await map_project(data, emulator, emulator.create_workspace(), project)
         alice = next(
             emulator.actor(str(user["id"]))
             for user in emulator.state.users.values()

@@ -19,15 +19,14 @@ import pytest
 import trio
 
 from kimaki.agents import (
-    EngineEvent,
     PermissionRequested,
     RestartPolicy,
     ServerState,
-    TextCompleted,
     ToolFinished,
     TurnEnded,
 )
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
+from kimaki.testing.engine import drive_turn, texts
 from kimaki.testing.model_server import ModelServer, Reply, opencode_config
 from kimaki.testing.opencode import (
     process_running,
@@ -65,22 +64,7 @@ async def real_opencode(
         nursery.cancel_scope.cancel()
 
 
-async def run_turn(session: Any, text: str, *, permission: str | None = None) -> list[EngineEvent]:
-    turn_id = await session.prompt(text)
-    events: list[EngineEvent] = []
-    with trio.fail_after(60):
-        async for event in session.events:
-            events.append(event)
-            if isinstance(event, PermissionRequested) and permission is not None:
-                await session.reply_permission(event.request_id, permission)
-            if isinstance(event, TurnEnded):
-                assert event.turn_id == turn_id
-                return events
-    raise AssertionError(events)
-
-
-def texts(events: list[EngineEvent]) -> list[str]:
-    return [e.text for e in events if isinstance(e, TextCompleted)]
+run_turn = drive_turn
 
 
 async def test_text_reply_and_a_bash_call_approved_then_rejected(tmp_path: Path) -> None:

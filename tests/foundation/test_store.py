@@ -258,3 +258,14 @@ async def test_interaction_keys_are_bound_to_their_thread_and_expire(tmp_path: P
         assert await store.delete_expired_interaction_keys() == 1
         assert await store.delete_interaction_key(record.key)
         assert await store.get_interaction_key(record.key, thread_id=5) is None
+
+
+async def test_thread_of_a_session(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "db") as store:
+        await store.put_channel(CHANNEL)
+        assert await store.thread_of_session("ses_x") is None
+        first = ThreadRecord(thread_id=1, session_id="ses_x", engine="opencode", directory="/a")
+        await store.put_thread(first)
+        assert await store.thread_of_session("ses_x") == first
+        assert await store.thread_of_session("ses_y") is None
+        assert await store.thread_of_session("") is None  # a thread not started yet

@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from kimaki.store import ChannelRecord, Store
-from kimaki.testing.daemon import DaemonProcess, running_daemon, wait_for_health
+from kimaki.testing.daemon import DaemonProcess, map_project, running_daemon, wait_for_health
 from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
 from kimaki.testing.discord._actors import Actor
 from kimaki.testing.opencode import (
@@ -91,23 +90,14 @@ async def daemon_with_bot(
         agent.write_text(f'#!/bin/sh\n{trap}exec {stub} "$@"\n')
         agent.chmod(0o755)
         workspace = emulator.create_workspace()
-        channel = next(iter(workspace.channels.values()))
-        async with await Store.open(data / "discord-sessions.db") as store:
-            await store.put_channel(
-                ChannelRecord(
-                    channel_id=int(channel["id"]),
-                    directory=project,
-                    guild_id=int(workspace.guild["id"]),
-                    app_id=int(emulator.application_id),
-                )
-            )
+        channel_id = await map_project(data, emulator, workspace, project)
         async with running_daemon(
             api_url=emulator.api_url,
             token=emulator.token,
             data_dir=data,
             env={"KIMAKI_OPENCODE_PATH": str(agent)},
         ) as daemon:
-            yield Setup(emulator, daemon, fake, workspace.users["alice"], str(channel["id"]))
+            yield Setup(emulator, daemon, fake, workspace.users["alice"], channel_id)
         nursery.cancel_scope.cancel()
 
 

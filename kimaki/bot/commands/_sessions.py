@@ -204,6 +204,11 @@ async def _resume(ctx: InteractionContext) -> None:
     project = ctx.project
     assert project is not None
     session_id = ctx.text_option("session").strip()
+    bound = await bot.store.thread_of_session(session_id)
+    if bound is not None and bot.guilds.channel(bound.thread_id) is not None:
+        # Two threads driving one session would interleave their turns: go to the one there is.
+        await ctx.reply(f"Session `{session_id}` already runs in <#{bound.thread_id}>.")
+        return
     try:
         engine = bot.engines.get(project.engine)
     except UnknownEngineError as exc:
