@@ -1,8 +1,9 @@
 """The bot half of bench/thread_fanout.py, in its own process (so the emulator's work does not
 count as the bot's): the daemon's wiring with the fake engine, driven by lines on stdin.
 
-    stats        → one JSON line: runtimes, RSS, traced heap, prompts so far
-    wait-evicted → the same, once every runtime was evicted
+    stats           → one JSON line: runtimes, RSS, traced heap, prompts since the last report
+    wait-prompts N  → the same, once N prompts reached the engine and no turn runs
+    wait-evicted    → the same, once every runtime was evicted
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from typing import Any
 
 import trio
 
-from kimaki.bot import BotConfig, Engines
-from kimaki.bot._serve import serve_bot
-from kimaki.discord.rest import RESTClient
-from kimaki.guilds import GuildCache
-from kimaki.store import ChannelRecord, Store
+from kimaki.testing.bot import connect_bot
 from kimaki.testing.engine import FakeEngine, FakeTurn, open_fake_engine
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -87,33 +84,21 @@ async def main(api_url: str, token: str, channel_id: int, guild_id: int, data: P
         tracemalloc.start(1)
     if os.environ.get("FANOUT_STAMPS"):
         instrument()
-    config = BotConfig(
-        data_dir=data, projects_dir=data, thread_idle_timeout=float(os.environ["FANOUT_IDLE"])
-    )
     async with (
-        await Store.open(data / "bot.db") as store,
-        RESTClient(token, base_url=api_url) as rest,
         open_fake_engine() as engine,
-        trio.open_nursery() as nursery,
+        connect_bot(
+            api_url=api_url,
+            token=token,
+            data_dir=data,
+            channel_id=channel_id,
+            guild_id=guild_id,
+            engines={"fake": engine},
+            default_engine="fake",
+            thread_idle_timeout=float(os.environ["FANOUT_IDLE"]),
+        ) as connected,
     ):
         engine.responder = quiet
-        application = await rest.get_current_application()
-        await store.put_channel(
-            ChannelRecord(channel_id, data, guild_id=guild_id, app_id=application.id)
-        )
-        connection = await nursery.start(
-            lambda task_status: serve_bot(
-                token=token,
-                rest=rest,
-                store=store,
-                application=application,
-                engines=Engines({"fake": engine}, default="fake"),
-                config=config,
-                guilds=GuildCache(),
-                task_status=task_status,
-            )
-        )
-        bot = connection.bot
+        bot = connected.connection.bot
         print(json.dumps({"ready": True}), flush=True)
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
         buffer = b""
@@ -137,7 +122,6 @@ async def main(api_url: str, token: str, channel_id: int, guild_id: int, data: P
                 report = stats(engine, bot, reported)
                 reported = len(engine.prompts)
                 print(json.dumps(report), flush=True)
-        nursery.cancel_scope.cancel()
 
 
 if __name__ == "__main__":

@@ -119,12 +119,10 @@ async def one_run(threads: int, rounds: int, rate: float, *, trace: bool) -> dic
                     report = await child.ask(f"wait-prompts {threads * (round_number + 2)}")
                     arrived.update(report["prompts"])
                 # And once as a true burst: one message per thread in the same instant.
-                burst_start = len(sent)
                 for thread_id in thread_ids:
                     alice.send_message(thread_id, "burst")
                 report = await child.ask(f"wait-prompts {threads * (rounds + 2)}")
                 burst = {m: report["prompts"][m] - sent[m] for m in report["prompts"]}
-                del burst_start
                 idle = await child.ask("stats")
                 if os.environ.get("FANOUT_STAMPS") and not trace:
                     for key in ("dispatch", "turn"):

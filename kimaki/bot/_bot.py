@@ -23,7 +23,7 @@ import trio
 
 from kimaki.bot._engines import Engines
 from kimaki.bot._interactions import Interactions
-from kimaki.discord.models import Channel, Guild, Interaction, Message
+from kimaki.discord.models import Guild, Interaction, Message
 from kimaki.discord.rest import RESTClient
 from kimaki.dispatch import Dispatcher
 from kimaki.guilds import GuildCache
@@ -150,9 +150,6 @@ class Bot:
         if channel is None or not channel.is_thread:
             return None
         return channel.parent_id
-
-    def channel(self, channel_id: int) -> Channel | None:
-        return self.guilds.channel(channel_id)
 
     # ---- events
 

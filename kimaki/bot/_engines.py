@@ -39,6 +39,3 @@ class Engines:
                 + ")"
             )
         return engine
-
-    def add(self, name: str, engine: Engine) -> None:
-        self._engines[name] = engine

@@ -92,7 +92,6 @@ class InteractionContext:
         """The project channel this happened in (directly or in one of its threads)."""
         self._lock = trio.Lock()
         self._acknowledged = False
-        self._deferred = False
 
     # ---- what happened
 
@@ -263,7 +262,6 @@ class InteractionContext:
                 InteractionCallbackType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE,
                 flags=MessageFlags.EPHEMERAL if ephemeral else MessageFlags.NONE,
             )
-        self._deferred = True
 
     async def _respond(self, kind: InteractionCallbackType, **fields: Any) -> None:
         await self.bot.rest.create_interaction_response(
@@ -347,7 +345,6 @@ class Interactions:
         self._commands: dict[str, SlashCommand] = {}
         self._components: dict[str, ComponentHandler] = {}
         self._modals: dict[str, ComponentHandler] = {}
-        self.handled = 0
 
     # ---- registration
 
@@ -419,7 +416,6 @@ class Interactions:
                 await _say_failed(ctx)
             finally:
                 nursery.cancel_scope.cancel()
-        self.handled += 1
 
     async def _context(self, interaction: Interaction) -> InteractionContext | None:
         bot = self._bot

@@ -60,8 +60,6 @@ def display_name(user: User, member: Member | None) -> str:
 class Router:
     def __init__(self, bot: Bot) -> None:
         self._bot = bot
-        self.routed = 0
-        self.ignored = 0
 
     async def on_message(self, message: Message) -> None:
         bot = self._bot
@@ -76,12 +74,10 @@ class Router:
             return
         project = await bot.project_of(message.channel_id)
         if project is None:
-            self.ignored += 1
             log.debug("message %d: channel %d is not a project", message.id, message.channel_id)
             return
         verdict = may_drive(bot.guilds.guild(message.guild_id), author, message.member)
         if not verdict:
-            self.ignored += 1
             log.debug("message %d from %s ignored: %s", message.id, author.username, verdict.reason)
             return
         if not message.content and not message.attachments:
@@ -89,7 +85,6 @@ class Router:
                 bot.nursery.start_soon(self._explain_content_intent, message)
             return
         prompt = self._prompt(message)
-        self.routed += 1
         if message.channel_id == project.channel_id:
             bot.nursery.start_soon(self._new_thread, project, message, prompt)
             return

@@ -28,6 +28,7 @@ import attrs
 import trio
 
 from kimaki.agents import (
+    AttachedFile,
     EngineError,
     EngineSession,
     ModelRef,
@@ -191,7 +192,6 @@ class ThreadTurns:
         self._turn_id = None
         self._posted.clear()
         await self._bot.store.clear_running_turn(self.thread_id)
-        await self._bot.store.forget_posted_parts(self.thread_id)
 
     async def evicted(self) -> None:
         session, self._session = self._session, None
@@ -234,18 +234,18 @@ class ThreadTurns:
         self,
         session: EngineSession,
         text: str,
-        files: Sequence[object],
+        files: Sequence[AttachedFile],
         model: ModelRef | None,
         agent: str | None,
     ) -> str:
         try:
-            return await session.prompt(text, files, model=model, agent=agent)  # type: ignore[arg-type]
+            return await session.prompt(text, files, model=model, agent=agent)
         except TurnInProgressError:
             # A turn from before (its abort did not finish) still runs: stop it, then retry.
             with trio.move_on_after(_ABORT_TIMEOUT):
                 await session.abort()
             self._drop_old_events(session)
-            return await session.prompt(text, files, model=model, agent=agent)  # type: ignore[arg-type]
+            return await session.prompt(text, files, model=model, agent=agent)
 
     def _drop_old_events(self, session: EngineSession) -> None:
         """Discard what the interrupted turn left in the queue (its end included)."""
@@ -268,9 +268,9 @@ class ThreadTurns:
             (level for level in VERBOSITY_LEVELS if level == wanted), "essential"
         )
 
-    async def _prompt_content(self, prompt: Prompt) -> tuple[str, Sequence[object]]:
+    async def _prompt_content(self, prompt: Prompt) -> tuple[str, Sequence[AttachedFile]]:
         attachments_text = ""
-        files: list[object] = list(prompt.files)
+        files: list[AttachedFile] = list(prompt.files)
         if prompt.attachments:
             rest = self._bot.rest
 

@@ -441,7 +441,17 @@ class Store:
         return [_record(RunningTurn, row) for row in rows]
 
     async def clear_running_turn(self, thread_id: int) -> bool:
-        return await self._run(self._delete, "running_turns", "thread_id = ?", [thread_id]) > 0
+        """The thread's turn is over: its record and the parts it posted go, in one write.
+
+        True if there was a running turn."""
+
+        def clear() -> int:
+            with self._transaction() as conn:
+                conn.execute("DELETE FROM posted_parts WHERE thread_id = ?", [thread_id])
+                cursor = conn.execute("DELETE FROM running_turns WHERE thread_id = ?", [thread_id])
+                return cursor.rowcount
+
+        return await self._run(clear) > 0
 
     async def save_queued_prompts(self, thread_id: int, payloads: Sequence[Any]) -> None:
         """Replace the queue of `thread_id` with `payloads` (JSON-compatible), in order."""

@@ -32,7 +32,15 @@ from kimaki.testing.discord import DiscordEmulator
 from kimaki.testing.discord._actors import Actor
 from kimaki.testing.discord._emulator import Workspace
 
-__all__ = ["BotHarness", "bot_paragraphs", "paragraphs", "running_bot", "said"]
+__all__ = [
+    "BotHarness",
+    "ConnectedBot",
+    "bot_paragraphs",
+    "connect_bot",
+    "paragraphs",
+    "running_bot",
+    "said",
+]
 
 
 def paragraphs(message: Mapping[str, Any]) -> list[str]:
@@ -115,6 +123,64 @@ class BotHarness:
         return str(thread["id"])
 
 
+@final
+@attrs.frozen
+class ConnectedBot:
+    """What `connect_bot` yields: the connection, its store, and the mapped project channel."""
+
+    connection: BotConnection
+    store: Store
+    project: ChannelRecord
+
+
+@asynccontextmanager
+async def connect_bot(
+    *,
+    api_url: str,
+    token: str,
+    data_dir: Path,
+    channel_id: int,
+    guild_id: int,
+    engines: Mapping[str, Engine],
+    default_engine: str,
+    channel_fields: Mapping[str, Any] | None = None,
+    **config: Any,
+) -> AsyncIterator[ConnectedBot]:
+    """The daemon's wiring against any Discord-compatible server (the emulator, here or in
+    another process), with channel `channel_id` mapped to `<data_dir>/project`."""
+    project_dir = data_dir / "project"
+    await trio.Path(project_dir).mkdir(parents=True, exist_ok=True)
+    bot_config = BotConfig(data_dir=data_dir, projects_dir=data_dir / "projects", **config)
+    async with (
+        await Store.open(data_dir / "kimaki.db") as store,
+        RESTClient(token, base_url=api_url) as rest,
+        trio.open_nursery() as nursery,
+    ):
+        application = await rest.get_current_application()
+        project = ChannelRecord(
+            channel_id=channel_id,
+            directory=project_dir,
+            guild_id=guild_id,
+            app_id=application.id,
+            **(channel_fields or {}),
+        )
+        await store.put_channel(project)
+        connection: BotConnection = await nursery.start(
+            lambda task_status: serve_bot(
+                token=token,
+                rest=rest,
+                store=store,
+                application=application,
+                engines=Engines(engines, default=default_engine),
+                config=bot_config,
+                guilds=GuildCache(),
+                task_status=task_status,
+            )
+        )
+        yield ConnectedBot(connection, store, project)
+        nursery.cancel_scope.cancel()
+
+
 @asynccontextmanager
 async def running_bot(
     emulator: DiscordEmulator,
@@ -128,46 +194,26 @@ async def running_bot(
 ) -> AsyncIterator[BotHarness]:
     """Run the bot until the block ends. `config` overrides `BotConfig` fields."""
     workspace = workspace or emulator.create_workspace()
-    project_dir = data_dir / "project"
-    project_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "attachments").mkdir(exist_ok=True)
-    bot_config = BotConfig(data_dir=data_dir, projects_dir=data_dir / "projects", **config)
     channel = next(iter(workspace.channels.values()))
-    async with (
-        await Store.open(data_dir / "kimaki.db") as store,
-        RESTClient(emulator.token, base_url=emulator.api_url) as rest,
-        trio.open_nursery() as nursery,
-    ):
-        application = await rest.get_current_application()
-        project = ChannelRecord(
-            channel_id=int(channel["id"]),
-            directory=project_dir,
-            guild_id=int(workspace.guild["id"]),
-            app_id=application.id,
-            **(channel_fields or {}),
-        )
-        await store.put_channel(project)
-        all_engines = dict(engines or {})
-        all_engines.setdefault(engine.name, engine)
-        connection: BotConnection = await nursery.start(
-            lambda task_status: serve_bot(
-                token=emulator.token,
-                rest=rest,
-                store=store,
-                application=application,
-                engines=Engines(all_engines, default=engine.name),
-                config=bot_config,
-                guilds=GuildCache(),
-                task_status=task_status,
-            )
-        )
+    all_engines = dict(engines or {})
+    all_engines.setdefault(engine.name, engine)
+    async with connect_bot(
+        api_url=emulator.api_url,
+        token=emulator.token,
+        data_dir=data_dir,
+        channel_id=int(channel["id"]),
+        guild_id=int(workspace.guild["id"]),
+        engines=all_engines,
+        default_engine=engine.name,
+        channel_fields=channel_fields,
+        **config,
+    ) as connected:
         yield BotHarness(
-            bot=connection.bot,
-            connection=connection,
+            bot=connected.connection.bot,
+            connection=connected.connection,
             emulator=emulator,
             workspace=workspace,
-            store=store,
-            project=project,
-            project_dir=project_dir,
+            store=connected.store,
+            project=connected.project,
+            project_dir=connected.project.directory,
         )
-        nursery.cancel_scope.cancel()

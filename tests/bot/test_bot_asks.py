@@ -180,6 +180,9 @@ QUESTIONS = (
 
 
 async def _ask_questions(turn: FakeTurn) -> None:
+    if "ask" not in turn.prompt:
+        await echo(turn)
+        return
     answers = await turn.ask(QUESTIONS[: 1 if "one" in turn.prompt else 2])
     turn.text(f"answers: {answers}")
     turn.step()
@@ -226,3 +229,40 @@ async def test_other_opens_a_form_for_a_free_answer(
     await harness.emulator.wait_for_message(thread_id, said("answers: [['DuckDB, embedded']]"))
     edited = harness.emulator.state.messages[thread_id][asked["id"]]
     assert "→ DuckDB, embedded" in edited["content"]
+
+
+async def test_a_long_option_list_is_capped_at_discords_25(
+    harness: BotHarness, fake_engine: FakeEngine
+) -> None:
+    many = Question("Which file?", "File", tuple(QuestionOption(f"file{n}.py") for n in range(30)))
+
+    async def ask_many(turn: FakeTurn) -> None:
+        answers = await turn.ask([many])
+        turn.text(f"answers: {answers}")
+        turn.step()
+
+    fake_engine.responder = ask_many
+    message = harness.alice.send_message(harness.channel_id, "pick a file")
+    thread_id = await harness.thread_of(message)
+    asked = await harness.emulator.wait_for_message(thread_id, lambda m: "File" in m["content"])
+    [menu] = [c for c in iter_components(asked["components"]) if c["type"] == 3]
+    labels = [o["label"] for o in menu["options"]]
+    assert len(labels) == 25
+    assert labels[:24] == [f"file{n}.py" for n in range(24)]
+    assert labels[24] == "Other…"  # the rest can still be typed
+    harness.alice.select(asked, menu["custom_id"], ["23"])
+    await harness.emulator.wait_for_message(thread_id, said("answers: [['file23.py']]"))
+
+
+async def test_a_new_message_rejects_an_open_question(
+    harness: BotHarness, fake_engine: FakeEngine
+) -> None:
+    fake_engine.responder = _ask_questions
+    message = harness.alice.send_message(harness.channel_id, "ask one")
+    thread_id = await harness.thread_of(message)
+    asked = await harness.emulator.wait_for_message(thread_id, lambda m: "Database" in m["content"])
+    harness.alice.send_message(thread_id, "forget it")
+    await harness.emulator.wait_for_message(thread_id, said("echo: forget it"))
+    [(_, answers)] = fake_engine.question_answers
+    assert answers is None  # rejected, not left hanging
+    assert harness.emulator.state.messages[thread_id][asked["id"]]["components"] == []

@@ -71,7 +71,11 @@ async def test_running_turns_are_saved_cleared_and_taken(tmp_path: Path) -> None
         await store.save_running_turn(RunningTurn(7, "ses_c", "msg_c", 30.0))
         # A thread has at most one running turn: the next one replaces it.
         await store.save_running_turn(RunningTurn(7, "ses_c", "msg_c2", 31.0))
+        await store.record_posted_parts(6, [("prt_1", 1), ("prt_2", 2)])
+        await store.record_posted_parts(5, [("prt_3", 3)])
         assert await store.clear_running_turn(6)
+        assert await store.posted_parts(6) == set()  # the turn's posted parts go with it
+        assert await store.posted_parts(5) == {"prt_3"}
         assert not await store.clear_running_turn(6)
         assert await store.take_running_turns() == [
             RunningTurn(5, "ses_a", "msg_a", 10.0, 100),
