@@ -14,7 +14,8 @@ turn from the end of the new one.
 
 from __future__ import annotations
 
-from typing import Literal, final
+import os
+from typing import Final, Literal, final
 
 import attrs
 
@@ -45,11 +46,15 @@ __all__ = [
     "ToolUpdated",
     "TurnEnded",
     "Usage",
+    "relative_path",
+    "summary_line",
 ]
 
 StopReason = Literal["end_turn", "aborted", "error", "max_tokens", "max_turn_requests", "refused"]
 ToolStatus = Literal["pending", "running", "completed", "error"]
 PlanStatus = Literal["pending", "in_progress", "completed", "cancelled"]
+
+_SUMMARY_LIMIT: Final = 200
 
 
 @final
@@ -112,6 +117,21 @@ class ToolEvent:
     error: str | None = None
     output: str | None = None
     diff: DiffStats | None = None
+
+
+def summary_line(text: str, limit: int = _SUMMARY_LIMIT) -> str:
+    """`text` as one line of at most `limit` characters (for `input_summary` and titles)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def relative_path(path: str, directory: str) -> str:
+    """`path` relative to the project `directory` when it lies inside it, else as given."""
+    if directory and os.path.isabs(path):
+        relative = os.path.relpath(path, directory)
+        if not relative.startswith(".."):
+            return relative
+    return path
 
 
 @final

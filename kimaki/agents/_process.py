@@ -50,6 +50,7 @@ __all__ = [
     "LaunchSpec",
     "StderrTail",
     "child_environment",
+    "close_fds",
     "spawn",
 ]
 
@@ -266,16 +267,14 @@ class AgentProcess:
         `ProcessLookupError` when `pid` is not a running child of this process; the fds are
         closed then.
         """
-        fds = [fd for fd in (stdout_fd, stderr_fd) if fd is not None]
         try:
             pidfd = _open_child(pid)
         except BaseException:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            close_fds(stdout_fd, stderr_fd)
             raise
-        for fd in fds:
-            os.set_inheritable(fd, False)  # not into the next agent server we start
+        for fd in (stdout_fd, stderr_fd):
+            if fd is not None:
+                os.set_inheritable(fd, False)  # not into the next agent server we start
 
         def stream(fd: int | None) -> trio.lowlevel.FdStream | None:
             return None if fd is None else trio.lowlevel.FdStream(fd)
@@ -393,6 +392,14 @@ class AgentProcess:
         for stream in (self.stdin, self.stdout, self._stderr):
             if stream is not None:
                 await stream.aclose()
+
+
+def close_fds(*fds: int | None) -> None:
+    """Close what is open of `fds` (handed-over pipe ends no process will read)."""
+    for fd in fds:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _open_child(pid: int) -> int:

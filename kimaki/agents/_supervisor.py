@@ -91,7 +91,10 @@ class RestartPolicy:
 class ServerHooks(Protocol[ConnT]):
     """What an engine tells the supervisor about its kind of server."""
 
-    def launch_spec(self) -> LaunchSpec: ...
+    def launch_spec(self) -> LaunchSpec:
+        """How to start the next process. Runs in a worker thread, so it may block on the file
+        system (creating the agent's home, copying its credentials)."""
+        ...
 
     async def connect(self, process: AgentProcess, nursery: trio.Nursery) -> ConnT:
         """Wait until the server is ready and return a connection to it.
@@ -387,7 +390,10 @@ class AgentServer(Generic[ConnT]):
         if self._adopted is not None:
             process, self._adopted = self._adopted, None
         else:
-            spec = self._hooks.launch_spec()
+            try:
+                spec = await trio.to_thread.run_sync(self._hooks.launch_spec)
+            except OSError as exc:  # e.g. the agent's home cannot be created
+                return _Crash(f"{self.name}: could not prepare its start: {exc}", True)
             try:
                 process = spawn(spec)
             except OSError as exc:

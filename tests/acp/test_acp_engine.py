@@ -32,7 +32,6 @@ from kimaki.agents import (
     ServerState,
     SessionNotFoundError,
     SessionRenamed,
-    TextCompleted,
     TextDelta,
     ToolFinished,
     ToolStarted,
@@ -41,6 +40,7 @@ from kimaki.agents import (
     Usage,
 )
 from kimaki.agents.acp import AcpConfig, AcpEngine, AgentCommand, McpServer, open_acp_engine
+from kimaki.sessions import PromptFile
 from kimaki.testing.acp_agent import (
     AcpSchema,
     AgentScript,
@@ -64,16 +64,10 @@ from kimaki.testing.acp_agent import (
     fake_agent_argv,
     read_record,
 )
+from kimaki.testing.engine import texts, until_turn_end
 from kimaki.testing.opencode import process_running
 
 SCHEMA = AcpSchema.from_path(default_schema_path()) if default_schema_path().is_file() else None
-
-
-@attrs.frozen
-class Picture:
-    filename: str
-    mime: str
-    data: bytes
 
 
 @attrs.define
@@ -112,25 +106,11 @@ async def fake_agent(
         assert SCHEMA.check_record(record) == []
 
 
-async def until_turn_end(events: EventQueue, *, permission: str | None = None) -> list[EngineEvent]:
-    out: list[EngineEvent] = []
-    with trio.fail_after(10):
-        async for event in events:
-            out.append(event)
-            if isinstance(event, TurnEnded):
-                return out
-    raise AssertionError(f"the stream ended without TurnEnded: {out}")
-
-
 async def turn(session: Any, text: str, *args: Any, **kwargs: Any) -> list[EngineEvent]:
     turn_id = await session.prompt(text, *args, **kwargs)
     events = await until_turn_end(session.events)
     assert events[-1].turn_id == turn_id  # type: ignore[union-attr]
     return events
-
-
-def texts(events: list[EngineEvent]) -> list[str]:
-    return [e.text for e in events if isinstance(e, TextCompleted)]
 
 
 def kinds(events: list[EngineEvent]) -> list[str]:
@@ -493,9 +473,9 @@ async def test_models_agents_and_commands_come_from_the_agent(tmp_path: Path) ->
 
 
 async def test_attachments_follow_the_prompt_capabilities(tmp_path: Path) -> None:
-    png = Picture("shot.png", "image/png", b"\x89PNG fake")
-    notes = Picture("notes.md", "text/markdown", b"# Notes")
-    blob = Picture("data.bin", "application/octet-stream", b"\x00\xff")
+    png = PromptFile("shot.png", "image/png", b"\x89PNG fake")
+    notes = PromptFile("notes.md", "text/markdown", b"# Notes")
+    blob = PromptFile("data.bin", "application/octet-stream", b"\x00\xff")
     async with fake_agent(tmp_path, AgentScript(image=True)) as fake:
         session = await fake.engine.open_session(fake.project)
         await turn(session, "look", [png, notes])

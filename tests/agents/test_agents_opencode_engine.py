@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
@@ -37,6 +36,8 @@ from kimaki.agents import (
     Usage,
 )
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
+from kimaki.sessions import PromptFile
+from kimaki.testing.engine import texts, until_turn_end
 from kimaki.testing.opencode import (
     Ask,
     DropStream,
@@ -51,13 +52,6 @@ from kimaki.testing.opencode import (
     Tool,
     stub_command,
 )
-
-
-@attrs.frozen
-class Picture:
-    filename: str
-    mime: str
-    data: bytes
 
 
 @asynccontextmanager
@@ -76,20 +70,6 @@ async def running(
         async with open_opencode_engine(OpenCodeConfig(**options)) as engine:
             yield fake, engine
         nursery.cancel_scope.cancel()
-
-
-async def until_turn_end(events: EventQueue) -> list[EngineEvent]:
-    out: list[EngineEvent] = []
-    with trio.fail_after(10):
-        async for event in events:
-            out.append(event)
-            if isinstance(event, TurnEnded):
-                return out
-    raise AssertionError(f"the stream ended without TurnEnded: {out}")
-
-
-def texts(events: list[EngineEvent]) -> list[str]:
-    return [e.text for e in events if isinstance(e, TextCompleted)]
 
 
 async def test_a_text_turn(tmp_path: Path) -> None:
@@ -119,7 +99,7 @@ async def test_files_go_as_data_urls(tmp_path: Path) -> None:
     async with running(tmp_path) as (fake, engine):
         session = await engine.open_session(tmp_path)
         png = b"\x89PNG\r\n\x1a\nfake"
-        await session.prompt("look", [Picture("shot.png", "image/png", png)], agent="plan")
+        await session.prompt("look", [PromptFile("shot.png", "image/png", png)], agent="plan")
         await until_turn_end(session.events)
     [prompt] = [r for r in fake.requests if r.path.endswith("/prompt_async")]
     assert prompt.body["agent"] == "plan"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
@@ -40,6 +39,8 @@ from kimaki.agents._events import (
     ToolUpdated,
     TurnEnded,
     Usage,
+    relative_path,
+    summary_line,
 )
 from kimaki.agents._turns import Turn, TurnTracker
 
@@ -47,7 +48,6 @@ __all__ = ["Catalog", "UpdateMapper", "stop_reason", "tool_summary"]
 
 log = logging.getLogger("kimaki.acp")
 
-_SUMMARY_LIMIT: Final = 200
 _STOP_REASONS: Final[Mapping[str, StopReason]] = {
     "end_turn": "end_turn",
     "max_tokens": "max_tokens",
@@ -74,45 +74,32 @@ def stop_reason(wire: Any, *, aborted: bool = False) -> StopReason:
     return reason
 
 
-def _short(text: str, limit: int = _SUMMARY_LIMIT) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _relative(path: str, directory: str) -> str:
-    if directory and os.path.isabs(path):
-        relative = os.path.relpath(path, directory)
-        if not relative.startswith(".."):
-            return relative
-    return path
-
-
 def tool_summary(raw_input: Any, locations: Sequence[Any], directory: str = "") -> str:
     """The one line a person needs to know what a tool call does."""
     if isinstance(raw_input, dict):
         for key in ("command", "cmd"):
             value = raw_input.get(key)
             if isinstance(value, str) and value:
-                return _short(value)
+                return summary_line(value)
             if isinstance(value, list) and all(isinstance(v, str) for v in value) and value:
-                return _short(" ".join(value))
+                return summary_line(" ".join(value))
         for key in ("file_path", "filePath", "path", "absolute_path", "notebook_path"):
             value = raw_input.get(key)
             if isinstance(value, str) and value:
-                return _relative(value, directory)
+                return relative_path(value, directory)
         for key in ("pattern", "url", "query", "description", "prompt"):
             value = raw_input.get(key)
             if isinstance(value, str) and value:
-                return _short(value)
+                return summary_line(value)
     for location in locations:
         if isinstance(location, dict) and isinstance(location.get("path"), str):
-            path = _relative(location["path"], directory)
+            path = relative_path(location["path"], directory)
             if path != ".":
                 return path
     if isinstance(raw_input, dict) and raw_input:
         shown = {k: v for k, v in raw_input.items() if k != "cwd"}
         if shown:
-            return _short(json.dumps(shown, ensure_ascii=False, sort_keys=True))
+            return summary_line(json.dumps(shown, ensure_ascii=False, sort_keys=True))
     return ""
 
 
@@ -141,7 +128,7 @@ def _diff_stats(items: Iterable[Any], directory: str) -> DiffStats | None:
         if not isinstance(path, str) or not isinstance(new, str):
             continue
         old = item.get("oldText")
-        shown = _relative(path, directory)
+        shown = relative_path(path, directory)
         if not isinstance(old, str):
             lines = new.count("\n") + (0 if new.endswith("\n") or not new else 1)
             return DiffStats(path=shown, lines=lines)

@@ -24,9 +24,7 @@ kept running meanwhile (what the server did during the restart is replayed from 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import random
 import secrets
 import shlex
@@ -80,7 +78,7 @@ from kimaki.agents._extras import (
     TerminalAttach,
     UndoResult,
 )
-from kimaki.agents._process import AgentProcess, LaunchSpec, child_environment
+from kimaki.agents._process import AgentProcess, LaunchSpec, child_environment, close_fds
 from kimaki.agents._supervisor import AgentServer, RestartPolicy
 from kimaki.agents._turns import TurnKeeper
 from kimaki.agents.opencode._client import OpenCodeClient, file_part, text_part
@@ -178,10 +176,6 @@ class OpenCodeConnection:
         self.version = version
         self._stream_ready = trio.Event()
         self.context_limits: dict[tuple[str, str], int] = {}
-
-    @property
-    def stream_ready(self) -> bool:
-        return self._stream_ready.is_set()
 
     async def wait_stream_ready(self) -> None:
         """Prompts wait for the stream, or the first events of their turn would be missed."""
@@ -293,7 +287,7 @@ class _Directory:
             return None
         port = urlsplit(self._url or "").port
         if port is None:  # cannot happen for a ready server; be safe rather than adopt blind
-            _close_fds(detached.stdout_fd, detached.stderr_fd)
+            close_fds(detached.stdout_fd, detached.stderr_fd)
             return None
         return AgentServerHandover(
             engine=ENGINE_NAME,
@@ -434,13 +428,6 @@ async def _drain(process: AgentProcess, name: str) -> None:
         return
 
 
-def _close_fds(*fds: int | None) -> None:
-    for fd in fds:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 def _providers(body: Mapping[str, Any]) -> list[ProviderModels]:
     defaults = body.get("default")
     defaults = defaults if isinstance(defaults, dict) else {}
@@ -520,12 +507,7 @@ class OpenCodeSession:
         agent: str | None = None,
     ) -> str:
         async with self._prompt_lock:
-            if self._closed:
-                raise EngineError("this session was closed")
-            if self._mapper.turn_id is not None:
-                raise TurnInProgressError("the previous turn is still running")
-            connection = await self._dir.server.connection()
-            await connection.wait_stream_ready()
+            connection = await self._ready_for_turn()
             parts = [text_part(text)] if text else []
             parts += [file_part(f) for f in files]
             message_id = new_message_id()
@@ -552,12 +534,7 @@ class OpenCodeSession:
         with an error. Raises `TurnInProgressError` while another turn runs here.
         """
         async with self._prompt_lock:
-            if self._closed:
-                raise EngineError("this session was closed")
-            if self._mapper.turn_id is not None:
-                raise TurnInProgressError("the previous turn is still running")
-            connection = await self._dir.server.connection()
-            await connection.wait_stream_ready()
+            connection = await self._ready_for_turn()
             self._mapper.begin_turn(turn_id)
             self._turns.begin()
         log.info("%s: following turn %s after the restart", self.session_id, turn_id)
@@ -601,6 +578,17 @@ class OpenCodeSession:
         await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ internals
+
+    async def _ready_for_turn(self) -> OpenCodeConnection:
+        """Under the prompt lock: the connection a new turn runs on, its event stream up (or
+        the turn's first events would be missed)."""
+        if self._closed:
+            raise EngineError("this session was closed")
+        if self._mapper.turn_id is not None:
+            raise TurnInProgressError("the previous turn is still running")
+        connection = await self._dir.server.connection()
+        await connection.wait_stream_ready()
+        return connection
 
     def _handle(self, wire: Any) -> None:
         self._emit_all(self._mapper.handle(wire))
@@ -699,6 +687,10 @@ class OpenCodeEngine:
     def _directory(self, directory: Path) -> _Directory:
         return self._directories.get(directory)
 
+    async def _client(self, directory: Path) -> OpenCodeClient:
+        """The client of the server of `directory`, started if need be."""
+        return (await self._directory(directory).server.connection()).client
+
     def server(self, directory: Path) -> AgentServer[OpenCodeConnection]:
         """The supervised server of `directory` (created, not started, if new)."""
         return self._directory(directory).server
@@ -721,34 +713,30 @@ class OpenCodeEngine:
         return state.sessions.add(OpenCodeSession(state, info, self._nursery))
 
     async def list_models(self, directory: Path) -> list[ProviderModels]:
-        connection = await self._directory(directory).server.connection()
-        return _providers(await connection.client.providers())
+        return _providers(await (await self._client(directory)).providers())
 
     async def list_agents(self, directory: Path) -> list[AgentInfo]:
-        connection = await self._directory(directory).server.connection()
+        client = await self._client(directory)
         return [
             AgentInfo(
                 name=str(agent.get("name")),
                 description=str(agent.get("description") or ""),
                 primary=agent.get("mode") in ("primary", "all"),
             )
-            for agent in await connection.client.agents()
+            for agent in await client.agents()
             if isinstance(agent.get("name"), str) and agent.get("hidden") is not True
         ]
 
     async def list_commands(self, directory: Path) -> list[CommandInfo]:
-        connection = await self._directory(directory).server.connection()
+        client = await self._client(directory)
         return [
             CommandInfo(str(command["name"]), str(command.get("description") or ""))
-            for command in await connection.client.commands()
+            for command in await client.commands()
             if isinstance(command.get("name"), str)
         ]
 
     # ------------------------------------------------------------------ capabilities
     # (kimaki.agents._extras: what the bot's commands use beyond the engine interface)
-
-    async def _client(self, directory: Path) -> OpenCodeClient:
-        return (await self._directory(directory).server.connection()).client
 
     async def list_sessions(
         self, directory: Path, *, search: str = "", limit: int = 25

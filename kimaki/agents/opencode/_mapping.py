@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, final
 
@@ -54,6 +53,8 @@ from kimaki.agents._events import (
     ToolUpdated,
     TurnEnded,
     Usage,
+    relative_path,
+    summary_line,
 )
 from kimaki.agents._turns import Turn, TurnTracker
 from kimaki.agents.opencode._wire import (
@@ -87,7 +88,6 @@ log = logging.getLogger("kimaki.opencode")
 ContextLimits = Callable[[str | None, str | None], int | None]
 
 _MAX_REMEMBERED_MESSAGES: Final = 2048
-_SUMMARY_LIMIT: Final = 200
 _TOOL_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running", "completed", "error"})
 
 
@@ -106,40 +106,23 @@ class _Message:
     model_id: str | None
 
 
-def _short(text: str, limit: int = _SUMMARY_LIMIT) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def input_summary(tool: str, tool_input: Mapping[str, Any], directory: str = "") -> str:
     """The one line a person needs to know what a tool call does."""
-
-    def path(value: Any) -> str:
-        if not isinstance(value, str):
-            return ""
-        if directory and os.path.isabs(value):
-            try:
-                relative = os.path.relpath(value, directory)
-            except ValueError:
-                return value
-            return value if relative.startswith("..") else relative
-        return value
-
     if not tool_input:
         return ""
     if tool == "bash" and isinstance(tool_input.get("command"), str):
-        return _short(tool_input["command"])
+        return summary_line(tool_input["command"])
     for key in ("filePath", "path"):
         if isinstance(tool_input.get(key), str):
-            return path(tool_input[key])
+            return relative_path(tool_input[key], directory)
     for key in ("pattern", "url", "query", "description"):
         if isinstance(tool_input.get(key), str):
-            return _short(tool_input[key])
+            return summary_line(tool_input[key])
     if tool == "todowrite" and isinstance(tool_input.get("todos"), list):
         return f"{len(tool_input['todos'])} todos"
     if tool == "question":
         return ""
-    return _short(json.dumps(tool_input, ensure_ascii=False, sort_keys=True))
+    return summary_line(json.dumps(tool_input, ensure_ascii=False, sort_keys=True))
 
 
 def _diff_stats(part: ToolPart, directory: str) -> DiffStats | None:
@@ -447,9 +430,9 @@ class SessionMapper(TurnTracker[_Turn]):
 def _permission(event: PermissionAsked) -> PermissionRequested:
     command = event.metadata.get("command")
     if isinstance(command, str) and command:
-        title = _short(command)
+        title = summary_line(command)
     elif event.patterns:
-        title = _short(", ".join(event.patterns))
+        title = summary_line(", ".join(event.patterns))
     else:
         title = event.permission
     return PermissionRequested(
