@@ -264,7 +264,7 @@ class Daemon:
                 )
                 self._shard = connection.shard
                 self._bot = connection.bot
-                install_project_routes(self._control, connection.bot)
+                await install_project_routes(self._control, connection.bot)
                 self._dispatcher = connection.dispatcher
                 guilds = self._guild_count()
                 log.info("connected to Discord: %d guild(s)", guilds)

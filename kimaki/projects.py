@@ -43,7 +43,7 @@ from kimaki.discord.models import Channel, ChannelType
 from kimaki.discord.rest import RESTClient
 from kimaki.errors import ConfigError, CredentialsError, KimakiError
 from kimaki.store import ChannelRecord, Store
-from kimaki.worktrees import WorktreeError, worktree_slug
+from kimaki.worktrees import WorktreeError, run_git, worktree_slug
 
 if TYPE_CHECKING:
     from kimaki.bot import Bot
@@ -304,13 +304,7 @@ class Projects:
             ) from None
         except OSError as exc:
             raise InvalidProjectError(f"cannot create {directory}: {exc.strerror}") from None
-        result = await trio.run_process(
-            ["git", "init", "--quiet", "--", str(directory)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
-        )
+        result = await run_git(directory, "init", "--quiet", check=False)
         if result.returncode != 0:
             log.warning("git init in %s failed: %s", directory, result.stderr.decode().strip())
         return await self.add(directory, guild_id=guild_id)
@@ -398,14 +392,14 @@ class Projects:
 # ---- the daemon's side of the lock port
 
 
-def install_project_routes(control: ControlServer, bot: Bot) -> None:
+async def install_project_routes(control: ControlServer, bot: Bot) -> None:
     """`GET /projects`, `POST /projects` and `POST /projects/remove` on the lock port.
 
     Writes a fresh token to `<data-dir>/control-token` (0600); requests without it get 401.
     """
     token = secrets.token_urlsafe(32)
     register_secret(token)
-    _write_private(bot.config.data_dir / CONTROL_TOKEN_FILE, token)
+    await trio.to_thread.run_sync(_write_private, bot.config.data_dir / CONTROL_TOKEN_FILE, token)
 
     Route = Callable[[Projects, dict[str, Any]], Awaitable[dict[str, Any]]]
 

@@ -35,6 +35,10 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 # The OpenCode HTTP engine; ACP agents are engines named `acp:<agent name>`.
 DEFAULT_ENGINE: Final = "opencode"
 _AGENT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+# Defaults of the durations (seconds), for `Settings` and for `load_settings` alike.
+_AGENT_IDLE_TIMEOUT: Final = 30 * 60.0
+_THREAD_IDLE_TIMEOUT: Final = 15 * 60.0
+_PERMISSION_TIMEOUT: Final = 10 * 60.0
 
 
 @final
@@ -48,11 +52,11 @@ class Settings:
     lock_port: int
     opencode_path: str
     # Seconds without session activity before an agent server is stopped (restarted on demand).
-    agent_idle_timeout: float = 30 * 60.0
+    agent_idle_timeout: float = _AGENT_IDLE_TIMEOUT
     # Seconds a thread with nothing to do keeps its runtime in memory (rebuilt on demand).
-    thread_idle_timeout: float = 15 * 60.0
+    thread_idle_timeout: float = _THREAD_IDLE_TIMEOUT
     # Seconds a permission request waits for a person before it is denied.
-    permission_timeout: float = 10 * 60.0
+    permission_timeout: float = _PERMISSION_TIMEOUT
     # Start tracemalloc at boot, so heap snapshots have allocation sites from the start.
     trace_memory: bool = False
     # Bytes; the cgroup's memory.max wins when there is one. None: no automatic snapshots.
@@ -152,9 +156,9 @@ def load_settings(
         raw = env.get(variable, "").strip()
         return _duration(raw, variable) if raw else default
 
-    idle = duration("KIMAKI_AGENT_IDLE_TIMEOUT", 30 * 60.0)
-    thread_idle = duration("KIMAKI_THREAD_IDLE_TIMEOUT", 15 * 60.0)
-    permission_timeout = duration("KIMAKI_PERMISSION_TIMEOUT", 10 * 60.0)
+    idle = duration("KIMAKI_AGENT_IDLE_TIMEOUT", _AGENT_IDLE_TIMEOUT)
+    thread_idle = duration("KIMAKI_THREAD_IDLE_TIMEOUT", _THREAD_IDLE_TIMEOUT)
+    permission_timeout = duration("KIMAKI_PERMISSION_TIMEOUT", _PERMISSION_TIMEOUT)
 
     raw_limit, limit_source = pick(memory_limit, "KIMAKI_MEMORY_LIMIT")
     limit = (

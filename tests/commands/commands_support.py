@@ -77,6 +77,20 @@ async def opencode_engine(directory: Path) -> AsyncIterator[tuple[FakeOpenCode, 
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def opencode_bot(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Path, FakeOpenCode, OpenCodeEngine, BotHarness]]:
+    """A project folder `tmp_path/project`, the OpenCode engine on its fake server, and the bot."""
+    project = tmp_path / "project"
+    await trio.Path(project).mkdir()
+    async with (
+        opencode_engine(project) as (fake, engine),
+        commands_bot(tmp_path, engine) as harness,
+    ):
+        yield project, fake, engine, harness
+
+
 def run(
     harness: BotHarness,
     name: str,

@@ -12,7 +12,7 @@ from commands_support import (
     ephemeral,
     git_identity,
     make_repository,
-    opencode_engine,
+    opencode_bot,
 )
 
 from kimaki.agents import ServerState
@@ -46,12 +46,7 @@ def user_messages(fake: FakeOpenCode, session_id: str) -> list[str]:
 
 
 async def test_undo_and_redo(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    async with (
-        opencode_engine(project) as (fake, engine),
-        commands_bot(tmp_path, engine) as harness,
-    ):
+    async with opencode_bot(tmp_path) as (_, fake, _, harness):
         fake.add_turns(FakeTurn.of(Say("one")), FakeTurn.of(Say("two")))
         thread_id = await turn(harness, harness.channel_id, "first step", "one")
         await turn(harness, thread_id, "second step", "two")
@@ -83,12 +78,7 @@ async def test_undo_and_redo(tmp_path: Path) -> None:
 
 
 async def test_compact_uses_the_sessions_model(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    async with (
-        opencode_engine(project) as (fake, engine),
-        commands_bot(tmp_path, engine) as harness,
-    ):
+    async with opencode_bot(tmp_path) as (_, fake, _, harness):
         thread_id = await turn(harness, harness.channel_id, "hello", "ok")
         record = await harness.store.get_thread(int(thread_id))
         assert record is not None
@@ -101,12 +91,7 @@ async def test_compact_uses_the_sessions_model(tmp_path: Path) -> None:
 
 
 async def test_restart_agent_server_ends_the_running_turn(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    async with (
-        opencode_engine(project) as (fake, engine),
-        commands_bot(tmp_path, engine) as harness,
-    ):
+    async with opencode_bot(tmp_path) as (project, fake, engine, harness):
         fake.add_turns(FakeTurn.of(Say("working"), Hold()))
         message = harness.alice.send_message(harness.channel_id, "long job")
         thread_id = await harness.thread_of(message)

@@ -9,7 +9,7 @@ from commands_support import (
     command,
     commands_bot,
     ephemeral,
-    opencode_engine,
+    opencode_bot,
 )
 
 from kimaki.bot.commands._common import IN_THREAD_ONLY
@@ -121,9 +121,7 @@ async def test_session_id(tmp_path: Path) -> None:
 
 
 async def test_session_id_shows_the_opencode_terminal_command(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    async with opencode_engine(project) as (_, engine), commands_bot(tmp_path, engine) as harness:
+    async with opencode_bot(tmp_path) as (project, _, _, harness):
         message = harness.alice.send_message(harness.channel_id, "hello")
         thread_id = await harness.thread_of(message)
         await harness.emulator.wait_for_message(thread_id, lambda m: "ok" in m["content"])
@@ -137,12 +135,7 @@ async def test_session_id_shows_the_opencode_terminal_command(tmp_path: Path) ->
 
 
 async def test_resume_binds_a_thread_and_replays_history(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    async with (
-        opencode_engine(project) as (fake, engine),
-        commands_bot(tmp_path, engine) as harness,
-    ):
+    async with opencode_bot(tmp_path) as (_, fake, _, harness):
         old = fake.add_session("Refactor the parser")
         old.add_message("user", "Please refactor the parser")
         old.add_message("assistant", "Done: the parser is now a state machine.")

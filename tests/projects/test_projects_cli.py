@@ -125,7 +125,7 @@ async def test_through_the_running_daemon(tmp_path: Path) -> None:
             data_dir=data_dir,
             health=lambda: {"pid": os.getpid(), "data_dir": str(data_dir)},
         )
-        install_project_routes(control, harness.bot)
+        await install_project_routes(control, harness.bot)
         port = await nursery.start(control.serve)
         token_file = data_dir / CONTROL_TOKEN_FILE
         assert token_file.stat().st_mode & 0o777 == 0o600

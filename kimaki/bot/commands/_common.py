@@ -12,7 +12,10 @@ import attrs
 from kimaki.agents import Engine, EngineError
 from kimaki.bot._engines import UnknownEngineError
 from kimaki.bot._interactions import InteractionContext
+from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.discord.markdown import split_message
 from kimaki.discord.models import (
+    AllowedMentions,
     ApplicationCommandOption,
     ApplicationCommandOptionType,
     CommandChoice,
@@ -35,8 +38,10 @@ __all__ = [
     "matching",
     "option",
     "person_name",
+    "post_quietly",
     "say_engine_error",
     "session_thread",
+    "thread_here",
     "unsupported",
 ]
 
@@ -122,6 +127,24 @@ def format_age(timestamp: float, *, now: float | None = None) -> str:
     if seconds < 86400:
         return f"{int(seconds // 3600)} h ago"
     return f"{int(seconds // 86400)} d ago"
+
+
+async def thread_here(ctx: InteractionContext) -> ThreadRecord | None:
+    """The record of the thread the command ran in; None in a channel or an unknown thread."""
+    return await ctx.bot.threads.record(ctx.channel_id) if ctx.in_thread else None
+
+
+async def post_quietly(bot: Bot, channel_id: int, text: str) -> None:
+    """Post what was already said elsewhere (a prompt, history, a note): it pings nobody.
+
+    A failure is logged and the rest dropped: the command's own answer still tells the person.
+    """
+    for chunk in split_message(text):
+        try:
+            await bot.rest.create_message(channel_id, chunk, allowed_mentions=AllowedMentions())
+        except (HTTPError, NetworkError) as exc:
+            log.warning("could not post in %d: %s", channel_id, exc)
+            return
 
 
 async def session_thread(ctx: InteractionContext, command: str) -> ThreadRecord | None:

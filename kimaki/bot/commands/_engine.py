@@ -15,7 +15,7 @@ import attrs
 
 from kimaki.bot._engines import Engines
 from kimaki.bot._interactions import InteractionContext, SlashCommand
-from kimaki.bot.commands._common import matching, option
+from kimaki.bot.commands._common import matching, option, thread_here
 from kimaki.discord.models import CommandChoice
 from kimaki.store import ChannelRecord
 
@@ -109,9 +109,7 @@ async def _current(ctx: InteractionContext, record: ChannelRecord) -> str:
 
 async def _kept(ctx: InteractionContext) -> str:
     """In a session thread: a reminder that the thread itself keeps its engine."""
-    if not ctx.in_thread:
-        return ""
-    thread = await ctx.bot.threads.record(ctx.channel_id)
+    thread = await thread_here(ctx)
     if thread is None:
         return ""
     return f" This thread keeps `{thread.engine}`."

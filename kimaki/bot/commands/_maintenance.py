@@ -26,6 +26,7 @@ from kimaki.bot.commands._common import (
     get_engine,
     say_engine_error,
     session_thread,
+    thread_here,
     unsupported,
 )
 from kimaki.discord.rest import File
@@ -150,7 +151,7 @@ async def _compact(ctx: InteractionContext) -> None:
 async def _restart(ctx: InteractionContext) -> None:
     project = ctx.project
     assert project is not None
-    thread = await ctx.bot.threads.record(ctx.channel_id) if ctx.in_thread else None
+    thread = await thread_here(ctx)
     engine = await get_engine(ctx, engine_name(ctx, thread))
     if engine is None:
         return
@@ -194,7 +195,7 @@ async def working_tree_diff(directory: Path) -> bytes:
 async def _diff(ctx: InteractionContext) -> None:
     project = ctx.project
     assert project is not None
-    thread = await ctx.bot.threads.record(ctx.channel_id) if ctx.in_thread else None
+    thread = await thread_here(ctx)
     directory = thread.directory if thread is not None else project.directory
     if not await is_git_repository(directory):
         await ctx.reply(f"`{directory}` is not a git repository: there is no diff to show.")

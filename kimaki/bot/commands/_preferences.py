@@ -27,6 +27,7 @@ from kimaki.bot.commands._common import (
     ensure_session,
     matching,
     option,
+    thread_here,
 )
 from kimaki.discord.models import (
     ActionRow,
@@ -136,7 +137,7 @@ class _Where:
 async def _where(ctx: InteractionContext) -> _Where:
     project = ctx.project
     assert project is not None
-    thread = await ctx.bot.threads.record(ctx.channel_id) if ctx.in_thread else None
+    thread = await thread_here(ctx)
     return _Where(
         channel_id=project.channel_id,
         thread_id=ctx.channel_id if ctx.in_thread else None,

@@ -32,11 +32,12 @@ from kimaki.bot.commands._common import (
     matching,
     option,
     person_name,
+    post_quietly,
+    say_engine_error,
     session_thread,
 )
-from kimaki.discord.errors import HTTPError, NetworkError
 from kimaki.discord.markdown import split_message
-from kimaki.discord.models import AllowedMentions, ApplicationCommandOptionType, CommandChoice
+from kimaki.discord.models import ApplicationCommandOptionType, CommandChoice
 from kimaki.store import Preference
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ async def _new_session(ctx: InteractionContext) -> None:
             return
     prompt = command_prompt(ctx, text)
     thread = await bot.threads.start_thread(project, name=text)
-    await _post(bot, thread.id, f"**{person_name(ctx)}**: {text}")
+    await post_quietly(bot, thread.id, f"**{person_name(ctx)}**: {text}")
     if agent is not None:
         record = await bot.threads.record(thread.id)
         assert record is not None
@@ -209,17 +210,15 @@ async def _resume(ctx: InteractionContext) -> None:
         # Two threads driving one session would interleave their turns: go to the one there is.
         await ctx.reply(f"Session `{session_id}` already runs in <#{bound.thread_id}>.")
         return
-    try:
-        engine = bot.engines.get(project.engine)
-    except UnknownEngineError as exc:
-        await ctx.reply(str(exc))
+    engine = await get_engine(ctx, project.engine)
+    if engine is None:
         return
     title = "Resumed session"
     if isinstance(engine, SessionCatalog):
         try:
             sessions = await engine.list_sessions(project.directory, limit=_RESUME_LOOKUP)
         except EngineError as exc:
-            await ctx.reply(f"⚠️ Could not list the sessions: {exc}")
+            await say_engine_error(ctx, "list the sessions", exc)
             return
         found = next((s for s in sessions if s.session_id == session_id), None)
         if found is None:
@@ -238,20 +237,10 @@ async def _resume(ctx: InteractionContext) -> None:
             entries = []
         if entries:
             for text in format_history(entries):
-                await _post(bot, thread.id, text)
+                await post_quietly(bot, thread.id, text)
             replayed = len(entries)
     shown = f" with its last {replayed} messages" if replayed else ""
     await ctx.reply(f"Resumed `{session_id}` in <#{thread.id}>{shown}.")
-
-
-async def _post(bot: Bot, channel_id: int, text: str) -> None:
-    """Post what was already said elsewhere (a prompt, history): it pings nobody again."""
-    for chunk in split_message(text):
-        try:
-            await bot.rest.create_message(channel_id, chunk, allowed_mentions=AllowedMentions())
-        except (HTTPError, NetworkError) as exc:
-            log.warning("could not post in %d: %s", channel_id, exc)
-            return
 
 
 # ---- /abort, /session-id

@@ -8,7 +8,6 @@ and handed to the agent to resolve. Nothing is force-pushed, reset or deleted.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -16,8 +15,13 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from kimaki.bot._interactions import InteractionContext, SlashCommand
-from kimaki.bot.commands._common import command_prompt, matching, option, session_thread
-from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.bot.commands._common import (
+    command_prompt,
+    matching,
+    option,
+    post_quietly,
+    session_thread,
+)
 from kimaki.discord.models import ActionRow, Button, ButtonStyle, CommandChoice
 from kimaki.store import ChannelRecord, InteractionKey
 from kimaki.worktrees import (
@@ -36,8 +40,6 @@ if TYPE_CHECKING:
     from kimaki.bot._bot import Bot
 
 __all__ = ["conflict_prompt", "install", "list_worktrees"]
-
-log = logging.getLogger("kimaki.commands")
 
 _TOGGLE_KIND: Final = "worktrees-auto"
 
@@ -114,14 +116,12 @@ async def _new_worktree(ctx: InteractionContext) -> None:
         return
     slug = worktree.branch.removeprefix(BRANCH_PREFIX)
     thread = await bot.threads.start_thread(project, name=slug, worktree=worktree)
-    try:
-        await bot.rest.create_message(
-            thread.id,
-            f"⎇ This thread works in `{worktree.path}` on branch `{worktree.branch}` "
-            f"(from `{worktree.base}`). Write here to start; `/merge-worktree` merges it back.",
-        )
-    except (HTTPError, NetworkError) as exc:
-        log.warning("thread %d: could not post the worktree note: %s", thread.id, exc)
+    await post_quietly(
+        bot,
+        thread.id,
+        f"⎇ This thread works in `{worktree.path}` on branch `{worktree.branch}` "
+        f"(from `{worktree.base}`). Write here to start; `/merge-worktree` merges it back.",
+    )
     await ctx.reply(f"Created worktree `{worktree.branch}` in <#{thread.id}>.")
 
 
