@@ -23,6 +23,7 @@ Reported:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -30,12 +31,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from kimaki.testing.bot import paragraphs, said
 from kimaki.testing.daemon import DaemonProcess, map_project, running_daemon, wait_for_health
 from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
 from kimaki.testing.discord._errors import WaitTimeout
@@ -43,35 +44,21 @@ from kimaki.testing.discord._errors import WaitTimeout
 ANSWER = "ok"
 
 
-def _paragraphs(message: Mapping[str, Any]) -> list[str]:
-    return [block for block in str(message.get("content", "")).split("\n\n") if block]
-
-
 class Traffic:
     """People writing into threads, one message at a time each."""
 
-    def __init__(self, emulator: DiscordEmulator, pause: float, answer_timeout: float) -> None:
+    def __init__(self, emulator: DiscordEmulator, pause: float) -> None:
         self.emulator = emulator
         self.pause = pause
-        self.answer_timeout = answer_timeout
         self.sent = 0
         self.stop = trio.Event()
 
     async def person(self, actor: Any, thread_id: str) -> None:
-        emulator = self.emulator
-        previous = emulator.wait_timeout
         while not self.stop.is_set():
             message = actor.send_message(thread_id, f"message {self.sent}")
             self.sent += 1
-            emulator.wait_timeout = self.answer_timeout
-            try:
-                await emulator.wait_for_message(
-                    thread_id, lambda m: ANSWER in _paragraphs(m), after=message
-                )
-            except WaitTimeout:
-                pass  # counted as lost at the end
-            finally:
-                emulator.wait_timeout = previous
+            with contextlib.suppress(WaitTimeout):  # counted as lost at the end
+                await self.emulator.wait_for_message(thread_id, said(ANSWER), after=message)
             await trio.sleep(self.pause)
 
 
@@ -89,7 +76,7 @@ def count_answers(
         if author == person_id:
             answers.append(0)
         elif author == bot_id and answers:
-            answers[-1] += _paragraphs(message).count(ANSWER)
+            answers[-1] += paragraphs(message).count(ANSWER)
     lost = sum(1 for n in answers if n == 0)
     duplicated = sum(n - 1 for n in answers if n > 1)
     return len(answers), lost, duplicated
@@ -167,9 +154,10 @@ async def run(args: argparse.Namespace) -> int:
                 first = person.send_message(channel_id, f"hello from {person.name}")
                 thread_id = str(first["id"])  # a thread started from a message has its id
                 await emulator.wait_for_thread(channel_id, lambda t, i=thread_id: t["id"] == i)
-                await emulator.wait_for_message(thread_id, lambda m: ANSWER in _paragraphs(m))
+                await emulator.wait_for_message(thread_id, said(ANSWER))
                 threads.append(thread_id)
-            traffic = Traffic(emulator, args.pause, args.answer_timeout)
+            emulator.wait_timeout = args.answer_timeout  # then an answer counts as lost
+            traffic = Traffic(emulator, args.pause)
             async with trio.open_nursery() as people_nursery:
                 for person, thread_id in zip(people, threads, strict=True):
                     people_nursery.start_soon(traffic.person, person, thread_id)

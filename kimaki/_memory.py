@@ -121,16 +121,16 @@ def cgroup_memory_limit(
 
 def parse_size(text: str) -> int:
     """'512M', '2G', '1.5GiB', '1000000' → bytes (binary units). ValueError when unreadable."""
-    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     value = text.strip().upper().removesuffix("IB").removesuffix("B")
-    suffix = value[-1:] if value[-1:] in units and value[-1:] != "" else ""
+    suffix = value[-1:]
     try:
-        number = float(value[: len(value) - len(suffix)] if suffix else value)
+        number = float(value.removesuffix(suffix) if suffix in units else value)
     except ValueError:
         number = 0
     if not number > 0:
         raise ValueError(f"not a size: {text!r} (use bytes, or a number with K, M, G or T)")
-    return int(number * units[suffix])
+    return int(number * units.get(suffix, 1))
 
 
 @final

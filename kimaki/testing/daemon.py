@@ -13,10 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, final
+from typing import Any, TypeVar, final
 
 import attrs
 import trio
@@ -26,7 +26,16 @@ from kimaki.store import ChannelRecord, Store
 from kimaki.testing.discord import DiscordEmulator
 from kimaki.testing.discord._emulator import Workspace
 
-__all__ = ["DaemonProcess", "free_port", "map_project", "running_daemon", "wait_for_health"]
+__all__ = [
+    "DaemonProcess",
+    "free_port",
+    "map_project",
+    "running_daemon",
+    "wait_for_health",
+    "within",
+]
+
+T = TypeVar("T")
 
 
 async def map_project(
@@ -46,6 +55,13 @@ async def map_project(
             )
         )
     return str(channel["id"])
+
+
+async def within(awaitable: Awaitable[T], seconds: float = 30) -> T:
+    """`await awaitable` (say, an emulator wait that has no timeout of its own), failing the
+    test instead of hanging when the daemon died and the awaited thing never comes."""
+    with trio.fail_after(seconds):
+        return await awaitable
 
 
 def free_port() -> int:

@@ -70,6 +70,7 @@ __all__ = [
     "echo",
     "open_fake_engine",
     "texts",
+    "until_turn_end",
 ]
 
 
@@ -441,6 +442,25 @@ async def open_fake_engine() -> AsyncIterator[FakeEngine]:
         nursery.cancel_scope.cancel()
 
 
+async def until_turn_end(
+    events: EventQueue,
+    *,
+    on_event: Callable[[EngineEvent], Awaitable[None]] | None = None,
+    within: float = 10,
+) -> list[EngineEvent]:
+    """Collect events up to and including the next `TurnEnded` (calling `on_event` on each);
+    fails after `within` seconds, or if the stream ends first."""
+    collected: list[EngineEvent] = []
+    with trio.fail_after(within):
+        async for event in events:
+            collected.append(event)
+            if on_event is not None:
+                await on_event(event)
+            if isinstance(event, TurnEnded):
+                return collected
+    raise AssertionError(f"the event stream ended before the turn: {collected}")
+
+
 async def drive_turn(
     session: EngineSession,
     text: str,
@@ -449,19 +469,19 @@ async def drive_turn(
     **options: Any,
 ) -> list[EngineEvent]:
     """Prompt any engine's session and collect the turn's events up to its `TurnEnded`,
-    answering every permission request with `permission` (end-to-end tests of real agents).
-    Gives up after a minute: a real agent that never ends its turn fails the test."""
+    answering every permission request with `permission` (end-to-end tests of real agents,
+    so it waits up to a minute)."""
+
+    async def answer(event: EngineEvent) -> None:
+        if isinstance(event, PermissionRequested) and permission is not None:
+            await session.reply_permission(event.request_id, permission)
+
     turn_id = await session.prompt(text, **options)
-    events: list[EngineEvent] = []
-    with trio.fail_after(60):
-        async for event in session.events:
-            events.append(event)
-            if isinstance(event, PermissionRequested) and permission is not None:
-                await session.reply_permission(event.request_id, permission)
-            if isinstance(event, TurnEnded):
-                assert event.turn_id == turn_id, (event, turn_id)
-                return events
-    raise AssertionError(f"the event stream ended before the turn: {events}")
+    events = await until_turn_end(session.events, on_event=answer, within=60)
+    ended = events[-1]
+    assert isinstance(ended, TurnEnded)
+    assert ended.turn_id == turn_id, (ended, turn_id)
+    return events
 
 
 def texts(events: Sequence[EngineEvent]) -> list[str]:

@@ -34,18 +34,24 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import signal
 import string
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Final, final
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 import trio
 
 from kimaki._http import Request, Response, serve_http
+
+if TYPE_CHECKING:
+    from kimaki.agents.opencode import OpenCodeConfig
 
 __all__ = [
     "Ask",
@@ -63,8 +69,11 @@ __all__ = [
     "Tool",
     "main",
     "process_running",
+    "real_opencode_binary",
+    "running_fake_opencode",
     "sigkill_daemon_stand_in",
     "stub_command",
+    "stub_config",
     "wait_for_exit",
 ]
 
@@ -86,6 +95,32 @@ _STUB: Final = (
 def stub_command(port: int) -> tuple[str, ...]:
     """A server command for an engine under test: prints this fake's URL, then sleeps."""
     return (sys.executable, "-c", _STUB, str(port))
+
+
+def stub_config(port: int, **options: Any) -> OpenCodeConfig:
+    """An engine config whose server is `stub_command(port)`, with the quick stream backoff and
+    stop grace tests want; `options` override any `OpenCodeConfig` field."""
+    from kimaki.agents.opencode import OpenCodeConfig  # the fake process does not need it
+
+    fields: dict[str, Any] = {
+        "command": stub_command(port),
+        "stream_backoff": (0.01, 0.05),
+        "stop_grace": 2.0,
+    }
+    return OpenCodeConfig(**(fields | options))
+
+
+@asynccontextmanager
+async def running_fake_opencode(
+    directory: str | Path, *turns: FakeTurn
+) -> AsyncIterator[tuple[FakeOpenCode, int]]:
+    """A `FakeOpenCode` for `directory` playing `turns` (with a short plugin burst), and its
+    port for `stub_command`/`stub_config`; it stops when the block ends."""
+    fake = FakeOpenCode(turns=turns, directory=str(directory), plugin_burst=3)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(fake.serve)
+        yield fake, port
+        nursery.cancel_scope.cancel()
 
 
 # ----------------------------------------------------------------------------- scripts
@@ -1155,6 +1190,24 @@ async def sigkill_daemon_stand_in(directory: str, command: Sequence[str]) -> int
             await driver.stdout.aclose()
 
 
+def real_opencode_binary() -> str:  # noqa: RET503 - pytest.skip and .fail raise
+    """The real `opencode` for end-to-end tests: `KIMAKI_TEST_OPENCODE`, else `opencode` on
+    PATH. Absent, the calling test is skipped, or failed under CI (the `CI` variable set),
+    where the noxfile installs it."""
+    import pytest  # only tests call this
+
+    path = os.environ.get("KIMAKI_TEST_OPENCODE") or shutil.which("opencode")
+    if path and os.path.exists(path):
+        return path
+    reason = (
+        "the real opencode binary is absent: set KIMAKI_TEST_OPENCODE to it, or run "
+        "`nox -s e2e`, which installs opencode-ai from npm"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 # ----------------------------------------------------------------------------- as a process
 
 
@@ -1227,23 +1280,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def real_opencode_binary() -> str:  # noqa: RET503 - pytest.skip and .fail raise
-    """The real `opencode` for end-to-end tests: `KIMAKI_TEST_OPENCODE`, else `opencode` on
-    PATH. Absent, the calling test is skipped, or failed under CI (the `CI` variable set),
-    where the noxfile installs it."""
-    import shutil
-
-    import pytest
-
-    path = os.environ.get("KIMAKI_TEST_OPENCODE") or shutil.which("opencode")
-    if path and os.path.exists(path):
-        return path
-    reason = (
-        "the real opencode binary is absent: set KIMAKI_TEST_OPENCODE to it, or run "
-        "`nox -s e2e`, which installs opencode-ai from npm"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)

@@ -4,7 +4,6 @@ the engine of channels that did not choose one."""
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
@@ -12,14 +11,7 @@ from kimaki.testing.acp_agent import AgentScript, Say, fake_agent_argv, read_rec
 from kimaki.testing.bot import said
 from kimaki.testing.daemon import map_project, running_daemon
 from kimaki.testing.discord import open_discord_emulator
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from kimaki.testing.opencode import process_running
 
 
 async def test_a_message_is_answered_by_the_configured_acp_agent(tmp_path: Path) -> None:
@@ -30,7 +22,8 @@ async def test_a_message_is_answered_by_the_configured_acp_agent(tmp_path: Path)
     record = tmp_path / "record.jsonl"
     agent = shlex.join(fake_agent_argv(script, record=record))
     async with open_discord_emulator() as emulator:
-        channel_id = await map_project(data, emulator, emulator.create_workspace(), project)
+        workspace = emulator.create_workspace()
+        channel_id = await map_project(data, emulator, workspace, project)
         async with running_daemon(
             api_url=emulator.api_url,
             token=emulator.token,
@@ -39,12 +32,7 @@ async def test_a_message_is_answered_by_the_configured_acp_agent(tmp_path: Path)
         ) as daemon:
             log = await daemon.wait_for_log("engines (default acp:fake)")
             assert "acp:kiro (kiro-cli" in log  # every named agent is offered
-            alice = next(
-                emulator.actor(str(user["id"]))
-                for user in emulator.state.users.values()
-                if user.get("username") == "alice"
-            )
-            message = alice.send_message(channel_id, "say hello")
+            message = workspace.users["alice"].send_message(channel_id, "say hello")
             thread = await emulator.wait_for_thread(channel_id, lambda t: t["id"] == message["id"])
             await emulator.wait_for_message(thread["id"], said("hello over ACP"))
             assert await daemon.stop() == 0
@@ -52,4 +40,4 @@ async def test_a_message_is_answered_by_the_configured_acp_agent(tmp_path: Path)
     assert len(started) == 1
     # It ran in its own home under the data dir, and it did not outlive the daemon.
     assert started[0]["env"]["HOME"] == str(data / "agent-runtime" / "fake")
-    assert not _alive(started[0]["pid"])
+    assert not process_running(started[0]["pid"])

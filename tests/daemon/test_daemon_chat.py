@@ -42,12 +42,7 @@ async def test_a_message_is_answered_by_an_agent_server_process(tmp_path: Path) 
             data_dir=data,
             env={"KIMAKI_OPENCODE_PATH": str(opencode), "PYTHONPATH": os.getcwd()},
         ) as daemon:
-            alice = next(
-                emulator.actor(str(user["id"]))
-                for user in emulator.state.users.values()
-                if user.get("username") == "alice"
-            )
-            message = alice.send_message(channel_id, "say hello")
+            message = workspace.users["alice"].send_message(channel_id, "say hello")
             thread = await emulator.wait_for_thread(channel_id, lambda t: t["id"] == message["id"])
             reply = await emulator.wait_for_message(thread["id"], said("hello from the agent"))
             assert reply["content"].split("\n\n")[-1].startswith("-# project · ")

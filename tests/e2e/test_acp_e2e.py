@@ -35,9 +35,6 @@ from kimaki.testing.opencode import real_opencode_binary
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-opencode_binary = real_opencode_binary  # the name these tests use
-
-
 @asynccontextmanager
 async def model_server(*replies: Reply) -> AsyncIterator[tuple[ModelServer, int]]:
     model = ModelServer(replies)
@@ -50,7 +47,7 @@ async def model_server(*replies: Reply) -> AsyncIterator[tuple[ModelServer, int]
 @asynccontextmanager
 async def acp_opencode(data_dir: Path, port: int) -> AsyncIterator[AcpEngine]:
     """`opencode acp` as `resolve_agent` sets it up, with the binary under test."""
-    agent = resolve_agent(f"{opencode_binary()} acp", data_dir)
+    agent = resolve_agent(f"{real_opencode_binary()} acp", data_dir)
     content = opencode_config(port, permission={"bash": "ask"})
     config = AcpConfig(
         agent,
@@ -59,9 +56,6 @@ async def acp_opencode(data_dir: Path, port: int) -> AsyncIterator[AcpEngine]:
     )
     async with open_acp_engine(config) as engine:
         yield engine
-
-
-run_turn = drive_turn
 
 
 async def test_text_tools_approved_and_denied_then_an_interrupted_turn(tmp_path: Path) -> None:
@@ -87,12 +81,12 @@ async def test_text_tools_approved_and_denied_then_an_interrupted_turn(tmp_path:
         assert {"build", "plan"} <= {a.name for a in await engine.list_agents(project)}
         assert "init" in {c.name for c in await engine.list_commands(project)}
 
-        events = await run_turn(session, "say hello", model=scripted, agent="build")
+        events = await drive_turn(session, "say hello", model=scripted, agent="build")
         assert texts(events) == ["Hello from the scripted model."]
         assert events[-1].stop_reason == "end_turn"  # type: ignore[union-attr]
         assert model.agent_requests[0].last_user_text.endswith("say hello")
 
-        events = await run_turn(session, "write the proof", permission="once")
+        events = await drive_turn(session, "write the proof", permission="once")
         [asked] = [e for e in events if isinstance(e, PermissionRequested)]
         assert asked.permission == "execute"
         assert asked.patterns == ("echo kimaki-acp > proof.txt",)
@@ -103,7 +97,7 @@ async def test_text_tools_approved_and_denied_then_an_interrupted_turn(tmp_path:
         assert (project / "proof.txt").read_text() == "kimaki-acp\n"
         assert texts(events) == ["Wrote it."]
 
-        events = await run_turn(session, "remove it", permission="reject")
+        events = await drive_turn(session, "remove it", permission="reject")
         [finished] = [e for e in events if isinstance(e, ToolFinished)]
         assert finished.status == "error"
         assert (project / "proof.txt").exists()
@@ -120,7 +114,7 @@ async def test_text_tools_approved_and_denied_then_an_interrupted_turn(tmp_path:
             await session.abort()
         ended = [e for e in drain(session) if isinstance(e, TurnEnded)]
         assert ended == [TurnEnded(turn_id, "aborted")]
-        events = await run_turn(session, "again")
+        events = await drive_turn(session, "again")
         assert texts(events) == ["Back again."]
 
     # The agent's own state lives in its runtime home, not in this machine's home.
@@ -134,11 +128,11 @@ async def test_a_session_resumed_by_a_new_engine_remembers(tmp_path: Path) -> No
     async with model_server(*replies) as (model, port):
         async with acp_opencode(tmp_path, port) as engine:
             session = await engine.open_session(project)
-            await run_turn(session, "remember the word banana")
+            await drive_turn(session, "remember the word banana")
             session_id = session.session_id
         async with acp_opencode(tmp_path, port) as engine:  # a daemon restart
             session = await engine.open_session(project, resume_id=session_id)
-            events = await run_turn(session, "which word?")
+            events = await drive_turn(session, "which word?")
         assert texts(events) == ["It was banana."]  # the earlier turn was not shown again
         history = [m for m in model.agent_requests[-1].body["messages"] if m["role"] != "system"]
         assert [m["role"] for m in history] == ["user", "assistant", "user"]

@@ -18,7 +18,7 @@ from kimaki.testing.daemon import map_project, running_daemon
 from kimaki.testing.discord import open_discord_emulator
 from kimaki.testing.discord._actors import iter_components
 from kimaki.testing.model_server import ModelServer, Reply, opencode_config
-from kimaki.testing.opencode import real_opencode_binary as opencode_binary
+from kimaki.testing.opencode import real_opencode_binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def _buttons(message: dict[str, Any]) -> dict[str, str]:
 
 
 async def test_chat_permission_and_interrupt_through_the_real_daemon(tmp_path: Path) -> None:
-    binary = opencode_binary()
+    binary = real_opencode_binary()
     command = {"command": "echo e2e > proof.txt", "description": "Write proof"}
     never = trio.Event()
     model = ModelServer(
@@ -53,12 +53,9 @@ async def test_chat_permission_and_interrupt_through_the_real_daemon(tmp_path: P
         config_dir.mkdir(parents=True)
         config = opencode_config(port, permission={"bash": "ask"})
         (config_dir / "opencode.json").write_text(json.dumps(config))
-        channel_id = await map_project(data, emulator, emulator.create_workspace(), project)
-        alice = next(
-            emulator.actor(str(user["id"]))
-            for user in emulator.state.users.values()
-            if user.get("username") == "alice"
-        )
+        workspace = emulator.create_workspace()
+        channel_id = await map_project(data, emulator, workspace, project)
+        alice = workspace.users["alice"]
         emulator.wait_timeout = 90
         async with running_daemon(
             api_url=emulator.api_url,

@@ -38,14 +38,11 @@ from kimaki.testing.opencode import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-opencode_binary = real_opencode_binary  # the name these tests use
-
-
 @asynccontextmanager
 async def real_opencode(
     tmp_path: Path, *replies: Reply, **config: Any
 ) -> AsyncIterator[tuple[ModelServer, OpenCodeEngine, Path]]:
-    binary = opencode_binary()
+    binary = real_opencode_binary()
     model = ModelServer(replies)
     project = tmp_path / "project"
     project.mkdir()
@@ -64,9 +61,6 @@ async def real_opencode(
         nursery.cancel_scope.cancel()
 
 
-run_turn = drive_turn
-
-
 async def test_text_reply_and_a_bash_call_approved_then_rejected(tmp_path: Path) -> None:
     bash = {"command": "echo kimaki-e2e > proof.txt", "description": "Write proof"}
     replies = [
@@ -78,12 +72,12 @@ async def test_text_reply_and_a_bash_call_approved_then_rejected(tmp_path: Path)
     async with real_opencode(tmp_path, *replies) as (model, engine, project):
         session = await engine.open_session(project, title="e2e")
 
-        events = await run_turn(session, "say hello")
+        events = await drive_turn(session, "say hello")
         assert texts(events) == ["Hello from the scripted model."]
         assert events[-1].stop_reason == "end_turn"  # type: ignore[union-attr]
         assert model.agent_requests[0].last_user_text.endswith("say hello")
 
-        events = await run_turn(session, "write the proof", permission="once")
+        events = await drive_turn(session, "write the proof", permission="once")
         [asked] = [e for e in events if isinstance(e, PermissionRequested)]
         assert asked.permission == "bash"
         assert asked.patterns == ("echo kimaki-e2e > proof.txt",)
@@ -92,7 +86,7 @@ async def test_text_reply_and_a_bash_call_approved_then_rejected(tmp_path: Path)
         assert (project / "proof.txt").read_text() == "kimaki-e2e\n"
         assert texts(events) == ["Wrote it."]
 
-        events = await run_turn(session, "remove it", permission="reject")
+        events = await drive_turn(session, "remove it", permission="reject")
         [finished] = [e for e in events if isinstance(e, ToolFinished)]
         assert finished.status == "error"
         assert (project / "proof.txt").exists()
@@ -118,7 +112,7 @@ async def test_abort_during_a_slow_stream(tmp_path: Path) -> None:
                 if isinstance(event, TurnEnded):
                     assert event == TurnEnded(turn_id, "aborted")
                     break
-        events = await run_turn(session, "again")
+        events = await drive_turn(session, "again")
         assert texts(events) == ["Back again."]
 
 
@@ -142,12 +136,12 @@ async def test_a_killed_server_is_restarted_and_the_session_goes_on(tmp_path: Pa
                     break
         await server.wait_for_state(ServerState.READY)
         assert server.statistics().crashes == 1
-        events = await run_turn(session, "are you there?")
+        events = await drive_turn(session, "are you there?")
         assert texts(events) == ["Still here."]
 
 
 async def test_sigkill_of_the_daemon_leaves_no_opencode_behind(tmp_path: Path) -> None:
-    server_pid = await sigkill_daemon_stand_in(str(tmp_path), (opencode_binary(),))
+    server_pid = await sigkill_daemon_stand_in(str(tmp_path), (real_opencode_binary(),))
     with trio.fail_after(15):
         await wait_for_exit(server_pid)
     assert not process_running(server_pid)

@@ -9,55 +9,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from kimaki.agents import EngineEvent, EventQueue, ServerState, TextCompleted, TurnEnded
-from kimaki.agents.opencode import OpenCodeConfig, open_opencode_engine
+from kimaki.agents import EventQueue, ServerState, TextCompleted, TurnEnded
+from kimaki.agents.opencode import open_opencode_engine
 from kimaki.store import AgentServerHandover
+from kimaki.testing.engine import until_turn_end
 from kimaki.testing.opencode import (
-    FakeOpenCode,
     FakeTurn,
     Hold,
     Say,
     process_running,
-    stub_command,
+    real_opencode_binary,
+    running_fake_opencode,
+    stub_config,
     wait_for_exit,
 )
-
-
-@asynccontextmanager
-async def fake_server(tmp_path: Path, *turns: FakeTurn) -> AsyncIterator[tuple[FakeOpenCode, int]]:
-    fake = FakeOpenCode(turns=turns, directory=str(tmp_path), plugin_burst=3)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(fake.serve)
-        yield fake, port
-        nursery.cancel_scope.cancel()
-
-
-def config(port: int, **options: Any) -> OpenCodeConfig:
-    return OpenCodeConfig(
-        command=stub_command(port), stream_backoff=(0.01, 0.05), stop_grace=2.0, **options
-    )
-
-
-async def until_turn_end(events: EventQueue) -> list[EngineEvent]:
-    out: list[EngineEvent] = []
-    with trio.fail_after(10):
-        async for event in events:
-            out.append(event)
-            if isinstance(event, TurnEnded):
-                return out
-    raise AssertionError(f"the stream ended without TurnEnded: {out}")
 
 
 def open_pipes() -> set[str]:
@@ -83,7 +57,7 @@ async def hand_over_a_running_turn(
     tmp_path: Path, port: int
 ) -> tuple[list[AgentServerHandover], str, str, TextCompleted]:
     """Engine A starts a turn that says something then holds; hands its server over."""
-    async with open_opencode_engine(config(port)) as engine:
+    async with open_opencode_engine(stub_config(port)) as engine:
         session = await engine.open_session(tmp_path)
         turn_id = await session.prompt("go")
         before = await first_text(session.events)
@@ -92,9 +66,16 @@ async def hand_over_a_running_turn(
     return handovers, session.session_id, turn_id, before
 
 
+async def hand_over_an_idle_server(tmp_path: Path, port: int) -> list[AgentServerHandover]:
+    """Engine A starts its server, no turn, and hands it over."""
+    async with open_opencode_engine(stub_config(port)) as engine:
+        await engine.server(tmp_path).connection()
+        return await engine.handover()
+
+
 async def test_a_live_server_is_adopted_and_its_turn_continues(tmp_path: Path) -> None:
     turn = FakeTurn.of(Say("before the restart"), Hold(), Say("after the restart"))
-    async with fake_server(tmp_path, turn) as (fake, port):
+    async with running_fake_opencode(tmp_path, turn) as (fake, port):
         handovers, session_id, turn_id, before = await hand_over_a_running_turn(tmp_path, port)
         [handover] = handovers
         assert handover.engine == "opencode"
@@ -107,7 +88,7 @@ async def test_a_live_server_is_adopted_and_its_turn_continues(tmp_path: Path) -
         assert os.fstat(handover.stdout_fd).st_ino == os.stat(f"/proc/{handover.pid}/fd/1").st_ino
         requests_before = len(fake.requests)
 
-        async with open_opencode_engine(config(port), adopt=handovers) as engine:
+        async with open_opencode_engine(stub_config(port), adopt=handovers) as engine:
             server = engine.server(tmp_path)
             with trio.fail_after(10):
                 await server.wait_for_state(ServerState.READY)
@@ -132,7 +113,7 @@ async def test_a_live_server_is_adopted_and_its_turn_continues(tmp_path: Path) -
 
 async def test_a_server_that_died_during_the_restart_is_replaced(tmp_path: Path) -> None:
     turn = FakeTurn.of(Say("before the restart"), Hold(), Say("never said"))
-    async with fake_server(tmp_path, turn) as (fake, port):
+    async with running_fake_opencode(tmp_path, turn) as (fake, port):
         handovers, session_id, turn_id, _ = await hand_over_a_running_turn(tmp_path, port)
         [handover] = handovers
         assert handover.stdout_fd is not None
@@ -140,7 +121,7 @@ async def test_a_server_that_died_during_the_restart_is_replaced(tmp_path: Path)
         os.kill(handover.pid, signal.SIGKILL)
         await wait_for_exit(handover.pid)
 
-        async with open_opencode_engine(config(port), adopt=handovers) as engine:
+        async with open_opencode_engine(stub_config(port), adopt=handovers) as engine:
             server = engine.server(tmp_path)
             assert server.state is ServerState.STOPPED  # nothing adopted
             session = await engine.open_session(tmp_path, resume_id=session_id)  # starts one
@@ -159,11 +140,13 @@ async def test_a_server_that_died_during_the_restart_is_replaced(tmp_path: Path)
 async def test_a_server_that_fails_its_health_check_is_stopped_not_adopted(
     tmp_path: Path,
 ) -> None:
-    async with fake_server(tmp_path) as (fake, port):
-        handovers, *_ = await hand_over_a_running_turn_quickly(tmp_path, port)
+    async with running_fake_opencode(tmp_path) as (fake, port):
+        handovers = await hand_over_an_idle_server(tmp_path, port)
         [handover] = handovers
         fake.unhealthy = True
-        async with open_opencode_engine(config(port, adopt_timeout=0.5), adopt=handovers) as engine:
+        async with open_opencode_engine(
+            stub_config(port, adopt_timeout=0.5), adopt=handovers
+        ) as engine:
             server = engine.server(tmp_path)
             await wait_for_exit(handover.pid)  # stopped: it is not the server it was
             with trio.fail_after(10):
@@ -174,20 +157,12 @@ async def test_a_server_that_fails_its_health_check_is_stopped_not_adopted(
             assert connection.process.pid != handover.pid
 
 
-async def hand_over_a_running_turn_quickly(
-    tmp_path: Path, port: int
-) -> tuple[list[AgentServerHandover], None]:
-    async with open_opencode_engine(config(port)) as engine:
-        await engine.server(tmp_path).connection()
-        return await engine.handover(), None
-
-
 async def test_records_of_a_dead_or_foreign_pid_are_never_signalled(tmp_path: Path) -> None:
     # Not a child of this process (the test's parent): adopting it must not touch it.
     stranger = AgentServerHandover("opencode", tmp_path, os.getppid(), 1, "pw-abcdefgh", 0.0)
     async with (
-        fake_server(tmp_path) as (_fake, port),
-        open_opencode_engine(config(port), adopt=[stranger]) as engine,
+        running_fake_opencode(tmp_path) as (_fake, port),
+        open_opencode_engine(stub_config(port), adopt=[stranger]) as engine,
     ):
         assert engine.server(tmp_path).state is ServerState.STOPPED
     assert process_running(os.getppid())
@@ -290,21 +265,10 @@ async def test_a_server_survives_the_exec_and_is_adopted(tmp_path: Path) -> None
         await wait_for_exit(first["server"])
 
 
-def opencode_binary() -> str:
-    """As tests/e2e: `KIMAKI_TEST_OPENCODE`, else `opencode` on PATH; required under CI."""
-    path = os.environ.get("KIMAKI_TEST_OPENCODE") or shutil.which("opencode")
-    if path and Path(path).exists():
-        return path
-    reason = "the real opencode binary is absent: set KIMAKI_TEST_OPENCODE to it"
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.mark.e2e
 @pytest.mark.slow
 async def test_the_real_opencode_survives_the_exec_and_is_adopted(tmp_path: Path) -> None:
-    first, second = await run_stand_in(tmp_path, [opencode_binary()])
+    first, second = await run_stand_in(tmp_path, [real_opencode_binary()])
     assert (second["pid"], second["server"]) == (first["pid"], first["server"])
     assert (second["adopted"], second["starts"], second["same_pipe"]) == (True, 0, True)
     with trio.fail_after(20):

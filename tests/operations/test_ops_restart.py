@@ -6,10 +6,9 @@ import os
 import shutil
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import trio
@@ -22,16 +21,8 @@ from kimaki._restart import (
     restart_command,
     take_restart_marker,
 )
-from kimaki.testing.daemon import running_daemon, wait_for_health
+from kimaki.testing.daemon import running_daemon, wait_for_health, within
 from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
-
-T = TypeVar("T")
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 30) -> T:
-    """`await awaitable`, failing the test instead of hanging if the daemon died."""
-    with trio.fail_after(seconds):
-        return await awaitable
 
 
 class NotifySocket:

@@ -10,15 +10,21 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from kimaki.testing.daemon import DaemonProcess, map_project, running_daemon, wait_for_health
+from kimaki.testing.bot import bot_paragraphs, said
+from kimaki.testing.daemon import (
+    DaemonProcess,
+    map_project,
+    running_daemon,
+    wait_for_health,
+    within,
+)
 from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
 from kimaki.testing.discord._actors import Actor
 from kimaki.testing.opencode import (
@@ -27,25 +33,10 @@ from kimaki.testing.opencode import (
     Hold,
     Say,
     process_running,
+    running_fake_opencode,
     stub_command,
     wait_for_exit,
 )
-
-T = TypeVar("T")
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 30) -> T:
-    """`await awaitable`, failing the test instead of hanging if the daemon died."""
-    with trio.fail_after(seconds):
-        return await awaitable
-
-
-def paragraphs(message: Mapping[str, Any]) -> list[str]:
-    return [block for block in str(message.get("content", "")).split("\n\n") if block]
-
-
-def said(text: str) -> Any:
-    return lambda message: text in paragraphs(message)
 
 
 @attrs.define
@@ -56,18 +47,14 @@ class Setup:
     alice: Actor
     channel_id: str
 
-    def bot_paragraphs(self, channel_id: str) -> list[str]:
-        bot_id = self.emulator.bot_user["id"]
-        messages = sorted(
-            self.emulator.state.messages.get(channel_id, {}).values(), key=lambda m: int(m["id"])
-        )
-        return [p for m in messages if m["author"]["id"] == bot_id for p in paragraphs(m)]
-
-    async def open_thread(self, text: str) -> str:
-        """Alice writes in the project channel; the id of the thread the bot opens."""
+    async def open_thread(self, text: str, reply: str) -> str:
+        """Alice writes in the project channel; the id of the thread the bot opens, once the
+        agent's `reply` is posted there."""
         message = self.alice.send_message(self.channel_id, text)
         await self.emulator.wait_for_thread(self.channel_id, lambda t: t["id"] == message["id"])
-        return str(message["id"])
+        thread = str(message["id"])
+        await self.emulator.wait_for_message(thread, said(reply))
+        return thread
 
     async def server_pid(self) -> int:
         log = await self.daemon.wait_for_log("] ready (pid ")
@@ -79,15 +66,14 @@ async def daemon_with_bot(
     tmp_path: Path, *turns: FakeTurn, ignore_sigterm: bool = False
 ) -> AsyncIterator[Setup]:
     data, project = tmp_path / "data", tmp_path / "project"
-    data.mkdir()
     project.mkdir()
-    fake = FakeOpenCode(turns=turns, directory=str(project), plugin_burst=3)
-    async with open_discord_emulator() as emulator, trio.open_nursery() as nursery:
-        port = await nursery.start(fake.serve)
-        stub = shlex.join(stub_command(port))
+    async with (
+        open_discord_emulator() as emulator,
+        running_fake_opencode(project, *turns) as (fake, port),
+    ):
         trap = "trap '' TERM\n" if ignore_sigterm else ""
         agent = tmp_path / "opencode"
-        agent.write_text(f'#!/bin/sh\n{trap}exec {stub} "$@"\n')
+        agent.write_text(f'#!/bin/sh\n{trap}exec {shlex.join(stub_command(port))} "$@"\n')
         agent.chmod(0o755)
         workspace = emulator.create_workspace()
         channel_id = await map_project(data, emulator, workspace, project)
@@ -98,14 +84,12 @@ async def daemon_with_bot(
             env={"KIMAKI_OPENCODE_PATH": str(agent)},
         ) as daemon:
             yield Setup(emulator, daemon, fake, workspace.users["alice"], channel_id)
-        nursery.cancel_scope.cancel()
 
 
 async def test_sigterm_with_a_running_turn_stops_within_10_s(tmp_path: Path) -> None:
     turn = FakeTurn.of(Say("working on it"), Hold())
     async with daemon_with_bot(tmp_path, turn, ignore_sigterm=True) as setup:
-        thread = await setup.open_thread("do something long")
-        await setup.emulator.wait_for_message(thread, said("working on it"))
+        await setup.open_thread("do something long", "working on it")
         server = await setup.server_pid()
         started = trio.current_time()
         assert await setup.daemon.stop(grace=15) == 0
@@ -121,17 +105,15 @@ async def test_sigterm_with_a_running_turn_stops_within_10_s(tmp_path: Path) -> 
 async def test_sigterm_aborts_running_turns_with_a_notice(tmp_path: Path) -> None:
     turn = FakeTurn.of(Say("working on it"), Hold())
     async with daemon_with_bot(tmp_path, turn) as setup:
-        thread = await setup.open_thread("do something long")
-        await setup.emulator.wait_for_message(thread, said("working on it"))
+        thread = await setup.open_thread("do something long", "working on it")
         assert await setup.daemon.stop() == 0
         assert any(r.path.endswith("/abort") for r in setup.fake.requests)
-        assert "⏹ the bot is shutting down" in "\n".join(setup.bot_paragraphs(thread))
+        assert "⏹ the bot is shutting down" in "\n".join(bot_paragraphs(setup.emulator, thread))
 
 
 async def test_a_second_sigint_exits_at_once(tmp_path: Path) -> None:
     async with daemon_with_bot(tmp_path, ignore_sigterm=True) as setup:
-        thread = await setup.open_thread("hello")
-        await setup.emulator.wait_for_message(thread, said("ok"))
+        await setup.open_thread("hello", "ok")
         server = await setup.server_pid()
         setup.daemon.send_signal(signal.SIGINT)
         # The stop now waits for the agent server, which ignores SIGTERM for 5 s.
@@ -148,8 +130,7 @@ async def test_a_second_sigint_exits_at_once(tmp_path: Path) -> None:
 
 async def test_agent_servers_survive_the_restart_and_are_adopted(tmp_path: Path) -> None:
     async with daemon_with_bot(tmp_path) as setup:
-        thread = await setup.open_thread("hello")
-        await setup.emulator.wait_for_message(thread, said("ok"))
+        await setup.open_thread("hello", "ok")
         server = await setup.server_pid()
         setup.daemon.send_signal(signal.SIGUSR2)
         await within(setup.emulator.gateway.wait_for_resume())
@@ -165,17 +146,14 @@ async def test_messages_sent_during_the_restart_are_answered_once_in_order(
     tmp_path: Path,
 ) -> None:
     async with daemon_with_bot(tmp_path) as setup:
-        thread = await setup.open_thread("hello")
-        await setup.emulator.wait_for_message(thread, said("ok"))
+        thread = await setup.open_thread("hello", "ok")
         setup.daemon.send_signal(signal.SIGUSR2)
         await setup.daemon.wait_for_log("re-executing")
         during = setup.alice.send_message(thread, "sent while the daemon restarts")
         await within(setup.emulator.gateway.wait_for_resume())
         await setup.emulator.wait_for_message(thread, said("ok"), after=during)
-        after = setup.alice.send_message(setup.channel_id, "a new thread after the restart")
-        await setup.emulator.wait_for_thread(setup.channel_id, lambda t: t["id"] == after["id"])
-        await setup.emulator.wait_for_message(str(after["id"]), said("ok"))
-        assert setup.bot_paragraphs(thread).count("ok") == 2
+        await setup.open_thread("a new thread after the restart", "ok")
+        assert bot_paragraphs(setup.emulator, thread).count("ok") == 2
 
 
 async def test_a_running_turn_continues_across_the_restart_without_repeats(
@@ -183,14 +161,13 @@ async def test_a_running_turn_continues_across_the_restart_without_repeats(
 ) -> None:
     turn = FakeTurn.of(Say("before the restart"), Hold(), Say("after the restart"))
     async with daemon_with_bot(tmp_path, turn) as setup:
-        thread = await setup.open_thread("do something long")
-        await setup.emulator.wait_for_message(thread, said("before the restart"))
+        thread = await setup.open_thread("do something long", "before the restart")
         setup.daemon.send_signal(signal.SIGUSR2)
         await within(setup.emulator.gateway.wait_for_resume())
         await setup.daemon.wait_for_log("following turn", within=10)
         setup.fake.release()
         await setup.emulator.wait_for_message(thread, said("after the restart"))
-        posted = setup.bot_paragraphs(thread)
+        posted = bot_paragraphs(setup.emulator, thread)
         assert posted.count("before the restart") == 1
         assert posted.count("after the restart") == 1
 
@@ -200,8 +177,7 @@ async def test_a_turn_whose_server_died_during_the_restart_ends_with_an_error(
 ) -> None:
     turn = FakeTurn.of(Say("before the restart"), Hold(), Say("never said"))
     async with daemon_with_bot(tmp_path, turn) as setup:
-        thread = await setup.open_thread("do something long")
-        await setup.emulator.wait_for_message(thread, said("before the restart"))
+        thread = await setup.open_thread("do something long", "before the restart")
         server = await setup.server_pid()
         setup.daemon.send_signal(signal.SIGUSR2)
         await setup.daemon.wait_for_log("handed over")
@@ -212,4 +188,4 @@ async def test_a_turn_whose_server_died_during_the_restart_ends_with_an_error(
             thread, lambda m: "stopped while kimaki restarted" in str(m.get("content"))
         )
         setup.fake.release()
-        assert "never said" not in setup.bot_paragraphs(thread)
+        assert "never said" not in bot_paragraphs(setup.emulator, thread)
