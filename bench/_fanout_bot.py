@@ -71,9 +71,9 @@ def instrument() -> None:
             STAMPS.setdefault(str(event.data.get("id")), {})["dispatch"] = time.monotonic()
         await dispatch_original(self, event, nursery)
 
-    async def stamped_turn(self: Any, prompt: Any) -> None:
+    async def stamped_turn(self: Any, prompt: Any, reached: Any) -> None:
         STAMPS.setdefault(str(prompt.message_id), {})["turn"] = time.monotonic()
-        await turn_original(self, prompt)
+        await turn_original(self, prompt, reached)
 
     dispatch.Dispatcher._dispatch = stamped_dispatch  # type: ignore[method-assign]
     _turn.ThreadTurns.run_turn = stamped_turn  # type: ignore[method-assign]

@@ -633,7 +633,10 @@ async def main(args: argparse.Namespace) -> int:
     )
     if args.profile_dir is not None:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
-    async with open_discord_emulator(enforce_rate_limits=False) as emulator:
+    # Figures measure the bot, not the emulator: no rate limits, no schema checks.
+    async with open_discord_emulator(
+        enforce_rate_limits=False, validate_requests=False
+    ) as emulator:
         emulator.wait_timeout = None
         space = emulator.create_workspace(
             channels=["general", "backend", "frontend", "support"],

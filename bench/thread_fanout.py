@@ -67,7 +67,9 @@ class Child:
 
 async def one_run(threads: int, rounds: int, rate: float, *, trace: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        async with open_discord_emulator(enforce_rate_limits=False) as emulator:
+        async with open_discord_emulator(
+            enforce_rate_limits=False, validate_requests=False
+        ) as emulator:
             emulator.wait_timeout = None
             space = emulator.create_workspace()
             channel = next(iter(space.channels.values()))

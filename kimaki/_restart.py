@@ -14,8 +14,18 @@ What crosses the exec:
 - the fds passed to `exec_self` (agent servers' output pipes), made inheritable at the last
   moment; every other fd stays close-on-exec, as Python creates them.
 
+- the bot token, when it came from the environment, the credentials directory or the previous
+  image: in a pipe whose read end's fd number is in `KIMAKI_TOKEN_FD`, never in the
+  environment or argv. The new process reads it and closes the fd at once
+  (`take_handed_token`).
+
 Nothing else does: the gateway session, handed-over servers and running turns go through the
 store, written before the exec.
+
+The same exec, without a restart marker, also runs once at a cold start when the token was
+given in `KIMAKI_BOT_TOKEN` (`exec_without_token_env`): `/proc/<pid>/environ` keeps the
+environment the process was started with whatever it unsets later, and any process of the same
+user (an agent's tool call) can read it. After that exec it holds no token.
 """
 
 from __future__ import annotations
@@ -34,10 +44,14 @@ import attrs
 __all__ = [
     "LOG_FILE_ENV",
     "RESTART_ENV",
+    "TOKEN_ENV",
+    "TOKEN_FD_ENV",
     "RestartMarker",
     "exec_self",
+    "exec_without_token_env",
     "flush_output",
     "restart_command",
+    "take_handed_token",
     "take_restart_marker",
 ]
 
@@ -46,6 +60,8 @@ log = logging.getLogger("kimaki.restart")
 RESTART_ENV: Final = "KIMAKI_RESTARTED_FROM"
 # Read by kimaki/__main__.py without importing anything else of kimaki: keep the name in sync.
 LOG_FILE_ENV: Final = "KIMAKI_LOG_FILE"
+TOKEN_ENV: Final = "KIMAKI_BOT_TOKEN"
+TOKEN_FD_ENV: Final = "KIMAKI_TOKEN_FD"
 
 
 @final
@@ -106,29 +122,96 @@ def restart_command(
     return [executable, *argv[1:]]
 
 
+def _token_fd(token: str) -> int:
+    """The read end of a pipe holding `token` (its write end closed), close-on-exec until the
+    exec. A token is far below a pipe's buffer, so the write cannot block."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, token.encode())
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def take_handed_token(environ: MutableMapping[str, str] | None = None) -> str | None:
+    """The token the previous image handed over (`KIMAKI_TOKEN_FD`), or None. The variable is
+    removed and the fd closed, whatever it holds: nothing started later can inherit either."""
+    env = os.environ if environ is None else environ
+    text = env.pop(TOKEN_FD_ENV, None)
+    if text is None:
+        return None
+    try:
+        fd = int(text)
+    except ValueError:
+        log.warning("ignoring %s=%r: not an fd number", TOKEN_FD_ENV, text)
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except OSError as exc:
+        log.warning("could not read the handed-over token from fd %d: %s", fd, exc.strerror)
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace").strip() or None
+
+
+def exec_without_token_env(token: str) -> NoReturn:
+    """Start again (same pid, same command line) without `KIMAKI_BOT_TOKEN` in the environment,
+    the token handed over privately instead. Not a restart: no marker, the log is new."""
+    log.debug("re-executing without %s in the environment", TOKEN_ENV)
+    _exec(None, token=token)
+
+
 def exec_self(
     marker: RestartMarker,
     *,
     log_file: Path | None = None,
     pass_fds: Sequence[int] = (),
     environ: Mapping[str, str] | None = None,
+    token: str | None = None,
 ) -> NoReturn:
-    """Replace this process with a fresh start of the same command line (same pid).
+    """Replace this process with a fresh start of the same command line (same pid); `token`
+    (the one this process was given, not a stored one) is handed over privately.
 
     Log handlers and stdio are flushed first: `execv` does not run `atexit` or flush buffers.
     Raises `OSError` when the interpreter cannot be executed (it was removed by an upgrade);
     the caller then exits non-zero and systemd starts the service again.
     """
+    log.info("re-executing %s (pid %d)", " ".join(restart_command()[:4]), os.getpid())
+    _exec(marker, log_file=log_file, pass_fds=pass_fds, environ=environ, token=token)
+
+
+def _exec(
+    marker: RestartMarker | None,
+    *,
+    log_file: Path | None = None,
+    pass_fds: Sequence[int] = (),
+    environ: Mapping[str, str] | None = None,
+    token: str | None = None,
+) -> NoReturn:
     argv = restart_command()
     env = dict(os.environ if environ is None else environ)
-    env[RESTART_ENV] = marker.encode()
+    env.pop(TOKEN_ENV, None)
+    env.pop(TOKEN_FD_ENV, None)
+    if marker is not None:
+        env[RESTART_ENV] = marker.encode()
     if log_file is not None:
         env[LOG_FILE_ENV] = str(log_file)
     else:
         env.pop(LOG_FILE_ENV, None)
-    for fd in pass_fds:
+    fds = list(pass_fds)
+    if token is not None:
+        token_fd = _token_fd(token)
+        env[TOKEN_FD_ENV] = str(token_fd)
+        fds.append(token_fd)
+    for fd in fds:
         os.set_inheritable(fd, True)
-    log.info("re-executing %s (pid %d)", " ".join(argv[:4]), os.getpid())
     flush_output()
     os.execve(argv[0], argv, env)
 

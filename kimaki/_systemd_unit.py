@@ -18,10 +18,12 @@ __all__ = ["UNIT_TEMPLATE", "render_unit", "unit_for_current_user"]
 UNIT_TEMPLATE: Final = """\
 # kimaki as a systemd service. Install:
 #   {install_hint}
-# The token goes in the EnvironmentFile, readable only by its owner:
-#   install -m 600 /dev/null {data_dir}/kimaki.env
-#   echo 'KIMAKI_BOT_TOKEN=...' >> {data_dir}/kimaki.env
-# (or leave it out and run `kimaki token set --data-dir {data_dir}` once).
+# The token, best as a systemd credential: a file only root reads, which systemd hands to this
+# service alone (never in an environment, which every process of the user can read):
+#   install -d -m 700 /etc/kimaki && install -m 600 /dev/null /etc/kimaki/bot-token
+#   (write the token into it), then uncomment LoadCredential= below.
+# Or run `kimaki token set --data-dir {data_dir}` once. KIMAKI_BOT_TOKEN in the
+# EnvironmentFile (mode 600) works too; kimaki then drops it from its environment at start.
 [Unit]
 Description=kimaki: AI coding agents driven from Discord
 Wants=network-online.target
@@ -39,10 +41,16 @@ RestartSec=5
 RestartPreventExitStatus=64 78
 WatchdogSec=60
 TimeoutStopSec=20
+# On stop, whatever is left in the service's cgroup is killed too (agents' tools included).
+KillMode=control-group
+#LoadCredential=kimaki-bot-token:/etc/kimaki/bot-token
 EnvironmentFile=-{data_dir}/kimaki.env
 Environment=PATH={path}
 WorkingDirectory={home}
 {user_line}\
+# Agent programs as another user, out of reach of the data dir (the daemon runs as root then;
+# see docs/operations.md):
+#Environment=KIMAKI_AGENT_USER=kimaki-agent
 # With a memory limit, kimaki writes a heap snapshot when it passes 85% of it:
 #MemoryMax=2G
 

@@ -57,10 +57,12 @@ from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapsh
 from kimaki._restart import RestartMarker, exec_self, flush_output, take_restart_marker
 from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
+from kimaki.agents import ProbePolicy
+from kimaki.agents._errors import setup_fix
 from kimaki.agents.acp import AcpConfig, AcpEngine, find_agents, open_acp_engine
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
 from kimaki.bot import Bot, BotConfig, Engines
-from kimaki.bot._serve import BotConnection, serve_bot
+from kimaki.bot._serve import BotConnection, connection_state, serve_bot
 from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
 from kimaki.discord.gateway import GatewayShard
 from kimaki.discord.models import Application
@@ -173,13 +175,20 @@ class Daemon:
         )
 
     def health(self) -> dict[str, Any]:
-        """What `GET /health` on the lock port answers."""
+        """What `GET /health` on the lock port answers.
+
+        The gateway is "ready" only when the bot can also judge who may drive it: while guilds
+        the gateway announced are not loaded yet, it is "loading guilds", and `waiting_for`
+        says what is missing.
+        """
+        gateway, waiting_for = connection_state(self._shard, self.guilds)
         return {
             "pid": os.getpid(),
             "version": __version__,
             "data_dir": str(self.settings.data_dir),
-            "gateway": "connecting" if self._shard is None else self._shard.state,
+            "gateway": gateway,
             "guilds": self._guild_count(),
+            "waiting_for": waiting_for,
         }
 
     def _guild_count(self) -> int:
@@ -191,6 +200,11 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._control.serve)
             await trio.to_thread.run_sync(prepare_data_dir, self.settings)
+            if self.settings.agent_user is not None and os.geteuid() != 0:
+                raise ConfigError(
+                    f"KIMAKI_AGENT_USER={self.settings.agent_user} needs the daemon to run as "
+                    "root, to start agents as that user (see docs/operations.md)"
+                )
             self._restarted_from = marker = take_restart_marker()
             open_log_file(self.settings.log_path, append=marker is not None)
             log.info(
@@ -260,6 +274,7 @@ class Daemon:
                         engines=engines,
                         config=_bot_config(self.settings),
                         guilds=self.guilds,
+                        handshake_timeout=self.settings.gateway_handshake_timeout,
                     )
                 )
                 self._shard = connection.shard
@@ -398,6 +413,7 @@ class Daemon:
             self._restart.marker,
             log_file=self.settings.log_path,
             pass_fds=self._restart.pass_fds,
+            token=self.settings.bot_token,  # not a stored one: the store is read again
         )
 
     async def _heap_snapshot(self) -> None:
@@ -439,7 +455,12 @@ def _bot_config(settings: Settings) -> BotConfig:
 def _opencode_config(settings: Settings) -> OpenCodeConfig:
     """Agent servers start on demand, per project directory, and stop when idle."""
     return OpenCodeConfig(
-        command=(settings.opencode_path,), idle_timeout=settings.agent_idle_timeout
+        command=(settings.opencode_path,),
+        idle_timeout=settings.agent_idle_timeout,
+        user=settings.agent_user,
+        probe=ProbePolicy(
+            interval=settings.agent_probe_interval, silence=settings.agent_silence_timeout
+        ),
     )
 
 
@@ -450,23 +471,40 @@ async def _open_acp_engines(settings: Settings) -> AsyncIterator[list[AcpEngine]
     async with AsyncExitStack() as stack:
         yield [
             await stack.enter_async_context(
-                open_acp_engine(AcpConfig(agent, idle_timeout=settings.agent_idle_timeout))
+                open_acp_engine(
+                    AcpConfig(
+                        agent, idle_timeout=settings.agent_idle_timeout, user=settings.agent_user
+                    )
+                )
             )
             for agent in settings.agents
         ]
 
 
 def _log_engines(settings: Settings) -> None:
-    """Which engines this machine can run (blocking: searches PATH)."""
+    """Which engines this machine can run (blocking: searches PATH), and one warning when the
+    default engine cannot start: a first run without the agent program installed says so at
+    once, not at the first message."""
     commands = settings.engine_commands
+    found = find_agents(agents=commands)
     log.info(
         "engines (default %s): %s",
         settings.default_engine,
         ", ".join(
-            f"{name} ({path or commands[name][0] + ': not on PATH'})"
-            for name, path in find_agents(agents=commands)
+            f"{name} ({path or commands[name][0] + ': not on PATH'})" for name, path in found
         ),
     )
+    default = settings.default_engine
+    if dict(found).get(default, "") is None:
+        program = commands[default][0]
+        log.warning(
+            "the default engine %s cannot start: %s is not %s; %s (or choose another engine "
+            "with KIMAKI_DEFAULT_ENGINE)",
+            default,
+            program,
+            "there" if os.sep in program else "on the daemon's PATH",
+            setup_fix(program, setting=settings.program_setting(default)),
+        )
 
 
 async def _fetch_application(rest: RESTClient) -> Application:

@@ -10,17 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import attrs
 import trio
 
 from kimaki._log import FILE_ONLY, configure_logging, redact
+from kimaki._restart import TOKEN_ENV, exec_without_token_env, take_handed_token
 from kimaki._systemd_unit import unit_for_current_user
 from kimaki._version import __version__
+from kimaki.agents._errors import INSTALL_COMMANDS
 from kimaki.agents.acp import find_agents
 from kimaki.app import Daemon, prepare_data_dir, read_token_from_user
 from kimaki.errors import EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError, FatalError
@@ -177,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(verbose=args.verbose)
     try:
+        handed_token = take_handed_token()  # before anything can inherit its fd
         settings = load_settings(
             data_dir=args.data_dir,
             projects_dir=args.projects_dir,
@@ -193,6 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trio.run(_token_command, settings, args.token_command)
         if args.command == "project":
             return trio.run(_project_command, settings, args)
+        if handed_token is not None:
+            settings = attrs.evolve(settings, bot_token=handed_token)
+        from_env = os.environ.pop(TOKEN_ENV, "").strip()
+        if from_env and settings.bot_token is not None and argv is None:
+            # Readable in /proc/<pid>/environ for as long as this image runs: start again
+            # without it, the token handed over privately. (Only when this is the program's
+            # own command line: `main([...])` called in-process has no command line to rerun.)
+            exec_without_token_env(settings.bot_token)
         daemon = Daemon(settings)
         trio.run(daemon.run)
         daemon.exec_if_restarting()  # SIGUSR2: returns only if there was no restart to do
@@ -242,14 +255,15 @@ def _say(message: str) -> None:
 
 
 def _doctor(settings: Settings) -> int:
-    """`kimaki doctor`: what each engine would start, and whether this machine has it."""
+    """`kimaki doctor`: what each engine would start, the file that would really run (a name
+    looked up on PATH, or the configured path), and how to install what is missing."""
     commands = settings.engine_commands
     found = find_agents(agents=commands)
     rows = [
         (
             f"{name} (default)" if name == settings.default_engine else name,
             shlex.join(commands[name]),
-            path or "not found on PATH",
+            path or _not_found(commands[name][0]),
         )
         for name, path in found
     ]
@@ -264,6 +278,12 @@ def _doctor(settings: Settings) -> int:
             "or set KIMAKI_OPENCODE_PATH / KIMAKI_AGENTS (name=command line) to where it is"
         )
     return EXIT_OK
+
+
+def _not_found(program: str) -> str:
+    where = "not found" if os.sep in program else "not found on PATH"
+    install = INSTALL_COMMANDS.get(os.path.basename(program))
+    return f"{where} (install: {install})" if install else where
 
 
 async def _token_command(settings: Settings, action: str) -> int:

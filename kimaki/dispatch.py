@@ -61,6 +61,7 @@ class Dispatcher:
     def __init__(self) -> None:
         self._subscriptions: dict[str, list[_Subscription]] = {}
         self._events = 0
+        self._sequence: int | None = None
         self._handled = 0
         self._malformed = 0
         self._errors = 0
@@ -78,6 +79,12 @@ class Dispatcher:
         subscription = _Subscription(handler, model, concurrent)
         self._subscriptions.setdefault(event, []).append(subscription)
 
+    @property
+    def sequence(self) -> int | None:
+        """The sequence of the event being dispatched (or last dispatched): an in-order
+        handler reads it to know which event it acts on."""
+        return self._sequence
+
     def statistics(self) -> DispatcherStatistics:
         return DispatcherStatistics(self._events, self._handled, self._malformed, self._errors)
 
@@ -87,6 +94,7 @@ class Dispatcher:
             async with trio.open_nursery() as nursery, events:
                 async for event in events:
                     self._events += 1
+                    self._sequence = event.sequence
                     await self._dispatch(event, nursery)
         finally:
             self._finished.set()

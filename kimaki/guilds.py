@@ -28,6 +28,8 @@ class GuildCache:
     def __init__(self) -> None:
         self._guilds: dict[int, Guild] = {}
         self._channels: dict[int, Channel] = {}
+        # Why the guilds cannot be known yet (a failed load over REST), for `/health`.
+        self.problem: str | None = None
 
     def guild(self, guild_id: int) -> Guild | None:
         return self._guilds.get(guild_id)

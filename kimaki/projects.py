@@ -66,6 +66,7 @@ __all__ = [
     "open_direct_projects",
     "record_from_json",
     "record_json",
+    "shown_path",
 ]
 
 log = logging.getLogger("kimaki.projects")
@@ -183,15 +184,34 @@ def _discord_errors(what: str) -> Iterator[None]:
         raise ProjectError(f"Discord is not reachable, could not {what}: {exc}") from None
 
 
+def shown_path(path: str | Path, width: int = 160) -> str:
+    """`path` for a message, its middle elided past `width` characters.
+
+    A slash command's option takes 6000 characters and a Discord message 2000: a long path
+    quoted whole would turn a clear refusal into a failed reply.
+    """
+    text = str(path)
+    if len(text) <= width:
+        return text
+    half = (width - 1) // 2
+    return text[:half] + "…" + text[len(text) - half :]
+
+
 def _check_directory(directory: Path, *, data_dir: Path, projects_dir: Path) -> Path:
     """The resolved folder, or `InvalidProjectError` saying why it cannot be a project."""
     if not directory.is_absolute():
         directory = projects_dir / directory
-    resolved = directory.resolve()
-    if not resolved.exists():
-        raise InvalidProjectError(f"{resolved} does not exist")
-    if not resolved.is_dir():
-        raise InvalidProjectError(f"{resolved} is not a directory")
+    try:
+        resolved = directory.resolve()
+        exists, is_dir = resolved.exists(), resolved.is_dir()
+    except OSError as exc:
+        # ENAMETOOLONG, EACCES on a parent, ELOOP...: the path cannot be used, say why.
+        reason = exc.strerror or str(exc)
+        raise InvalidProjectError(f"{shown_path(directory)} cannot be used: {reason}") from None
+    if not exists:
+        raise InvalidProjectError(f"{shown_path(resolved)} does not exist")
+    if not is_dir:
+        raise InvalidProjectError(f"{shown_path(resolved)} is not a directory")
     data = data_dir.resolve()
     if resolved == data or resolved in data.parents:
         # The agent could read the database, which holds the bot token.
@@ -199,7 +219,9 @@ def _check_directory(directory: Path, *, data_dir: Path, projects_dir: Path) -> 
             f"{resolved} contains kimaki's data dir ({data}); choose the project's own folder"
         )
     if data in resolved.parents and projects_dir.resolve() not in (resolved, *resolved.parents):
-        raise InvalidProjectError(f"{resolved} is inside kimaki's data dir; it cannot be a project")
+        raise InvalidProjectError(
+            f"{shown_path(resolved)} is inside kimaki's data dir; it cannot be a project"
+        )
     return resolved
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,9 +19,11 @@ import attrs
 
 from kimaki._memory import parse_size
 from kimaki.agents.acp import DEFAULT_AGENTS, AgentCommand, resolve_agent, runtime_home
+from kimaki.discord.gateway import HANDSHAKE_TIMEOUT
 from kimaki.errors import ConfigError
 
 __all__ = [
+    "CREDENTIAL_NAME",
     "DEFAULT_DISCORD_API_URL",
     "DEFAULT_ENGINE",
     "LOCK_PORT_RANGE",
@@ -30,6 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_DISCORD_API_URL: Final = "https://discord.com/api/v10"
+# The systemd credential holding the bot token (`LoadCredential=kimaki-bot-token:<file>`).
+CREDENTIAL_NAME: Final = "kimaki-bot-token"
 LOCK_PORT_RANGE: Final = range(30000, 40000)
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 # The OpenCode HTTP engine; ACP agents are engines named `acp:<agent name>`.
@@ -37,8 +42,11 @@ DEFAULT_ENGINE: Final = "opencode"
 _AGENT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 # Defaults of the durations (seconds), for `Settings` and for `load_settings` alike.
 _AGENT_IDLE_TIMEOUT: Final = 30 * 60.0
+_AGENT_PROBE_INTERVAL: Final = 60.0
+_AGENT_SILENCE_TIMEOUT: Final = 60.0
 _THREAD_IDLE_TIMEOUT: Final = 15 * 60.0
 _PERMISSION_TIMEOUT: Final = 10 * 60.0
+_GATEWAY_HANDSHAKE_TIMEOUT: Final = HANDSHAKE_TIMEOUT
 
 
 @final
@@ -53,10 +61,16 @@ class Settings:
     opencode_path: str
     # Seconds without session activity before an agent server is stopped (restarted on demand).
     agent_idle_timeout: float = _AGENT_IDLE_TIMEOUT
+    # Seconds between health probes of an OpenCode server while a turn uses it, and without a
+    # word from it during a turn before it is probed at once (a failed probe restarts it).
+    agent_probe_interval: float = _AGENT_PROBE_INTERVAL
+    agent_silence_timeout: float = _AGENT_SILENCE_TIMEOUT
     # Seconds a thread with nothing to do keeps its runtime in memory (rebuilt on demand).
     thread_idle_timeout: float = _THREAD_IDLE_TIMEOUT
     # Seconds a permission request waits for a person before it is denied.
     permission_timeout: float = _PERMISSION_TIMEOUT
+    # Seconds the gateway has to answer IDENTIFY with READY, or RESUME with RESUMED / op 9.
+    gateway_handshake_timeout: float = _GATEWAY_HANDSHAKE_TIMEOUT
     # Start tracemalloc at boot, so heap snapshots have allocation sites from the start.
     trace_memory: bool = False
     # Bytes; the cgroup's memory.max wins when there is one. None: no automatic snapshots.
@@ -65,8 +79,12 @@ class Settings:
     agents: tuple[AgentCommand, ...] = ()
     # The engine of channels that have not chosen one: "opencode" or "acp:<name>".
     default_engine: str = DEFAULT_ENGINE
-    # From KIMAKI_BOT_TOKEN; None means "use the token stored by `kimaki token set`".
+    # From KIMAKI_BOT_TOKEN, else systemd's credential `kimaki-bot-token`
+    # ($CREDENTIALS_DIRECTORY); None means "use the token stored by `kimaki token set`".
     bot_token: str | None = attrs.field(default=None, repr=False)
+    # KIMAKI_AGENT_USER: the OS user agent programs run as (the daemon must run as root);
+    # None runs them as the daemon's own user.
+    agent_user: str | None = None
 
     @property
     def engine_names(self) -> tuple[str, ...]:
@@ -80,6 +98,13 @@ class Settings:
             DEFAULT_ENGINE: (self.opencode_path, "serve"),
             **{f"acp:{agent.name}": agent.argv for agent in self.agents},
         }
+
+    def program_setting(self, engine: str) -> str:
+        """The setting that says where `engine`'s program is (for "not found" answers)."""
+        command = self.engine_commands.get(engine, ())
+        if command and command[0] == self.opencode_path:
+            return "KIMAKI_OPENCODE_PATH"
+        return "KIMAKI_AGENTS"
 
     @property
     def database_path(self) -> Path:
@@ -157,8 +182,11 @@ def load_settings(
         return _duration(raw, variable) if raw else default
 
     idle = duration("KIMAKI_AGENT_IDLE_TIMEOUT", _AGENT_IDLE_TIMEOUT)
+    probe_interval = duration("KIMAKI_AGENT_PROBE_INTERVAL", _AGENT_PROBE_INTERVAL)
+    silence_timeout = duration("KIMAKI_AGENT_SILENCE_TIMEOUT", _AGENT_SILENCE_TIMEOUT)
     thread_idle = duration("KIMAKI_THREAD_IDLE_TIMEOUT", _THREAD_IDLE_TIMEOUT)
     permission_timeout = duration("KIMAKI_PERMISSION_TIMEOUT", _PERMISSION_TIMEOUT)
+    handshake_timeout = duration("KIMAKI_GATEWAY_HANDSHAKE_TIMEOUT", _GATEWAY_HANDSHAKE_TIMEOUT)
 
     raw_limit, limit_source = pick(memory_limit, "KIMAKI_MEMORY_LIMIT")
     limit = (
@@ -168,13 +196,19 @@ def load_settings(
     )
     trace = trace_memory or env.get("KIMAKI_TRACE_MEMORY", "").strip().lower() in _TRUE
 
-    agents = _agents(env.get("KIMAKI_AGENTS", ""), resolved_data_dir)
+    agents = _agents(env.get("KIMAKI_AGENTS", ""), resolved_data_dir, opencode_path)
     default_engine = env.get("KIMAKI_DEFAULT_ENGINE", "").strip() or DEFAULT_ENGINE
     _check_engine(default_engine, agents)
 
     token = env.get("KIMAKI_BOT_TOKEN", "").strip() or None
     if token is not None:
         check_token_shape(token, "KIMAKI_BOT_TOKEN")
+    else:
+        token = _credential_token(env)
+
+    agent_user = env.get("KIMAKI_AGENT_USER", "").strip() or None
+    if agent_user is not None:
+        _check_user(agent_user)
 
     return Settings(
         data_dir=resolved_data_dir,
@@ -183,14 +217,47 @@ def load_settings(
         lock_port=port,
         opencode_path=opencode_path,
         agent_idle_timeout=idle,
+        agent_probe_interval=probe_interval,
+        agent_silence_timeout=silence_timeout,
         thread_idle_timeout=thread_idle,
         permission_timeout=permission_timeout,
+        gateway_handshake_timeout=handshake_timeout,
         trace_memory=trace,
         memory_limit=limit,
         agents=agents,
         default_engine=default_engine,
         bot_token=token,
+        agent_user=agent_user,
     )
+
+
+def _credential_token(env: Mapping[str, str]) -> str | None:
+    """The token systemd passes with `LoadCredential=kimaki-bot-token:<file>`: a file only the
+    service can read, never in any process's environment."""
+    directory = env.get("CREDENTIALS_DIRECTORY", "").strip()
+    if not directory:
+        return None
+    path = Path(directory) / CREDENTIAL_NAME
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the credential {path} cannot be read: {exc}") from None
+    if not token:
+        return None
+    check_token_shape(token, f"the credential {path}")
+    return token
+
+
+def _check_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(
+            f"KIMAKI_AGENT_USER: there is no user {name!r} on this machine (create it, or "
+            "leave the variable unset to run agents as the daemon's user)"
+        ) from None
 
 
 def check_token_shape(token: str, source: str) -> None:
@@ -253,10 +320,13 @@ def _check_api_url(url: str) -> None:
         )
 
 
-def _agents(value: str, data_dir: Path) -> tuple[AgentCommand, ...]:
+def _agents(value: str, data_dir: Path, opencode_path: str) -> tuple[AgentCommand, ...]:
     """The default agents, then `KIMAKI_AGENTS`: entries separated by `;` or newlines, each
     `name=command line` (adds or replaces `name`; an empty command line removes it) or a bare
-    command line (named after its program, as `resolve_agent` names it)."""
+    command line (named after its program, as `resolve_agent` names it).
+
+    An agent started as plain `opencode` (`acp:opencode` by default) runs the OpenCode that
+    KIMAKI_OPENCODE_PATH names: one setting says which OpenCode this machine uses."""
     agents = {name: resolve_agent(name, data_dir) for name in DEFAULT_AGENTS}
     for entry in re.split(r"[;\n]", value):
         entry = entry.strip()
@@ -291,7 +361,12 @@ def _agents(value: str, data_dir: Path) -> tuple[AgentCommand, ...]:
                 "write name=command line"
             )
         agents[agent.name] = agent
-    return tuple(agents.values())
+    return tuple(
+        attrs.evolve(agent, argv=(opencode_path, *agent.argv[1:]))
+        if agent.program == "opencode"
+        else agent
+        for agent in agents.values()
+    )
 
 
 def _engine_names(agents: tuple[AgentCommand, ...]) -> tuple[str, ...]:

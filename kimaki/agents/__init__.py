@@ -21,6 +21,9 @@ from kimaki.agents._engine import (
     ProviderModels,
 )
 from kimaki.agents._errors import (
+    AgentLoginRequiredError,
+    AgentNotInstalledError,
+    AgentSetupError,
     EngineError,
     EngineRequestError,
     EngineUnavailableError,
@@ -41,7 +44,6 @@ from kimaki.agents._events import (
     ReasoningCompleted,
     ReasoningDelta,
     Retrying,
-    ServerFailed,
     SessionRenamed,
     StepFinished,
     StopReason,
@@ -70,6 +72,7 @@ from kimaki.agents._extras import (
 from kimaki.agents._process import AgentProcess, LaunchSpec, StderrTail, child_environment, spawn
 from kimaki.agents._supervisor import (
     AgentServer,
+    ProbePolicy,
     RestartPolicy,
     ServerHooks,
     ServerPool,
@@ -79,8 +82,11 @@ from kimaki.agents._supervisor import (
 
 __all__ = [
     "AgentInfo",
+    "AgentLoginRequiredError",
+    "AgentNotInstalledError",
     "AgentProcess",
     "AgentServer",
+    "AgentSetupError",
     "AttachedFile",
     "CommandInfo",
     "DiffStats",
@@ -102,6 +108,7 @@ __all__ = [
     "PermissionResolved",
     "PlanEntry",
     "PlanUpdated",
+    "ProbePolicy",
     "ProviderModels",
     "Question",
     "QuestionAsked",
@@ -111,7 +118,6 @@ __all__ = [
     "ReasoningDelta",
     "RestartPolicy",
     "Retrying",
-    "ServerFailed",
     "ServerHooks",
     "ServerPool",
     "ServerRestart",

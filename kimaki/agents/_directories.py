@@ -23,6 +23,7 @@ import trio
 
 from kimaki.agents._supervisor import (
     AgentServer,
+    ProbePolicy,
     RestartPolicy,
     ServerHooks,
     ServerPool,
@@ -54,9 +55,14 @@ class ServerSettings(Protocol):
 
 
 def supervised_server(
-    name: str, hooks: ServerHooks[ConnT], settings: ServerSettings
+    name: str,
+    hooks: ServerHooks[ConnT],
+    settings: ServerSettings,
+    *,
+    probe: ProbePolicy | None = None,
 ) -> AgentServer[ConnT]:
-    """A directory's server, supervised as the engine's config says."""
+    """A directory's server, supervised as the engine's config says (`probe`: for engines
+    whose servers can be asked cheaply whether they still answer)."""
     return AgentServer(
         name,
         hooks,
@@ -64,6 +70,7 @@ def supervised_server(
         idle_timeout=settings.idle_timeout,
         ready_timeout=settings.ready_timeout,
         stop_grace=settings.stop_grace,
+        probe=probe,
     )
 
 
@@ -87,7 +94,7 @@ class _Session(Protocol):
     @property
     def session_id(self) -> str: ...
 
-    def _server_lost(self, message: str, *, gave_up: bool) -> None: ...
+    def _server_lost(self, message: str) -> None: ...
 
 
 SessionT = TypeVar("SessionT", bound=_Session)
@@ -117,10 +124,11 @@ class Sessions(Generic[SessionT]):
         if self._by_id.get(session.session_id) is session:
             del self._by_id[session.session_id]
 
-    def server_lost(self, message: str, *, gave_up: bool) -> None:
-        """The directory's server crashed (or was stopped under them): every session hears it."""
+    def server_lost(self, message: str) -> None:
+        """The directory's server crashed, hung, was given up or was stopped under them: every
+        session hears it (and ends its running turn)."""
         for session in self:
-            session._server_lost(message, gave_up=gave_up)
+            session._server_lost(message)
 
 
 class _Directory(Protocol[ConnT]):

@@ -33,7 +33,6 @@ __all__ = [
     "ReasoningCompleted",
     "ReasoningDelta",
     "Retrying",
-    "ServerFailed",
     "SessionRenamed",
     "StepFinished",
     "StopReason",
@@ -283,17 +282,6 @@ class Retrying:
 
 @final
 @attrs.frozen
-class ServerFailed:
-    """The agent server of this session's directory crashed too often and was given up.
-
-    Sent once per session; the next prompt starts the server again.
-    """
-
-    message: str
-
-
-@final
-@attrs.frozen
 class TurnEnded:
     """The turn started by `prompt()` (its id is `turn_id`) is over."""
 
@@ -319,6 +307,5 @@ EngineEvent = (
     | SessionRenamed
     | StepFinished
     | Retrying
-    | ServerFailed
     | TurnEnded
 )

@@ -6,11 +6,17 @@
 - **Own process group** (a new session): stopping signals the whole group, so the tools an
   agent started (a shell, a language server) go with it, and a Ctrl-C in the daemon's terminal
   reaches the daemon, which then stops its agents in order.
-- **Parent-death signal** (Linux): the child asks the kernel to send it SIGKILL when the daemon
-  dies, even by SIGKILL, so no agent server outlives it. SIGKILL, not SIGTERM: the signal is
-  sent once, with nobody left to escalate, and `opencode serve` 1.18.33 was seen to stay busy
-  for more than 15 s after a SIGTERM. (Its own children, e.g. a running shell command, are
-  then orphaned; an orderly stop signals the whole group instead, SIGTERM first.)
+- **Under a reaper** (Linux, `kimaki/_reaper.py`): the process the daemon starts and manages
+  is a tiny child subreaper that runs the server. Whatever the server starts, even a tool that
+  calls `setsid` and ignores SIGTERM, is its descendant or is re-parented to it when orphaned,
+  and it SIGKILLs all of them when the server exits, when the stop grace is over, or when the
+  daemon dies (by SIGKILL too: its parent-death signal). The reaper's exit status is the
+  server's. An orderly stop sends SIGTERM to the reaper, which passes it to its process group;
+  after the grace, `KILL_NOW` makes it kill everything.
+- **Parent-death signal** (Linux): the reaper is started with SIGKILL as its parent-death
+  signal, then swaps it for a catchable one so it can clean up first. SIGKILL, not SIGTERM,
+  for the server once the daemon is gone: nobody is left to escalate, and `opencode serve`
+  1.18.33 was seen to stay busy for more than 15 s after a SIGTERM.
 
 Why not `trio.lowlevel.open_process`: it forks from a worker thread, and Linux delivers the
 parent-death signal when the *thread* that forked exits, which trio's idle worker threads do
@@ -30,8 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +51,8 @@ from typing import Final, Protocol, final
 
 import attrs
 import trio
+
+from kimaki._reaper import KILL_NOW
 
 __all__ = [
     "DENIED_PREFIXES",
@@ -99,6 +110,10 @@ _XDG_DIRS: Final = {
 
 _PR_SET_PDEATHSIG: Final = 1
 _STOP_GRACE: Final = 5.0
+# After KILL_NOW, how long the reaper gets to kill and reap everything before it is SIGKILLed
+# with its group (it never should need it: SIGKILL is immediate).
+_KILL_WAIT: Final = 5.0
+_REAPER: Final = str(Path(__file__).resolve().parent.parent / "_reaper.py")
 
 
 def _denied(name: str) -> bool:
@@ -143,12 +158,16 @@ def child_environment(
 @final
 @attrs.frozen
 class LaunchSpec:
-    """How to start one agent server. `env` is the child's whole environment."""
+    """How to start one agent server. `env` is the child's whole environment; `setting` names
+    the setting that chooses the program (for the fix when it is missing)."""
 
     argv: tuple[str, ...]
     cwd: Path
     env: Mapping[str, str]
     stdin: bool = False
+    setting: str | None = None
+    # Run as this OS user (KIMAKI_AGENT_USER) instead of the daemon's; needs root.
+    user: str | None = None
 
 
 @final
@@ -233,10 +252,14 @@ class AgentProcess:
         stderr: trio.lowlevel.FdStream | None = None,
         started_at: float | None = None,
         pidfd: int | None = None,
+        under_reaper: bool | None = None,
     ) -> None:
         self._popen = child
         self.spec = spec
         self.pid = pid
+        # Started as `_reaper.py -- <server>` (None: look at its command line, for a process
+        # adopted from an earlier image, which may predate the reaper).
+        self.under_reaper = _runs_reaper(pid) if under_reaper is None else under_reaper
         # Wall-clock time of the start, kept across restarts (for operations).
         self.started_at = time.time() if started_at is None else started_at
         self.adopted = not isinstance(child, subprocess.Popen)
@@ -365,18 +388,41 @@ class AgentProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
 
+    def _signal(self, sig: int) -> None:
+        if self._popen.returncode is not None or self._detached:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, sig)
+
     async def stop(self, grace: float = _STOP_GRACE) -> int:
-        """SIGTERM to the group, SIGKILL after `grace` seconds; always reaped, even when the
-        caller is being cancelled. A detached process is left running (returns -1)."""
+        """SIGTERM to the group, everything killed after `grace` seconds; always reaped, even
+        when the caller is being cancelled. A detached process is left running (returns -1).
+
+        Under the reaper, the signals go to the reaper alone (it passes SIGTERM to its group,
+        and on `KILL_NOW` kills every descendant, wherever it moved); a SIGKILL would leave
+        those to init, so the group gets one only if the reaper itself does not exit.
+        """
         if self._detached:
             self._close_pidfd()
             return -1
         with trio.CancelScope(shield=True):
-            self.send_signal_group(signal.SIGTERM)
+            if self.under_reaper:
+                self._signal(signal.SIGTERM)
+            else:
+                self.send_signal_group(signal.SIGTERM)
             with trio.move_on_after(grace):
                 await self.wait()
             if self._popen.returncode is None:
-                log.warning("agent server %d ignored SIGTERM for %.0f s: SIGKILL", self.pid, grace)
+                log.warning(
+                    "agent server %d ignored SIGTERM for %.0f s: killing it and what it started",
+                    self.pid,
+                    grace,
+                )
+                if self.under_reaper:
+                    self._signal(KILL_NOW)
+                    self.send_signal_group(signal.SIGCONT)  # a stopped reaper must act on it
+                    with trio.move_on_after(_KILL_WAIT):
+                        await self.wait()
                 self.send_signal_group(signal.SIGKILL)
             await self.wait()
         returncode = self._popen.returncode
@@ -426,6 +472,59 @@ def _open_child(pid: int) -> int:
         raise ProcessLookupError(f"process {pid} cannot be watched: {exc}") from None
 
 
+def _runs_reaper(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            argv = file.read().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith(b"_reaper.py") for arg in argv[:4])
+
+
+def _resolve(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """`argv` with its program as an absolute path, found the way `execvp` would find it;
+    `FileNotFoundError` / `PermissionError` as `Popen` would raise them, so a missing program
+    is reported at once rather than as the reaper's exit status."""
+    program = argv[0]
+    if os.sep in program:
+        # Relative to the daemon's directory, not the project's (the child's cwd).
+        path: str | None = os.path.abspath(program)
+        assert path is not None
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    else:
+        path = shutil.which(program, path=env.get("PATH", os.defpath))
+        if path is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    return [path, *argv[1:]]
+
+
+def _switch_user(name: str, env: dict[str, str]) -> tuple[str, ...]:
+    """The reaper's `--user` option for `name` (it drops to that user in the server's child
+    only, so it can still kill whatever the server starts), and `env` pointed at that user's
+    home instead of the daemon's. `PermissionError` unless the daemon runs as root."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise PermissionError(errno.EINVAL, f"no user {name!r} (KIMAKI_AGENT_USER)") from None
+    if os.geteuid() != 0:
+        raise PermissionError(
+            errno.EPERM, f"running agents as {name!r} (KIMAKI_AGENT_USER) needs root"
+        )
+    groups = os.getgrouplist(name, entry.pw_gid)
+    own_home = os.path.expanduser("~")
+    for variable in ("HOME", *_XDG_DIRS):
+        value = env.get(variable)
+        if value is None or value == own_home or value.startswith(own_home + os.sep):
+            env.pop(variable, None)  # the daemon's own: not the agent's to use
+    env.setdefault("HOME", entry.pw_dir)
+    env["USER"] = env["LOGNAME"] = name
+    ids = f"{entry.pw_uid}:{entry.pw_gid}:{','.join(str(group) for group in groups)}"
+    return ("--user", ids)
+
+
 def _take_stream(popen: subprocess.Popen[bytes], name: str) -> trio.lowlevel.FdStream | None:
     file = getattr(popen, name)
     if file is None:
@@ -437,18 +536,27 @@ def _take_stream(popen: subprocess.Popen[bytes], name: str) -> trio.lowlevel.FdS
 
 
 def spawn(spec: LaunchSpec) -> AgentProcess:
-    """Start `spec` in its own process group, armed to die with the daemon.
+    """Start `spec` under the reaper, in its own process group, armed to die with the daemon.
 
     Raises `OSError` (e.g. `FileNotFoundError` for a missing binary).
     """
-    argv: Sequence[str] = spec.argv
-    if os.sep in argv[0] and not os.path.isabs(argv[0]):
-        # Relative to the daemon's directory, not the project's (the child's cwd).
-        argv = (os.path.abspath(argv[0]), *argv[1:])
+    under_reaper = sys.platform.startswith("linux")
+    env = dict(spec.env)
+    if under_reaper:
+        server = _resolve(spec.argv, spec.env)
+        user = _switch_user(spec.user, env) if spec.user else ()
+        # -I -S: no site, no environment, no user paths; the reaper needs only the stdlib.
+        argv: Sequence[str] = (sys.executable, "-I", "-S", _REAPER, *user, "--", *server)
+    elif spec.user:
+        raise PermissionError(errno.EPERM, "running agents as another user needs Linux")
+    else:
+        argv = spec.argv
+        if os.sep in argv[0] and not os.path.isabs(argv[0]):
+            argv = (os.path.abspath(argv[0]), *argv[1:])
     popen = subprocess.Popen(
         argv,
         cwd=spec.cwd,
-        env=dict(spec.env),
+        env=env,
         stdin=subprocess.PIPE if spec.stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -456,11 +564,12 @@ def spawn(spec: LaunchSpec) -> AgentProcess:
         preexec_fn=_parent_death_hook(),
         close_fds=True,
     )
-    log.debug("started %s (pid %d) in %s", argv[0], popen.pid, spec.cwd)
+    log.debug("started %s (pid %d) in %s", spec.argv[0], popen.pid, spec.cwd)
     return AgentProcess(
         popen,
         popen.pid,
         spec,
+        under_reaper=under_reaper,
         stdin=_take_stream(popen, "stdin"),
         stdout=_take_stream(popen, "stdout"),
         stderr=_take_stream(popen, "stderr"),

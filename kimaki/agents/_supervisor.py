@@ -8,19 +8,29 @@ ServerPool (the engine's nursery)
        ▲                          │ ready: hooks.serve (the event stream) runs beside it
        │                          ▼
        ├── idle / stop() ◄── wait: process exit │ idle_timeout without activity │ stop()
-       └── backoff ◄──────── crash (exit while ready): restart after 0.5 s ×2 … ≤ 30 s;
-                             five crashes within 60 s: give up, tell hooks.crashed(gave_up),
-                             wait for the next connection() request
+       ├── backoff ◄──────── crash (exit while ready, a failed health probe, a failed start):
+       │                     restart after 0.5 s ×2 … ≤ 30 s; five crashes within 60 s: give
+       │                     up, tell hooks.crashed(gave_up), wait for the next connection()
+       └── stopped ◄──────── a setup error (the program is missing, the agent needs a login):
+                             no retry; the next connection() request tries again
 ```
 
 An engine gives the supervisor its `ServerHooks`: how to launch, how to tell the server is
 ready (OpenCode: the `listening on` line, then `GET /global/health`; ACP: `initialize`), what to
 run while it is up, and what to do when it crashes. Everything uses trio's clock.
 
-Start failures (the binary is missing, the server exits or never becomes ready) answer the
-requests waiting for the server right away with `EngineUnavailableError`, whose message ends
-with the server's last stderr lines: a person sees why, not a timeout. They count as crashes
-for giving up, but the next start waits for the next request rather than looping.
+Start failures (the server exits, is killed or never becomes ready) answer the requests
+waiting for the server right away with `EngineUnavailableError`, whose message ends with the
+server's last stderr lines: a person sees why, not a timeout. Each is one more crash: the
+server is started again after the backoff, and given up like a crash loop. A setup error
+(`AgentSetupError`: the program is missing, the agent wants a login) is answered the same way
+but not retried, since a retry cannot help; its message names the fix.
+
+Hung servers: with a `ProbePolicy`, a server in use (held by a running turn) is probed
+(`hooks.probe`, e.g. OpenCode's health endpoint with its password) every `interval`, and at
+once when it has sent nothing (`heard()`) for `silence`. A probe that fails or does not answer
+within `timeout` is a crash: the process is stopped (SIGTERM, then SIGKILL), the running turns
+end through `hooks.crashed`, and the server is restarted after the backoff.
 
 In-place restart: `handover()` ends the supervision of a ready server without stopping the
 process (its connection is released, its output pipes duplicated for the next process), and
@@ -32,8 +42,10 @@ password). An adopted server that fails that check is stopped and started again 
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 import math
+import os
 import random
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -43,12 +55,21 @@ import attrs
 import trio
 
 from kimaki._backoff import Backoff
-from kimaki.agents._errors import EngineUnavailableError
+from kimaki.agents._errors import (
+    DOCTOR_HINT,
+    AgentNotInstalledError,
+    AgentSetupError,
+    EngineError,
+    EngineUnavailableError,
+    first_line,
+    setup_fix,
+)
 from kimaki.agents._process import AgentProcess, LaunchSpec, spawn
 
 __all__ = [
     "AgentServer",
     "DetachedServer",
+    "ProbePolicy",
     "RestartPolicy",
     "ServerHooks",
     "ServerPool",
@@ -88,6 +109,20 @@ class RestartPolicy:
         return backoff.delay(consecutive, rng.random())
 
 
+@final
+@attrs.frozen
+class ProbePolicy:
+    """When a server in use is asked whether it still answers (seconds).
+
+    `interval`: between probes while a turn holds the server; `silence`: probe at once when the
+    server has sent nothing for this long during a turn; `timeout`: the probe's answer bound.
+    """
+
+    interval: float = 60.0
+    silence: float = 60.0
+    timeout: float = 10.0
+
+
 class ServerHooks(Protocol[ConnT]):
     """What an engine tells the supervisor about its kind of server."""
 
@@ -108,6 +143,11 @@ class ServerHooks(Protocol[ConnT]):
 
     async def serve(self, connection: ConnT) -> None:
         """Runs while the server is up (e.g. the event stream); cancelled when it stops."""
+        ...
+
+    async def probe(self, connection: ConnT) -> None:
+        """Check the ready server still answers; raise `EngineError` if it says it is not well.
+        Only called with a `ProbePolicy`, which bounds it."""
         ...
 
     async def disconnect(self, connection: ConnT) -> None:
@@ -135,6 +175,11 @@ class ServerStatistics:
 class _Crash:
     message: str
     start_failure: bool
+    # What the requests waiting for the start are answered with.
+    error: type[EngineUnavailableError] = EngineUnavailableError
+    # False when starting again cannot help (a setup error) or is not wanted yet (an adopted
+    # server that failed its check: a new one starts on the next request).
+    retry: bool = True
 
 
 @final
@@ -176,6 +221,7 @@ class AgentServer(Generic[ConnT]):
         idle_timeout: float = 30 * 60.0,
         ready_timeout: float = 30.0,
         stop_grace: float = 5.0,
+        probe: ProbePolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
@@ -184,6 +230,7 @@ class AgentServer(Generic[ConnT]):
         self._idle_timeout = idle_timeout
         self._ready_timeout = ready_timeout
         self._stop_grace = stop_grace
+        self._probe = probe
         self._rng = rng or random.Random()
         self._state = ServerState.STOPPED
         self._connection: ConnT | None = None
@@ -199,6 +246,9 @@ class AgentServer(Generic[ConnT]):
         self._consecutive = 0
         self._failures = 0
         self._last_error: str | None = None
+        self._error_type: type[EngineUnavailableError] = EngineUnavailableError
+        self._last_heard = -math.inf
+        self._held = trio.Event()
         self._starts = 0
         self._crashes = 0
         self._start_failures = 0
@@ -235,7 +285,7 @@ class AgentServer(Generic[ConnT]):
             if self._state is ServerState.READY and self._connection is not None:
                 return self._connection
             if self._failures != failures:
-                raise EngineUnavailableError(self._last_error or f"{self.name} is unavailable")
+                raise self._error_type(self._last_error or f"{self.name} is unavailable")
             if self._closed:
                 raise EngineUnavailableError(f"{self.name}: the agent supervisor has stopped")
             await self._changed.park()
@@ -245,9 +295,19 @@ class AgentServer(Generic[ConnT]):
         while self._state not in states:
             await self._changed.park()
 
+    async def wait_for_process(self) -> AgentProcess:
+        """The server's process, once it has one (starting or ready; for operations, tests)."""
+        while self._process is None:
+            await self._changed.park()
+        return self._process
+
     def touch(self) -> None:
         """Session activity: pushes the idle stop back."""
         self._last_activity = trio.current_time()
+
+    def heard(self) -> None:
+        """The server sent something (an event, a heartbeat): it is not silent."""
+        self._last_heard = trio.current_time()
 
     @property
     def current(self) -> ConnT | None:
@@ -256,11 +316,16 @@ class AgentServer(Generic[ConnT]):
 
     def hold(self) -> None:
         """A turn started: no idle stop until the matching `release()`."""
+        if not self._busy:
+            self.heard()  # the silence of a turn counts from its start
         self._busy += 1
+        self._held.set()
         self._poke()
 
     def release(self) -> None:
         self._busy = max(0, self._busy - 1)
+        if not self._busy:
+            self._held = trio.Event()
         self.touch()
         self._poke()
 
@@ -355,6 +420,15 @@ class AgentServer(Generic[ConnT]):
         now = trio.current_time()
         self._crashes += 1
         self._last_error = crash.message
+        self._error_type = crash.error
+        if not crash.retry:
+            # Answer the waiting requests; start again on the next one.
+            log.warning("%s", crash.message)
+            self._start_failures += 1
+            self._failures += 1
+            self._demand = trio.Event()
+            self._set_state(ServerState.STOPPED)
+            return
         self._crash_times = [t for t in self._crash_times if now - t < self._policy.crash_window]
         self._crash_times.append(now)
         self._consecutive += 1
@@ -366,21 +440,22 @@ class AgentServer(Generic[ConnT]):
             )
             log.error("%s", message)
             self._last_error = message
+            self._error_type = EngineUnavailableError
+            if crash.start_failure:
+                self._start_failures += 1
             self._failures += 1
             self._demand = trio.Event()
             self._set_state(ServerState.FAILED)
             self._hooks.crashed(message, gave_up=True)
             return
-        if crash.start_failure:
-            log.warning("%s", crash.message)
-            self._start_failures += 1
-            self._failures += 1
-            self._demand = trio.Event()
-            self._set_state(ServerState.STOPPED)
-            return
         delay = self._policy.delay(self._consecutive, self._rng)
         log.warning("%s; restarting in %.1f s", crash.message, delay)
-        self._hooks.crashed(crash.message, gave_up=False)
+        if crash.start_failure:
+            # The requests waiting for this start hear why now; the restart is for the next.
+            self._start_failures += 1
+            self._failures += 1
+        else:
+            self._hooks.crashed(crash.message, gave_up=False)
         self._set_state(ServerState.BACKOFF)
         await trio.sleep(delay)
 
@@ -397,9 +472,10 @@ class AgentServer(Generic[ConnT]):
             try:
                 process = spawn(spec)
             except OSError as exc:
-                return _Crash(f"{self.name}: could not start {spec.argv[0]}: {exc}", True)
+                return self._spawn_failed(spec, exc)
             self._starts += 1
         self._process = process
+        self._changed.unpark_all()
         exited = trio.Event()
         stderr_done = trio.Event()
 
@@ -437,6 +513,20 @@ class AgentServer(Generic[ConnT]):
                 await process.aclose_streams()
             self._process = None
 
+    def _spawn_failed(self, spec: LaunchSpec, exc: OSError) -> _Crash:
+        """Why `spec` could not be started, said as a person can act on it (never an errno)."""
+        program = spec.argv[0]
+        name = os.path.basename(program)
+        if not spec.cwd.is_dir():
+            return _Crash(f"{self.name}: the project directory {spec.cwd} does not exist", True)
+        if isinstance(exc, FileNotFoundError | PermissionError | NotADirectoryError) or (
+            exc.errno == errno.ENOEXEC
+        ):
+            found = "is not installed" if isinstance(exc, FileNotFoundError) else "cannot be run"
+            message = f"{name} {found} (`{program}`): {setup_fix(program, setting=spec.setting)}"
+            return _Crash(message, True, AgentNotInstalledError, retry=False)
+        return _Crash(f"{self.name}: could not start {program}: {exc.strerror or exc}", True)
+
     async def _connect(
         self,
         process: AgentProcess,
@@ -446,10 +536,13 @@ class AgentServer(Generic[ConnT]):
     ) -> ConnT | _Crash:
         result: list[ConnT] = []
         failure: list[str] = []
+        setup: list[AgentSetupError] = []
 
         async def connect(cancel_scope: trio.CancelScope) -> None:
             try:
                 result.append(await self._hooks.connect(process, process_nursery))
+            except AgentSetupError as exc:
+                setup.append(exc)
             except EngineUnavailableError as exc:
                 failure.append(str(exc))
             except Exception as exc:
@@ -470,13 +563,19 @@ class AgentServer(Generic[ConnT]):
         if result:
             with trio.CancelScope(shield=True):
                 await self._hooks.disconnect(result[0])
+        if setup:
+            return _Crash(f"{setup[0]}", True, type(setup[0]), retry=False)
         if failure and not exited.is_set():
             with trio.move_on_after(1.0):  # a server that closed its output is usually exiting
                 await exited.wait()
         if exited.is_set():
             with trio.move_on_after(1.0):
                 await stderr_done.wait()
-            message = f"{self.name} exited with code {process.returncode} while starting"
+            said = process.stderr_tail.text(max_lines=1)
+            message = (
+                f"{self.name} exited with code {process.returncode} while starting"
+                f"{f': {said}' if said else ''} ({DOCTOR_HINT})"
+            )
         elif failure:
             message = f"{self.name} failed to start: {failure[0]}"
         elif timeout.cancelled_caught:
@@ -488,7 +587,7 @@ class AgentServer(Generic[ConnT]):
                 f"{message} (the server pid {process.pid} left by the previous process could "
                 "not be adopted; a new one starts on the next request)"
             )
-        return _Crash(_with_stderr(message, process), True)
+        return _Crash(_with_stderr(message, process), True, retry=not process.adopted)
 
     async def _run_serve(self, connection: ConnT, errors: list[str]) -> None:
         try:
@@ -508,6 +607,8 @@ class AgentServer(Generic[ConnT]):
     ) -> _Crash | _HandedOver | None:
         self._connection = connection
         ready_at = trio.current_time()
+        self.touch()  # the idle time counts from here: a slow start must not end it at once
+        self.heard()  # and so does its silence
         self._set_state(ServerState.READY)
         if process.adopted:
             log.info("%s adopted (pid %d)", self.name, process.pid)
@@ -515,9 +616,14 @@ class AgentServer(Generic[ConnT]):
             log.info("%s ready (pid %d)", self.name, process.pid)
         serve_errors: list[str] = []
         nursery.start_soon(self._run_serve, connection, serve_errors)
+        probe_failures: list[str] = []
+        if self._probe is not None:
+            nursery.start_soon(self._watch_health, self._probe, connection, probe_failures)
         while True:
             if serve_errors:
                 return _Crash(f"{self.name}: {serve_errors[0]}", False)
+            if probe_failures and not exited.is_set():
+                return _Crash(probe_failures[0], False)
             if exited.is_set():
                 self._connection = None
                 if trio.current_time() - ready_at >= self._policy.healthy_reset:
@@ -542,6 +648,49 @@ class AgentServer(Generic[ConnT]):
             self._wake = trio.Event()
             with trio.move_on_at(deadline):
                 await self._wake.wait()
+
+    async def _watch_health(
+        self, policy: ProbePolicy, connection: ConnT, failures: list[str]
+    ) -> None:
+        """While a turn holds the server: probe it every `interval`, and at once after
+        `silence` without a word from it. A failed probe ends `_serve` with a crash."""
+        last_probe = trio.current_time()
+        while True:
+            if not self._busy:
+                await self._held.wait()
+                last_probe = trio.current_time()
+                continue
+            now = trio.current_time()
+            quiet_since = max(self._last_heard, last_probe)
+            due = min(last_probe + policy.interval, quiet_since + policy.silence)
+            if now < due:
+                await trio.sleep_until(due)
+                continue
+            silent = now - self._last_heard
+            if silent >= policy.silence:
+                log.warning(
+                    "%s: nothing from it for %.0f s during a turn; probing its health",
+                    self.name,
+                    silent,
+                )
+            last_probe = now
+            reason = await self._probe_once(policy, connection)
+            if reason is not None:
+                message = f"{self.name} stopped answering ({reason}); restarting it"
+                log.error("%s", message)
+                failures.append(message)
+                self._poke()
+                return
+
+    async def _probe_once(self, policy: ProbePolicy, connection: ConnT) -> str | None:
+        """None when the server answered its probe, else why not."""
+        with trio.move_on_after(policy.timeout):
+            try:
+                await self._hooks.probe(connection)
+            except EngineError as exc:
+                return f"its health check failed: {first_line(str(exc))}"
+            return None
+        return f"no answer to its health check within {policy.timeout:g} s"
 
 
 @final

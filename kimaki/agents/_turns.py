@@ -15,7 +15,8 @@ import attrs
 import trio
 
 from kimaki.agents._engine import EventQueue
-from kimaki.agents._events import EngineEvent, ServerFailed, TurnEnded
+from kimaki.agents._errors import first_line
+from kimaki.agents._events import EngineEvent, TurnEnded
 from kimaki.agents._supervisor import AgentServer
 
 __all__ = ["Turn", "TurnKeeper", "TurnTracker"]
@@ -102,15 +103,12 @@ class TurnKeeper:
             self._server.touch()
 
     def server_lost(
-        self,
-        message: str,
-        end_turn: Callable[[str], list[EngineEvent]],
-        *,
-        gave_up: bool,
-        fallback: str,
+        self, message: str, end_turn: Callable[[str], list[EngineEvent]], *, fallback: str
     ) -> None:
-        """The server went away: the running turn ends (`end_turn` with the first line of
-        `message`, or `fallback`); when the supervisor gave up, the session says so too."""
-        self.emit(end_turn(message.splitlines()[0] if message else fallback))
-        if gave_up:
-            self._events.send_nowait(ServerFailed(message))
+        """The server went away (crashed, hung, given up, stopped): the running turn ends
+        with one line, `end_turn` with the first line of `message` (or `fallback`).
+
+        Nothing is sent between turns: a notice left in the queue would be read as the end
+        of the next turn, and the next prompt starts the server again anyway.
+        """
+        self.emit(end_turn(first_line(message) if message else fallback))

@@ -32,6 +32,7 @@ from kimaki.agents import (
     QuestionAsked,
 )
 from kimaki.bot._delivery import ThreadWriter
+from kimaki.bot._interactions import NOT_VALID_HERE
 from kimaki.discord.errors import HTTPError, NetworkError
 from kimaki.discord.models import (
     ActionRow,
@@ -168,9 +169,14 @@ class Asks:
     async def on_permission_button(
         self, ctx: InteractionContext, request_id: str, reply: str
     ) -> None:
-        pending = self._permissions.get(request_id)
         choice = _REPLIES.get(reply)
-        if pending is None or choice is None:
+        if choice is None:
+            # A real key with a choice its buttons never offered: the id was altered. Whether
+            # the request is still pending is not this click's business.
+            await ctx.reply(NOT_VALID_HERE)
+            return
+        pending = self._permissions.get(request_id)
+        if pending is None:
             await ctx.reply("This permission request is no longer pending.")
             return
         word = _REPLY_WORDS[choice]

@@ -6,7 +6,10 @@ Bot.run (a nursery under the daemon's Discord nursery)
 ├─ Interactions .. INTERACTION_CREATE (one task each, answered within 3 s)
 ├─ Threads ....... thread runtimes; one ThreadTurns (the TurnHandler) per active thread:
 │                  engine session ⇄ renderer ⇄ ThreadWriter (ordered delivery), asks
-└─ command registration at READY and GUILD_CREATE (one bulk overwrite per guild)
+├─ command registration at READY and GUILD_CREATE (one bulk overwrite per guild)
+├─ HandledEvents . ids of the messages and interactions acted on (replays change nothing);
+│                  loaded at start, swept hourly
+└─ expired interaction keys deleted at start and hourly (`sweep_expired_keys`)
 ```
 
 `Bot` is also the bundle of services every handler receives (REST, store, guild cache, ids,
@@ -16,13 +19,15 @@ engines), so nothing reaches for globals.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, final
 
 import trio
 
 from kimaki.bot._engines import Engines
-from kimaki.bot._interactions import Interactions
+from kimaki.bot._handled import HandledEvents
+from kimaki.bot._interactions import KEY_SWEEP_INTERVAL, Interactions, sweep_expired_keys
 from kimaki.discord.models import Guild, Interaction, Message
 from kimaki.discord.rest import RESTClient
 from kimaki.dispatch import Dispatcher
@@ -46,12 +51,14 @@ class BotConfig:
         thread_idle_timeout: float = 15 * 60,
         permission_timeout: float = 10 * 60,
         typing_interval: float = 8.0,
+        key_sweep_interval: float = KEY_SWEEP_INTERVAL,
     ) -> None:
         self.data_dir = data_dir
         self.projects_dir = projects_dir
         self.thread_idle_timeout = thread_idle_timeout
         self.permission_timeout = permission_timeout
         self.typing_interval = typing_interval
+        self.key_sweep_interval = key_sweep_interval
 
     @property
     def attachments_dir(self) -> Path:
@@ -76,6 +83,7 @@ class Bot:
         bot_user_id: int,
         engines: Engines,
         config: BotConfig,
+        current_sequence: Callable[[], int | None] = lambda: None,
     ) -> None:
         # Imported here: these modules need `Bot` for their type hints.
         from kimaki.bot._router import Router
@@ -90,6 +98,7 @@ class Bot:
         self.engines = engines
         self.config = config
         self.typing_limiter = trio.CapacityLimiter(4)
+        self.handled = HandledEvents(store, current_sequence=current_sequence)
         self.interactions = Interactions(self)
         self.threads = Threads(self)
         self.router = Router(self)
@@ -104,9 +113,13 @@ class Bot:
         return self._nursery
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Known before the first event: what earlier processes handled is not done again.
+        await self.handled.load()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self.handled.run)
             await nursery.start(self.threads.run)
+            await nursery.start(sweep_expired_keys, self.store, self.config.key_sweep_interval)
             task_status.started()
             await trio.sleep_forever()
 

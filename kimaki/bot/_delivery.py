@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import final
+from typing import Final, final
+
+import trio
 
 from kimaki.discord.errors import HTTPError, NetworkError
 from kimaki.discord.markdown import split_message
@@ -24,6 +26,9 @@ from kimaki.discord.rest import UNSET, RESTClient
 __all__ = ["PostedHook", "ThreadWriter"]
 
 log = logging.getLogger("kimaki.delivery")
+
+FLUSH_BOUND: Final = 30.0
+"""How long a flush may go on after the turn that started it was cancelled."""
 
 PostedHook = Callable[[Sequence[str], int], Awaitable[None]]
 """Called with the part ids a flush delivered and the id of the message that carried them."""
@@ -69,14 +74,17 @@ class ThreadWriter:
         self._blocks = []
         self._parts = []
         last_id = 0
-        for chunk in split_message(text):
-            if not chunk.strip():
-                continue
-            message = await self.post(chunk)
-            if message is not None:
-                last_id = message.id
-        if parts and self._on_posted is not None:
-            await self._on_posted(parts, last_id)
+        # Shielded (within a bound): a flush cancelled between a message leaving and its parts
+        # being recorded would have the process that follows the turn post them again.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + FLUSH_BOUND):
+            for chunk in split_message(text):
+                if not chunk.strip():
+                    continue
+                message = await self.post(chunk)
+                if message is not None:
+                    last_id = message.id
+            if parts and self._on_posted is not None:
+                await self._on_posted(parts, last_id)
 
     async def say(self, line: str) -> Message | None:
         """Flush, then send `line` (a notice) as its own message."""

@@ -44,7 +44,7 @@ from kimaki.discord.models import (
     User,
 )
 from kimaki.discord.rest import UNSET, File, Unset
-from kimaki.store import ChannelRecord, InteractionKey
+from kimaki.store import ChannelRecord, InteractionKey, Store
 
 if TYPE_CHECKING:
     from kimaki.bot._bot import Bot
@@ -58,6 +58,7 @@ __all__ = [
     "make_custom_id",
     "modal_values",
     "parse_custom_id",
+    "sweep_expired_keys",
 ]
 
 log = logging.getLogger("kimaki.interactions")
@@ -71,6 +72,12 @@ NOT_A_PROJECT: Final = (
     "or add one with `/add-project`."
 )
 EXPIRED: Final = "This has expired or belongs to another thread."
+UNKNOWN_INTERACTION: Final = 10062
+"""Discord's error code for an interaction it no longer accepts an answer to (past 3 s)."""
+NOT_VALID_HERE: Final = "This button is not valid here."
+"""A known key with a choice its message never offered: altered, not expired."""
+KEY_SWEEP_INTERVAL: Final = 3600.0
+"""Seconds between deletions of expired interaction keys (they live a day by default)."""
 _CUSTOM_ID_PREFIX: Final = "k:"
 
 
@@ -398,7 +405,20 @@ class Interactions:
     # ---- handling
 
     async def handle(self, interaction: Interaction) -> None:
-        """Answer one interaction; never raises (errors become an ephemeral line)."""
+        """Answer one interaction; never raises (errors become an ephemeral line).
+
+        At most once: an interaction replayed by Discord (a RESUME after a crash) or older than
+        its 15-minute token is not run again (`HandledEvents.claim_interaction`).
+        """
+        if interaction.type == InteractionType.PING:
+            return
+        handled = self._bot.handled
+        if interaction.type == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
+            # Suggestions change nothing: known in memory only, no write per keystroke.
+            if not handled.claim(interaction.id):
+                return
+        elif not await handled.claim_interaction(interaction.id):
+            return
         ctx = await self._context(interaction)
         if ctx is None:
             return
@@ -406,11 +426,19 @@ class Interactions:
 
             async def deadline() -> None:
                 await trio.sleep(self._ack_deadline)
-                await ctx._auto_defer()
+                await _quietly(ctx._auto_defer())
 
             nursery.start_soon(deadline)
             try:
                 await self._run(ctx)
+            except HTTPError as exc:
+                if exc.code != UNKNOWN_INTERACTION or ctx.acknowledged:
+                    log.exception("interaction %d failed", interaction.id)
+                    await _say_failed(ctx)
+                else:  # nothing can answer it now; a traceback would explain nothing
+                    log.warning(
+                        "interaction %d arrived too late to be answered (%s)", interaction.id, exc
+                    )
             except Exception:
                 log.exception("interaction %d failed", interaction.id)
                 await _say_failed(ctx)
@@ -472,6 +500,31 @@ class Interactions:
             await ctx.reply(EXPIRED)
             return
         await handler(ctx, record, suffix)
+
+
+async def sweep_expired_keys(
+    store: Store,
+    interval: float = KEY_SWEEP_INTERVAL,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Delete expired interaction keys now, then every `interval` seconds, until cancelled.
+
+    Reads already ignore an expired key; without this, every button ever posted would stay in
+    the database. `started()` after the first sweep, so what a previous run left is gone
+    before the bot serves anything.
+    """
+    await _sweep(store)
+    task_status.started()
+    while True:
+        await trio.sleep(interval)
+        await _sweep(store)
+
+
+async def _sweep(store: Store) -> None:
+    swept = await store.delete_expired_interaction_keys()
+    if swept:
+        log.debug("deleted %d expired interaction key(s)", swept)
 
 
 async def _say_failed(ctx: InteractionContext) -> None:

@@ -80,11 +80,18 @@ class Router:
         if not verdict:
             log.debug("message %d from %s ignored: %s", message.id, author.username, verdict.reason)
             return
+        # Replayed after a crash (RESUME from a stale sequence) or taken over from the
+        # previous process's queue: acted on once already.
+        if not bot.handled.claim(message.id):
+            log.debug("message %d: already handled (replayed)", message.id)
+            return
         if not message.content and not message.attachments:
             if not message.embeds and not message.components:
                 bot.nursery.start_soon(self._explain_content_intent, message)
             return
         prompt = self._prompt(message)
+        # Only in memory until its prompt reaches the agent: replayed if the process dies first.
+        bot.handled.hold(message.id)
         if message.channel_id == project.channel_id:
             bot.nursery.start_soon(self._new_thread, project, message, prompt)
             return
@@ -130,12 +137,16 @@ class Router:
 
     async def _new_thread(self, project: ChannelRecord, message: Message, prompt: Prompt) -> None:
         name = prompt.text or (message.attachments[0].filename if message.attachments else "")
+        threads = self._bot.threads
+        if await threads.open_existing_thread(project, message.id, prompt):
+            return
         try:
             await self._bot.threads.start_thread(
                 project, name=name, prompt=prompt, from_message_id=message.id
             )
         except (HTTPError, NetworkError) as exc:
             log.warning("message %d: could not open a thread: %s", message.id, exc)
+            self._bot.handled.settle([message.id])  # answered: a replay must not try again
             await self._reply(
                 message.channel_id, message.id, f"⚠️ I could not open a thread for this: {exc}"
             )
@@ -147,6 +158,8 @@ class Router:
         )
 
     async def _explain_content_intent(self, message: Message) -> None:
+        # Recorded first: a reply cannot be taken back, so a replay must not repeat it.
+        await self._bot.handled.record("message", [message.id])
         await self._reply(message.channel_id, message.id, CONTENT_INTENT_HELP)
 
     async def _reply(self, channel_id: int, message_id: int, content: str) -> None:

@@ -18,6 +18,7 @@ from kimaki.agents import EngineSession
 from kimaki.bot._asks import Asks
 from kimaki.bot._interactions import InteractionContext, modal_values
 from kimaki.bot._turn import ThreadTurns
+from kimaki.discord.errors import HTTPError
 from kimaki.discord.models import Channel
 from kimaki.sessions import Prompt, RuntimeStatistics, ThreadRuntimes
 from kimaki.store import ChannelRecord, InteractionKey, ThreadRecord, WorktreeRecord
@@ -31,6 +32,8 @@ __all__ = ["Threads", "thread_name"]
 log = logging.getLogger("kimaki.session")
 
 WORKTREE_MARKER: Final = "⎇ "
+THREAD_ALREADY_CREATED: Final = 160004
+"""Discord's error code for a second thread from one message."""
 _UNTITLED: Final = "New session"
 
 
@@ -95,7 +98,9 @@ class Threads:
             except (TypeError, ValueError) as exc:
                 log.warning("thread %d: a queued prompt could not be read: %s", item.thread_id, exc)
                 continue
-            self.submit(item.thread_id, attrs.evolve(prompt, queued=True))
+            # As it was: a prompt that interrupts still does, and a message replayed after the
+            # RESUME joins it if it has not reached the engine (arrival order).
+            self.submit(item.thread_id, prompt)
         if queued:
             log.info("%d queued prompt(s) taken over from before the restart", len(queued))
 
@@ -112,12 +117,22 @@ class Threads:
         for runtime in runtimes.runtimes():
             handler = runtime.handler
             running, pending = runtime.suspend()
-            started = isinstance(handler, ThreadTurns) and handler.turn_started
+            # Not sent again once the engine took it: a turn to follow, or one that is over
+            # and still flushing its answer.
+            started = isinstance(handler, ThreadTurns) and (
+                handler.turn_started or handler.prompt_taken
+            )
             if running is not None and not started:
                 pending.insert(0, running)
             if pending:
+                # Their messages are handled from here on (the next process serves the queue),
+                # in the same write, so the replay of those messages finds them taken.
                 await store.save_queued_prompts(
-                    runtime.thread_id, [prompt.to_json() for prompt in pending]
+                    runtime.thread_id,
+                    [prompt.to_json() for prompt in pending],
+                    message_ids=[
+                        message_id for prompt in pending for message_id in prompt.message_ids
+                    ],
                 )
         log.info("thread runtimes handed over for the restart")
 
@@ -162,9 +177,7 @@ class Threads:
             worktree, notice = await self._automatic_worktree(project, name)
         title = thread_name(name, marker=WORKTREE_MARKER if worktree is not None else "")
         if from_message_id is not None:
-            thread = await rest.start_thread_from_message(
-                project.channel_id, from_message_id, title
-            )
+            thread = await self._thread_from_message(project.channel_id, from_message_id, title)
         else:
             thread = await rest.start_thread(project.channel_id, title)
         if worktree is not None:
@@ -189,11 +202,42 @@ class Threads:
         if notice is not None:
             await rest.create_message(thread.id, notice)
         if prompt is not None:
-            try:
-                self.submit(thread.id, attrs.evolve(prompt, thread_id=thread.id))
-            except trio.ClosedResourceError:
-                log.info("thread %d: stopping, so its first prompt is not served", thread.id)
+            self._submit_first(thread.id, prompt)
         return thread
+
+    async def open_existing_thread(
+        self, project: ChannelRecord, message_id: int, prompt: Prompt
+    ) -> bool:
+        """True if the message's thread exists already (a message replayed after a crash):
+        its prompt goes to that thread instead of opening another.
+
+        The prompt had not reached the agent, or the message would be known as handled and
+        would not have come this far.
+        """
+        record = await self._bot.store.get_thread(message_id)
+        if record is None or record.channel_id != project.channel_id:
+            return False
+        log.info("message %d: its thread was opened before a restart; prompting it", message_id)
+        self._submit_first(message_id, prompt)
+        return True
+
+    async def _thread_from_message(self, channel_id: int, message_id: int, title: str) -> Channel:
+        rest = self._bot.rest
+        try:
+            return await rest.start_thread_from_message(channel_id, message_id, title)
+        except HTTPError as exc:
+            if exc.code != THREAD_ALREADY_CREATED:
+                raise
+        # An earlier process opened it and died before recording it: that thread is this one
+        # (a thread started from a message has the message's id).
+        log.info("message %d: its thread exists already; using it", message_id)
+        return await rest.get_channel(message_id)
+
+    def _submit_first(self, thread_id: int, prompt: Prompt) -> None:
+        try:
+            self.submit(thread_id, attrs.evolve(prompt, thread_id=thread_id))
+        except trio.ClosedResourceError:
+            log.info("thread %d: stopping, so its first prompt is not served", thread_id)
 
     async def _automatic_worktree(
         self, project: ChannelRecord, name: str

@@ -1,16 +1,19 @@
 """One thread's turns: the `TurnHandler` that joins an engine session to a Discord thread.
 
 ```
-run_turn(prompt)
+run_turn(prompt, reached)
 ├─ the session: opened lazily from the thread's record (resumed after a restart; a new one,
 │  said in one line, when the engine no longer knows it)
-├─ attachments downloaded, the prompt written with who sent it and what it replied to
+├─ attachments downloaded, the prompt written with who sent each of its messages and what
+│  each replied to; sent, then `reached()` (until then newer messages join the prompt)
 ├─ typing indicator every ~8 s, paused while a permission or question waits for a person
 └─ engine events → Renderer → ThreadWriter (flushed at each completed text, step end and
    before anything interactive), until this turn's TurnEnded; then the footer
 interrupted(prompt)         (the runtime cancelled the turn: a new message, or /abort)
 └─ deny open asks → abort the engine's turn → drop what the old turn still sends →
    flush what was already rendered, with "⏹ interrupted"
+withdrawn(prompt)           (cancelled before `reached()`: sent again with newer messages)
+└─ abort only a send cut short; say nothing
 ```
 
 The order a person reads is the order things happened: everything is sent from the runtime's
@@ -21,13 +24,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import trio
 
 from kimaki.agents import (
+    AgentSetupError,
     AttachedFile,
     EngineError,
     EngineSession,
@@ -36,7 +40,6 @@ from kimaki.agents import (
     PermissionResolved,
     QuestionAsked,
     QuestionResolved,
-    ServerFailed,
     SessionNotFoundError,
     SessionRenamed,
     TextCompleted,
@@ -44,6 +47,7 @@ from kimaki.agents import (
     TurnInProgressError,
     Usage,
 )
+from kimaki.agents._errors import first_line
 from kimaki.bot._asks import Asks
 from kimaki.bot._delivery import ThreadWriter
 from kimaki.discord.errors import HTTPError, NetworkError
@@ -68,8 +72,24 @@ SESSION_REPLACED: Final = (
 _ABORT_TIMEOUT: Final = 15.0
 
 
-def compose_prompt(prompt: Prompt, attachments_text: str = "") -> str:
-    """The text the agent receives: the message, its attachments, and who sent it from where."""
+def compose_prompt(prompt: Prompt, attachments_texts: Sequence[str] = ()) -> str:
+    """The text the agent receives: each message of the prompt in the order it was sent, with
+    its attachments (`attachments_texts[i]` for part `i`), what it replied to, and who sent
+    it from where. Messages that joined while the first had not reached the agent are said to
+    be several, so the agent reads them as a conversation, not one author's text."""
+    parts = prompt.parts
+    composed = [
+        _compose_part(part, attachments_texts[index] if index < len(attachments_texts) else "")
+        for index, part in enumerate(parts)
+    ]
+    if len(parts) > 1:
+        composed.insert(
+            0, f"<discord>{len(parts)} messages arrived together, in the order sent:</discord>"
+        )
+    return "\n\n".join(composed)
+
+
+def _compose_part(prompt: Prompt, attachments_text: str) -> str:
     parts = [prompt.text.strip()] if prompt.text.strip() else []
     if attachments_text:
         parts.append(attachments_text)
@@ -106,6 +126,9 @@ class ThreadTurns:
         self._writer = ThreadWriter(bot.rest, thread_id, on_posted=self._parts_posted)
         self.asks = Asks(bot, thread_id, self._writer)
         self._turn_id: str | None = None
+        # A prompt was handed to the engine and the turn is not over (see `withdrawn`).
+        self._sending = False
+        self._taken = False  # see `prompt_taken`
         # Said instead of "⏹ interrupted" when the daemon stops (SIGTERM) mid-turn.
         self.stop_notice: str | None = None
 
@@ -118,10 +141,17 @@ class ThreadTurns:
         """The engine took the running prompt (a restart can follow it)."""
         return self._turn_id is not None
 
+    @property
+    def prompt_taken(self) -> bool:
+        """The engine took the prompt of the current `run_turn`, even if its turn is over
+        (the answer may still be flushing): an in-place restart must not send it again."""
+        return self._taken
+
     # ---- TurnHandler
 
-    async def run_turn(self, prompt: Prompt) -> None:
+    async def run_turn(self, prompt: Prompt, reached: Callable[[], None]) -> None:
         started = trio.current_time()
+        self._taken = False
         session = await self._open_session()
         if session is None:
             return
@@ -132,6 +162,8 @@ class ThreadTurns:
         preference = await store.effective_preference(
             session_id=session.session_id, channel_id=record.channel_id
         )
+        outcome: TurnOutcome | None = None
+        refused: EngineError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._typing)
             try:
@@ -143,26 +175,36 @@ class ThreadTurns:
                 else:
                     text, files = await self._prompt_content(prompt)
                     model = _model_ref(preference.model)
+                    # The point of no return: a replay of this message must not prompt again.
+                    await self._bot.handled.record_prompt(prompt)
                     self._turn_id = await self._start(session, text, files, model, preference.agent)
             except EngineError as exc:
-                nursery.cancel_scope.cancel()
-                await self._writer.say(f"⚠️ The agent could not take the message: {exc}")
-                return
-            # Kept until the turn ends, so a restart in place can follow it.
-            await store.save_running_turn(
-                RunningTurn(
-                    self.thread_id,
-                    session.session_id,
-                    self._turn_id,
-                    time.time(),
-                    prompt.message_id,
-                )
-            )
-            outcome = await self._follow(session, nursery)
+                refused = exc
+            else:
+                self._taken = True
+                reached()  # from now on a new message interrupts this turn
+                # Kept until the turn ends, so a restart in place can follow it; shielded, as
+                # the agent has the prompt now: a restart that cancelled this write while it
+                # waited for the store would leave nothing to follow and the answer unsent.
+                with trio.CancelScope(shield=True):
+                    await store.save_running_turn(
+                        RunningTurn(
+                            self.thread_id,
+                            session.session_id,
+                            self._turn_id,
+                            time.time(),
+                            prompt.message_id,
+                        )
+                    )
+                outcome = await self._follow(session, nursery)
             nursery.cancel_scope.cancel()
+        if refused is not None:
+            # Said outside the nursery: its cancelled scope would swallow the line.
+            await self._forget_turn()
+            await self._writer.say(failure_line("The agent could not take the message", refused))
+            return
         # Whatever still waits for a person is moot once the agent ended the turn.
         await self.asks.cancel_all("the turn ended")
-        await self._forget_turn()
         if outcome is not None and outcome.stop_reason == "end_turn":
             footer = Footer(
                 directory=str(record.directory),
@@ -173,22 +215,39 @@ class ThreadTurns:
             )
             self._writer.add(format_footer(footer))
         await self._writer.flush()
+        # Forgotten only once the answer is out: an in-place restart while it is still being
+        # sent (a rate limit can hold it for seconds) has the next process follow the turn and
+        # post what is missing, rather than lose it.
+        with trio.CancelScope(shield=True):
+            await self._forget_turn()
 
     async def interrupted(self, prompt: Prompt) -> None:
         await self.asks.cancel_all("a new message interrupted the turn")
-        session = self._session
-        if session is not None:
-            with trio.move_on_after(_ABORT_TIMEOUT):
-                try:
-                    await session.abort()
-                except EngineError as exc:
-                    log.warning("thread %d: abort failed: %s", self.thread_id, exc)
-            self._drop_old_events(session)
+        if self._session is not None:
+            await self._abort(self._session)
         await self._forget_turn()
         self._writer.add(INTERRUPTED if self.stop_notice is None else self.stop_notice)
         await self._writer.flush()
 
+    async def withdrawn(self, prompt: Prompt) -> None:
+        # Newer messages arrived before the engine had `prompt`: it is sent again with them.
+        # Nothing was shown for it; only a send cut short may have reached the engine.
+        if self._session is not None and self._sending:
+            await self._abort(self._session)
+        self._sending = False
+        self._turn_id = None
+
+    async def _abort(self, session: EngineSession) -> None:
+        """Stop the engine's turn (bounded) and drop what it still sends."""
+        with trio.move_on_after(_ABORT_TIMEOUT):
+            try:
+                await session.abort()
+            except EngineError as exc:
+                log.warning("thread %d: abort failed: %s", self.thread_id, exc)
+        self._drop_old_events(session)
+
     async def _forget_turn(self) -> None:
+        self._sending = False
         self._turn_id = None
         self._posted.clear()
         await self._bot.store.clear_running_turn(self.thread_id)
@@ -221,7 +280,7 @@ class ThreadTurns:
             else:
                 session = await engine.open_session(record.directory)
         except (EngineError, LookupError) as exc:
-            await self._writer.say(f"⚠️ The agent could not be started: {exc}")
+            await self._writer.say(failure_line("The agent could not be started", exc))
             return None
         if session.session_id != record.session_id:
             record = attrs.evolve(record, session_id=session.session_id)
@@ -238,6 +297,7 @@ class ThreadTurns:
         model: ModelRef | None,
         agent: str | None,
     ) -> str:
+        self._sending = True  # the engine may have the prompt from here on
         try:
             return await session.prompt(text, files, model=model, agent=agent)
         except TurnInProgressError:
@@ -269,23 +329,30 @@ class ThreadTurns:
         )
 
     async def _prompt_content(self, prompt: Prompt) -> tuple[str, Sequence[AttachedFile]]:
-        attachments_text = ""
-        files: list[AttachedFile] = list(prompt.files)
-        if prompt.attachments:
-            rest = self._bot.rest
+        """The text and files of every message in `prompt`: each message's attachments are
+        described right after its own text."""
+        rest = self._bot.rest
 
-            async def fetch(url: str) -> bytes:
-                return await rest.download(url, limit=max(IMAGE_LIMIT, SAVED_TEXT_LIMIT))
+        async def fetch(url: str) -> bytes:
+            return await rest.download(url, limit=max(IMAGE_LIMIT, SAVED_TEXT_LIMIT))
 
+        attachments_texts: list[str] = []
+        files: list[AttachedFile] = []
+        for part in prompt.parts:
+            files.extend(part.files)
+            if not part.attachments:
+                attachments_texts.append("")
+                continue
             prepared = await prepare_attachments(
-                prompt.attachments, fetch=fetch, save_dir=self._bot.config.attachments_dir
+                part.attachments, fetch=fetch, save_dir=self._bot.config.attachments_dir
             )
-            attachments_text = prepared.text
+            attachments_texts.append(prepared.text)
             files.extend(prepared.files)
             for line in prepared.refused:
                 self._writer.add(f"📎 {line}")
+        if any(part.attachments for part in prompt.parts):
             await self._writer.flush()
-        return compose_prompt(prompt, attachments_text), files
+        return compose_prompt(prompt, attachments_texts), files
 
     # ---- following the turn
 
@@ -318,9 +385,6 @@ class ThreadTurns:
                     self.asks.engine_resolved_question(request_id)
                 case SessionRenamed():
                     pass
-                case ServerFailed(message=message):
-                    await self._writer.say(f"⚠️ The agent server stopped: {message}")
-                    return TurnOutcome("error", model)
                 case TurnEnded(stop_reason=reason):
                     return TurnOutcome(reason, model)  # flushed with the footer
             # Coalesce: while more events are already waiting (a burst, or the end of the
@@ -350,6 +414,16 @@ class ThreadTurns:
             await self._bot.store.record_posted_parts(
                 self.thread_id, [(part_id, message_id or None) for part_id in part_ids]
             )
+
+
+def failure_line(what: str, exc: Exception) -> str:
+    """One line in the thread for an engine that could not do `what`: the first line of the
+    reason (the server's stderr after it is for the log), or, for a setup error, the reason
+    alone, since it names the fix."""
+    reason = first_line(str(exc))
+    if isinstance(exc, AgentSetupError):
+        return f"⚠️ {reason}"
+    return f"⚠️ {what}: {reason}"
 
 
 def _model_ref(text: str | None) -> ModelRef | None:

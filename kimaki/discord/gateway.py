@@ -14,11 +14,20 @@ read while the daemon is busy, so a slow consumer cannot make the connection loo
 zombie. Each dispatch carries a sequence number; one at or below the last seen is a
 replay we already have and is dropped, so every event reaches the daemon exactly once.
 
-The session (id, last sequence handed to the consumer, resume URL) is saved through an injected
-`GatewaySessionStore` on READY/RESUMED, with each heartbeat, and when the shard stops, so a
-restarted daemon resumes instead of identifying. Closing with 1000 ends the session on
-Discord's side, so only a final shutdown does that; every reconnect and `close(resumable=True)`
-closes with 4900.
+The session (id, sequence, resume URL) is saved through an injected `GatewaySessionStore`, so a
+restarted daemon resumes instead of identifying. While the shard runs, a task saves it at most
+once per `SESSION_SAVE_INTERVAL` as events are handled, with the sequence of the last event the
+consumer has finished with (see `_checkpoint`), so a daemon killed with SIGKILL resumes close to
+where it was and loses nothing; the hot path only sets an event. When the shard stops, the
+sequence saved is the last one handed on: the daemon drains the channel before it restarts.
+Closing with 1000 ends the session on Discord's side, so only a final shutdown does that; every
+reconnect and `close(resumable=True)` closes with 4900.
+
+A server that does not answer is not waited for: READY must follow IDENTIFY, and RESUMED (or
+op 9) must follow RESUME, within the handshake timeout (a replay in progress counts as an
+answer); otherwise the connection is closed, counted as a failure, and the next one identifies
+afresh. After `RESUME_ATTEMPTS` failed connections to a session's resume URL the session is
+dropped and the shard identifies through the URL `GET /gateway/bot` gives.
 
 Exceptions:
 
@@ -96,6 +105,12 @@ CONNECT_TIMEOUT: Final = 20.0
 HELLO_TIMEOUT: Final = 20.0
 CLOSE_TIMEOUT: Final = 5.0
 SAVE_TIMEOUT: Final = 5.0
+HANDSHAKE_TIMEOUT: Final = 15.0  # the default; KIMAKI_GATEWAY_HANDSHAKE_TIMEOUT sets it
+RESUME_ATTEMPTS: Final = 3  # failed connections to a resume URL before identifying afresh
+SESSION_SAVE_INTERVAL: Final = 1.0  # at most one session write per second while running
+# Sequences of the last events handed on, to tell which one the consumer has finished with;
+# more than the daemon's event channel holds (256).
+_RECENT_SEQUENCES: Final = 1024
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 _APP_SENDABLE: Final = frozenset(
     {
@@ -315,6 +330,10 @@ class GatewayShard:
     `fetch_gateway` returns the JSON of `GET /gateway/bot`; it is called before each fresh
     IDENTIFY, which also respects `session_start_limit`. `random_source` is injectable so
     tests can pin the jitter. The `events` channel is closed when `run()` returns.
+    `handshake_timeout` bounds the wait for READY after IDENTIFY and for RESUMED after RESUME.
+    `held` names the oldest sequence whose event the consumer still holds open (a message whose
+    prompt waits in a queue): the saved sequence stays below it, so a process killed now has
+    that event replayed instead of losing it.
     """
 
     def __init__(
@@ -326,6 +345,8 @@ class GatewayShard:
         session_store: GatewaySessionStore | None = None,
         random_source: Callable[[], float] = random.random,
         shard: tuple[int, int] = (0, 1),
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        held: Callable[[], int | None] | None = None,
     ) -> None:
         register_secret(token)
         self._token = token
@@ -334,11 +355,17 @@ class GatewayShard:
         self._store = session_store
         self._random = random_source
         self._shard = shard
+        self.handshake_timeout = handshake_timeout
+        self._held = held
 
         self._session_id: str | None = None
         self._resume_url: str | None = None
         self._sequence: int | None = None  # last received, for RESUME and heartbeats
-        self._delivered: int | None = None  # last handed to the consumer, for the store
+        self._delivered: int | None = None  # last handed to the consumer, saved at the end
+        # Sequences (this session's) of the last events handed on, newest last; and the newest
+        # sequence known to be safe to resume from when they cannot tell (see `_checkpoint`).
+        self._recent: deque[int] = deque(maxlen=_RECENT_SEQUENCES)
+        self._checkpoint_floor: int | None = None
         self._saved: GatewaySession | None = None
         self._save_lock = trio.Lock()
         self._persist_wanted = trio.Event()
@@ -371,6 +398,11 @@ class GatewayShard:
     @property
     def guild_count(self) -> int:
         return len(self._guild_ids)
+
+    @property
+    def guild_ids(self) -> frozenset[int]:
+        """The guilds READY and GUILD_CREATE/DELETE say the bot is in (none after a RESUME)."""
+        return frozenset(int(guild_id) for guild_id in self._guild_ids if guild_id.isdigit())
 
     @property
     def latency(self) -> float | None:
@@ -485,7 +517,7 @@ class GatewayShard:
             self._state = "stopped"
             self._fail_outbox()
             with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
-                await self._save_session()
+                await self._save_session(final=True)
             self._stopped.set()
         if fatal is not None:
             log.error("%s", fatal)
@@ -499,12 +531,14 @@ class GatewayShard:
 
     async def _supervise(self) -> None:
         failures = 0
+        resume_failures = 0  # consecutive connections to the resume URL that never resumed
         pause = 0.0
         while True:
             self._state = "resuming" if self._can_resume() else "connecting"
             if pause > 0:
                 log.info("reconnecting in %.1f s", pause)
                 await trio.sleep(pause)
+            resuming = self._can_resume()
             end, healthy = await self._connect_once()
             if end.error is not None:
                 raise end.error
@@ -513,7 +547,19 @@ class GatewayShard:
             if end.next == "reidentify":
                 self._forget_session()
             if healthy:
-                failures = 0
+                failures = resume_failures = 0
+            elif resuming and end.next == "resume":
+                resume_failures += 1
+                if resume_failures >= RESUME_ATTEMPTS:
+                    log.warning(
+                        "dropping the gateway session: %d connections to its resume URL %s "
+                        "failed (last: %s); identifying through GET /gateway/bot instead",
+                        resume_failures,
+                        self._resume_url,
+                        end.reason,
+                    )
+                    self._forget_session()
+                    resume_failures = 0
             if end.unplanned or not healthy:
                 failures += 1
             backoff = RECONNECT_BACKOFF.delay(failures, self._random()) if failures else 0.0
@@ -633,13 +679,44 @@ class GatewayShard:
 
     def _forget_session(self) -> None:
         self._session_id = self._resume_url = None
-        self._sequence = self._delivered = None
+        self._sequence = self._delivered = self._checkpoint_floor = None
+        self._recent.clear()
         self._persist_wanted.set()
 
-    def _stored_session(self) -> GatewaySession | None:
-        if self._session_id is None or self._resume_url is None or self._delivered is None:
+    def _checkpoint(self) -> int | None:
+        """The sequence of the last event the consumer has finished with, as far as the shard
+        can tell without its help, so a process killed now loses nothing on RESUME.
+
+        Events still in the channel are not finished, and neither is the one the consumer
+        took last unless it is back waiting for the next: an in-order consumer (the
+        dispatcher) finishes an event before it takes another. When `_recent` does not reach
+        that far back, the floor: the last sequence saved, or READY's.
+        """
+        stats = self._events.statistics()
+        behind = stats.current_buffer_used + (0 if stats.tasks_waiting_receive else 1)
+        sequence = self._recent[-1 - behind] if behind < len(self._recent) else None
+        if sequence is None or (
+            self._checkpoint_floor is not None and sequence < self._checkpoint_floor
+        ):
+            return self._below_held(self._checkpoint_floor)
+        return self._below_held(sequence)
+
+    def _below_held(self, sequence: int | None) -> int | None:
+        """`sequence`, or less where the consumer still holds an event at or below it."""
+        held = self._held() if self._held is not None else None
+        if held is None or sequence is None or sequence < held:
+            return sequence
+        return held - 1
+
+    def _stored_session(self, *, final: bool) -> GatewaySession | None:
+        """What to save: at the end, the last event handed on (the daemon drains the channel
+        before it restarts); while running, the checkpoint."""
+        if self._session_id is None or self._resume_url is None:
             return None
-        return GatewaySession(self._session_id, self._delivered, self._resume_url)
+        sequence = self._below_held(self._delivered) if final else self._checkpoint()
+        if sequence is None:
+            return None
+        return GatewaySession(self._session_id, sequence, self._resume_url)
 
     async def _load_session(self) -> None:
         if self._store is None:
@@ -652,29 +729,46 @@ class GatewayShard:
         if session is None:
             return
         self._session_id, self._resume_url = session.session_id, session.resume_url
-        self._sequence = self._delivered = session.sequence
+        self._sequence = self._delivered = self._checkpoint_floor = session.sequence
         self._saved = session
         log.info("resuming the stored gateway session at sequence %d", session.sequence)
 
-    async def _save_session(self) -> None:
+    async def _save_session(self, *, final: bool = False) -> bool:
+        """Save the session if it changed; True when something was written."""
         if self._store is None:
-            return
+            return False
         async with self._save_lock:
-            session = self._stored_session()
+            session = self._stored_session(final=final)
+            if session is None and self._session_id is not None and not final:
+                return False  # a session whose checkpoint is not known yet: keep what is saved
             if session == self._saved:
-                return
+                return False
             try:
                 await self._store.save_gateway_session(session)
             except Exception:
                 log.warning("could not save the gateway session", exc_info=True)
-                return
+                return False
             self._saved = session
+            if session is not None and session.session_id == self._session_id:
+                self._checkpoint_floor = session.sequence
+            return True
+
+    def _consumer_behind(self) -> bool:
+        return self._session_id is not None and self._checkpoint() != self._delivered
 
     async def _persist_when_asked(self) -> None:
+        """Save the session when asked (each event handed on asks, which costs the hot path
+        only setting an event), at most once per `SESSION_SAVE_INTERVAL`. While the consumer
+        still holds events, ask again after the interval, so what it finishes is saved even
+        when no new event comes."""
         while True:
             await self._persist_wanted.wait()
             self._persist_wanted = trio.Event()
-            await self._save_session()
+            wrote = await self._save_session()
+            if wrote or self._consumer_behind():
+                await trio.sleep(SESSION_SAVE_INTERVAL)
+            if self._consumer_behind():
+                self._persist_wanted.set()
 
     # -- events -----------------------------------------------------------------------------
 
@@ -713,10 +807,10 @@ class GatewayShard:
 
     def _handed_on(self, event: GatewayEvent, session_id: str | None) -> None:
         self._counters.events_dispatched += 1
-        if session_id is not None and session_id == self._session_id:
+        if session_id is not None and session_id == self._session_id and event.sequence:
             self._delivered = event.sequence
-        if event.name in ("READY", "RESUMED"):
-            self._persist_wanted.set()
+            self._recent.append(event.sequence)
+        self._persist_wanted.set()
 
     def _on_dispatch(self, connection: _Connection, payload: dict[str, Any]) -> None:
         name, sequence, data = payload.get("t"), payload.get("s"), payload.get("d")
@@ -752,6 +846,8 @@ class GatewayShard:
             self._session_id, self._resume_url = session_id, resume_url
         else:
             log.warning("READY without session_id/resume_gateway_url; cannot resume later")
+        # Nothing downstream needs READY itself again: a resume may replay from after it.
+        self._checkpoint_floor = self._sequence
         guilds = data.get("guilds")
         self._guild_ids = {
             str(guild["id"])
@@ -815,6 +911,7 @@ class _Connection:
         self._ack_pending = False
         self._heartbeat_sent_at = 0.0
         self._ready_for_sends = trio.Event()
+        self._handshake_scope: trio.CancelScope | None = None
         self.healthy = False
         self.end: _End | None = None
 
@@ -882,6 +979,9 @@ class _Connection:
             self._counters.malformed_payloads += 1
             log.warning("skipped a gateway payload without an opcode: %.200r", payload)
         elif op == Opcode.DISPATCH:
+            if self._handshake_scope is not None and not self.healthy:
+                # A replay before RESUMED is the server answering: wait on while it lasts.
+                self._handshake_scope.deadline = trio.current_time() + self._shard.handshake_timeout
             self._shard._on_dispatch(self, payload)
         elif op == Opcode.HEARTBEAT:
             self._beat_now.set()
@@ -940,6 +1040,8 @@ class _Connection:
             return
         if not await self._send_reserved(self._shard._handshake_payload(self._resuming)):
             return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._watch_handshake)
         next_beat = trio.current_time() + self._interval * self._shard._random()
         while True:
             with trio.move_on_at(next_beat):
@@ -962,6 +1064,33 @@ class _Connection:
                 return
             self._counters.heartbeats_sent += 1
             self._shard._persist_wanted.set()
+
+    async def _watch_handshake(self) -> None:
+        """READY must follow IDENTIFY, and RESUMED or op 9 must follow RESUME, in time.
+
+        A proxy or Discord-compatible server that never answers would otherwise keep the
+        shard "connecting" for ever while heartbeats go on. An unanswered RESUME is taken as
+        op 9 false: the session is given up and the next connection identifies.
+        """
+        timeout = self._shard.handshake_timeout
+        with trio.move_on_after(timeout) as self._handshake_scope:
+            await self._ready_for_sends.wait()
+        if self.healthy:
+            return
+        if self._resuming:
+            log.warning(
+                "the gateway did not answer RESUME within %g s (no RESUMED, no op 9); treating "
+                "the session as invalid: closing and identifying afresh",
+                timeout,
+            )
+            self.finish(_End(f"no RESUMED within {timeout:g} s of RESUME", "reidentify"))
+        else:
+            log.warning(
+                "the gateway did not answer IDENTIFY within %g s (no READY); closing and "
+                "identifying again",
+                timeout,
+            )
+            self.finish(_End(f"no READY within {timeout:g} s of IDENTIFY", "reidentify"))
 
     async def _send_loop(self) -> None:
         await self._ready_for_sends.wait()

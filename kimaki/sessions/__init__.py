@@ -1,4 +1,5 @@
-"""Thread runtimes: per-thread serial prompts, abort on new message, queueing, idle eviction."""
+"""Thread runtimes: per-thread serial prompts in arrival order, abort on new message, messages
+joining a prompt the engine does not have yet, queueing, idle eviction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""What a thread runtime serves: one prompt, from a message, a command or the scheduler."""
+"""What a thread runtime serves: one prompt, from a message, a command or the scheduler.
+
+A prompt may carry several messages: those that arrived before it reached the engine join it
+(`Prompt.joined`) and are sent as one, in arrival order, each with its author, message id,
+reply and attachments (`Prompt.parts`).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +54,8 @@ class QuotedMessage:
 class Prompt:
     """A person's (or the scheduler's) request to the thread's agent session.
 
-    `queued` prompts wait for the running turn; others interrupt it.
+    `queued` prompts wait for the running turn; others interrupt it. The fields describe the
+    first message; `followups` are the messages that joined it before it reached the engine.
     """
 
     text: str
@@ -66,6 +72,40 @@ class Prompt:
     thread_id: int | None = None
     # source "resume": follow this engine turn, started before an in-place restart.
     resume_turn_id: str | None = None
+    # Messages that arrived after this one and before it reached the engine, oldest first
+    # (each without followups of its own): the agent gets them all as one prompt.
+    followups: tuple[Prompt, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Prompt, ...]:
+        """Each message of the prompt in arrival order: one, unless later ones joined it."""
+        if not self.followups:
+            return (self,)
+        return (attrs.evolve(self, followups=()), *self.followups)
+
+    @property
+    def message_ids(self) -> tuple[int, ...]:
+        """The Discord messages the prompt carries, in arrival order (commands have none)."""
+        return tuple(
+            part.message_id
+            for part in self.parts
+            if part.source == "message" and part.message_id is not None
+        )
+
+    def joined(self, later: Prompt) -> Prompt:
+        """This prompt and then `later` (with whatever joined it), served as one turn.
+
+        It interrupts unless both parts were queued: the runtime joins a newer interrupting
+        message to a prompt that has not reached the engine, instead of starting a turn for
+        each and aborting all but the last.
+        """
+        if self.resume_turn_id is not None or later.resume_turn_id is not None:
+            raise ValueError("a resumed turn is already in the engine: nothing can join it")
+        return attrs.evolve(
+            self,
+            queued=self.queued and later.queued,
+            followups=(*self.followups, *later.parts),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """JSON-compatible, for the store (a queue handed to the next process). Files sent as
@@ -80,6 +120,12 @@ class Prompt:
         )
         reply = fields.get("reply_to")
         fields["reply_to"] = QuotedMessage(**reply) if isinstance(reply, Mapping) else None
+        followups = fields.get("followups") or ()
+        if not isinstance(followups, list | tuple) or not all(
+            isinstance(item, Mapping) for item in followups
+        ):
+            raise TypeError("followups must be a list of prompts")
+        fields["followups"] = tuple(cls.from_json(item) for item in followups)
         return cls(**fields)
 
 

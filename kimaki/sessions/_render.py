@@ -79,6 +79,10 @@ _STOP_NOTICES: Final = {
     "max_tokens": "⚠️ the answer was cut off: the model reached its output limit",
     "refused": "⚠️ the model refused to continue",
     "max_turn_requests": "⚠️ the agent stopped: too many model requests in one turn",
+    # An end the daemon asked for (a new message, /abort) never reaches the renderer: the turn
+    # handler drops it and says "⏹ interrupted" itself. An `aborted` end that arrives here is
+    # the agent's own (ACP `cancelled`, an abort from another client), and must not be silent.
+    "aborted": "⚠️ the agent cancelled the turn on its side",
 }
 
 

@@ -6,21 +6,33 @@ ThreadRuntimes (owns a nursery)
      wait for a prompt (under the idle timeout) → serve it in its own CancelScope → repeat
 ```
 
-Three behaviours come from cancel scopes:
+Prompts reach the engine in the order their messages arrived (the router submits in gateway
+order), always:
 
 - **Abort on new message**: `submit()` of an interrupting prompt cancels the running turn's
-  scope. The runtime waits for the turn to unwind, then calls the handler's `interrupted()`
-  (shielded: it tells the engine to abort and posts "interrupted"), then serves the new prompt.
-- **Queue mode**: a prompt with `queued=True` waits behind the running turn instead.
+  scope. If the engine already had the running prompt (the handler said so through the
+  `reached` callback), the runtime waits for the turn to unwind, then calls the handler's
+  `interrupted()` (shielded: it tells the engine to abort and posts "interrupted"), then serves
+  the new prompt.
+- **Join until the engine has it**: messages that arrive while the previous one has not reached
+  the engine (it is being prepared, a turn is being aborted, a replayed burst after a RESUME, a
+  runtime being rebuilt) join it as *one* prompt (`Prompt.joined`), each part with its author
+  and message id, instead of starting turns that are aborted before anyone sees them. A
+  running prompt that had not reached the engine is withdrawn quietly (`withdrawn()`) and
+  served again at the head of the joined prompt.
+- **Queue mode**: a prompt with `queued=True` waits behind the running turn and behind the
+  interrupting prompt, if any; queued prompts keep their order. On an idle thread it is
+  served at once, like any other message (and later messages may join it).
 - **Idle eviction**: waiting for the next prompt happens under `trio.move_on_after(idle)`.
   When it fires with nothing pending, the runtime deregisters itself (synchronously, so a
   prompt arriving at that moment starts a fresh runtime instead of being lost) and returns.
   A running turn — including one waiting on a permission or question — is never evicted,
   because the idle timer only runs between turns.
 
-Prompts wait in a deque rather than a memory channel: an interrupting prompt goes to the
-*front* (the person said "stop, do this"), which a channel cannot express. Arrival order is
-otherwise kept: one receiver per thread; the router only submits.
+Prompts wait in a deque rather than a memory channel: an interrupting prompt goes ahead of the
+queued ones, and a newer message joins the prompt still waiting, which a channel cannot
+express. The pending prompts that interrupt come first, then the queued ones; one receiver per
+thread; the router only submits.
 """
 
 from __future__ import annotations
@@ -50,11 +62,20 @@ log = logging.getLogger("kimaki.session")
 class TurnHandler(Protocol):
     """What a runtime drives: the engine session and the Discord rendering of one thread."""
 
-    async def run_turn(self, prompt: Prompt) -> None:
-        """Send `prompt` and render the turn until it ends. Cancelled on interrupt."""
+    async def run_turn(self, prompt: Prompt, reached: Callable[[], None]) -> None:
+        """Send `prompt` and render the turn until it ends. Cancelled on interrupt.
+
+        Call `reached()` as soon as the engine has the prompt (a turn it follows included):
+        until then, a newer message cancels the turn and joins this prompt instead.
+        """
 
     async def interrupted(self, prompt: Prompt) -> None:
         """The turn for `prompt` was cancelled: abort the engine, flush, say so. Shielded."""
+
+    async def withdrawn(self, prompt: Prompt) -> None:
+        """The turn for `prompt` was cancelled before it called `reached()`, because newer
+        messages arrived: it is served again with them, as one prompt. Undo what was started
+        (abort the engine if a send was under way) and say nothing. Shielded."""
 
     async def evicted(self) -> None:
         """The runtime is going away idle: persist what must survive. Shielded."""
@@ -82,6 +103,24 @@ class _Counters:
 
 
 @final
+@attrs.define
+class _Turn:
+    """The turn being served, and what decides how it ends if it is cancelled."""
+
+    prompt: Prompt
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    # The engine has the prompt (a followed turn always has it).
+    reached: bool = False
+    # Cancelled by `interrupt()` (/abort, the daemon stopping): dropped, never joined.
+    abandoned: bool = False
+    # `run_turn` has returned: what remains is saying how it ended.
+    unwound: bool = False
+
+    def mark_reached(self) -> None:
+        self.reached = True
+
+
+@final
 class ThreadRuntime:
     """Serves one thread's prompts. Created and owned by `ThreadRuntimes`."""
 
@@ -102,8 +141,7 @@ class ThreadRuntime:
         self._counters = counters
         self._pending: deque[Prompt] = deque()
         self._wakeup = trio.Event()
-        self._current: Prompt | None = None
-        self._current_scope: trio.CancelScope | None = None
+        self._turn: _Turn | None = None
         self._closed = False
         self._suspended = False
         self._on_turn_over = on_turn_over
@@ -115,7 +153,7 @@ class ThreadRuntime:
     @property
     def running(self) -> Prompt | None:
         """The prompt whose turn is running, if any."""
-        return self._current
+        return None if self._turn is None else self._turn.prompt
 
     @property
     def pending(self) -> tuple[Prompt, ...]:
@@ -128,28 +166,51 @@ class ThreadRuntime:
     def submit(self, prompt: Prompt) -> int:
         """Accept `prompt`; return its position in the queue (0 = served next / now).
 
-        An interrupting prompt (`queued=False`) cancels the running turn and goes first. A
-        queued one waits behind the running turn; the caller shows the person its position.
+        An interrupting prompt (`queued=False`) cancels the running turn and is served next,
+        after any interrupting prompt still waiting (it joins that one) and ahead of the
+        queued ones. A queued one waits behind all of them; the caller shows the person its
+        position. Nothing is ever put ahead of a prompt that arrived before it and
+        interrupts.
         """
         if self._closed:
             raise RuntimeError("submit() to an evicted runtime")
-        if prompt.queued and (self._current is not None or self._pending):
+        busy = self._turn is not None or bool(self._pending)
+        if not busy:
+            # Nothing to wait behind: served now, so a message right after it may join it.
+            self._pending.append(attrs.evolve(prompt, queued=False))
+            self._wakeup.set()
+            return 0
+        if prompt.queued:
             # Turns that will run before this one, the running one included.
-            position = len(self._pending) + (self._current is not None)
+            position = len(self._pending) + (self._turn is not None)
             self._pending.append(prompt)
+            self._wakeup.set()
+            return position
+        # Interrupting prompts wait at the front in arrival order; the last one, unless it
+        # follows a turn already in the engine, has not reached the engine: join it.
+        ahead = 0
+        while ahead < len(self._pending) and not self._pending[ahead].queued:
+            ahead += 1
+        last = self._pending[ahead - 1] if ahead else None
+        if last is not None and last.resume_turn_id is None and prompt.resume_turn_id is None:
+            self._pending[ahead - 1] = last.joined(prompt)
         else:
-            if self._current_scope is not None:
-                self._current_scope.cancel()
-            self._pending.appendleft(prompt)
-            position = 0
+            self._pending.insert(ahead, prompt)
+        if self._turn is not None:
+            self._turn.scope.cancel()
         self._wakeup.set()
-        return position
+        return 0
 
     def interrupt(self) -> bool:
         """Cancel the running turn without a new prompt (`/abort`). True if one was running."""
-        if self._current_scope is None:
+        turn = self._turn
+        if turn is None:
             return False
-        self._current_scope.cancel()
+        # Dropped, even if a new message cancelled it first: it does not join that one.
+        turn.abandoned = True
+        if turn.unwound:
+            return False  # over already; saying so is under way
+        turn.scope.cancel()
         return True
 
     def suspend(self) -> tuple[Prompt | None, list[Prompt]]:
@@ -160,11 +221,11 @@ class ThreadRuntime:
         caller hands over; the runtime leaves the registry at once.
         """
         self._suspended = True
-        running = self._current
+        running = self.running
         pending = list(self._pending)
         self._pending.clear()
-        if self._current_scope is not None:
-            self._current_scope.cancel()
+        if self._turn is not None:
+            self._turn.scope.cancel()
         self._close()
         self._wakeup.set()
         return running, pending
@@ -213,15 +274,26 @@ class ThreadRuntime:
         return self._pending.popleft()
 
     async def _serve(self, prompt: Prompt) -> None:
-        self._current = prompt
+        # A followed turn (an in-place restart) is in the engine already: nothing joins it.
+        turn = _Turn(prompt, reached=prompt.resume_turn_id is not None)
+        self._turn = turn
+        if self._pending and not self._pending[0].queued:
+            # Interrupted before it started: only a followed turn can be (any other prompt is
+            # joined by the newer one), handed over with the message that was interrupting it.
+            turn.scope.cancel()
         try:
-            with trio.CancelScope() as scope:
-                self._current_scope = scope
-                await self._handler.run_turn(prompt)
-            self._current_scope = None
-            if scope.cancelled_caught and self._suspended:
+            with turn.scope:
+                await self._handler.run_turn(prompt, turn.mark_reached)
+            turn.unwound = True
+            if turn.scope.cancelled_caught and self._suspended:
                 pass  # handed to the next process: the agent goes on, nobody is told
-            elif scope.cancelled_caught:
+            elif turn.scope.cancelled_caught and self._superseded(turn):
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self._handler.withdrawn(prompt)
+                finally:
+                    self._rejoin(turn)  # the messages are served even if withdrawing failed
+            elif turn.scope.cancelled_caught:
                 self._counters.turns_interrupted += 1
                 with trio.CancelScope(shield=True):
                     await self._handler.interrupted(prompt)
@@ -232,9 +304,32 @@ class ThreadRuntime:
             # handler reports engine errors itself, so this is only ever a bug.
             log.exception("thread %d: turn failed", self.thread_id)
         finally:
-            self._current = None
-            self._current_scope = None
+            self._turn = None
             self._on_turn_over()
+
+    def _superseded(self, turn: _Turn) -> bool:
+        """Whether a cancelled turn's prompt, which the engine never had, goes back to be
+        served with the newer messages that cancelled it. Not when the engine had it or when
+        `/abort` dropped it: then the turn counts as interrupted."""
+        if turn.reached or turn.abandoned or not self._pending:
+            return False
+        newer = self._pending[0]
+        return not newer.queued and newer.resume_turn_id is None
+
+    def _rejoin(self, turn: _Turn) -> None:
+        """The turn's prompt was withdrawn: it heads the newer messages again (they arrived
+        after it), as one prompt, unless the runtime was handed over meanwhile (`suspend` took
+        it) or `/abort` came while it was being withdrawn."""
+        if self._suspended or turn.abandoned:
+            return
+        prompt = turn.prompt
+        newer = self._pending[0] if self._pending else None
+        if newer is not None and not newer.queued and newer.resume_turn_id is None:
+            # The interrupting prompts that arrived during this turn wait at the front.
+            self._pending[0] = prompt.joined(newer)
+        else:  # the newer messages were cleared from the queue meanwhile
+            self._pending.appendleft(attrs.evolve(prompt, queued=False))
+        log.debug("thread %d: newer messages joined the prompt not yet sent", self.thread_id)
 
     def _close(self) -> None:
         if not self._closed:

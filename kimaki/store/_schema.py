@@ -134,6 +134,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (thread_id, part_id)
     );
     """,
+    # 4: the gateway events the bot acted on (messages, interactions), by their snowflake id,
+    # so a replayed event (a RESUME from a stale sequence after a crash) changes nothing.
+    # Swept by age: Discord replays only what a resumable session still holds.
+    """
+    CREATE TABLE handled_events (
+        event_id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        handled_at REAL NOT NULL
+    );
+    CREATE INDEX handled_events_by_age ON handled_events (handled_at);
+    """,
 )
 
 LATEST_VERSION: Final = len(MIGRATIONS)

@@ -227,7 +227,8 @@ class AgentScript:
     modes: tuple[tuple[str, str], ...] = ()  # (id, name); the first is current
     models: tuple[tuple[str, str], ...] = ()  # config option "model": (value, name)
     commands: tuple[tuple[str, str], ...] = (("review", "review the changes"),)
-    auth_required: bool = False
+    auth_required: bool = False  # session/new answers auth_required (-32000)
+    auth_at_initialize: bool = False  # initialize does (agents that check before anything)
     exit_at_start: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -243,6 +244,7 @@ class AgentScript:
             "models": [list(m) for m in self.models],
             "commands": [list(c) for c in self.commands],
             "auth_required": self.auth_required,
+            "auth_at_initialize": self.auth_at_initialize,
             "exit_at_start": self.exit_at_start,
         }
 
@@ -499,6 +501,8 @@ class _FakeAgent:
     async def answer(self, method: str, params: dict[str, Any]) -> Any:
         script = self.script
         if method == "initialize":
+            if script.get("auth_at_initialize"):
+                raise _RpcError(-32000, "Authentication required")
             return {
                 "protocolVersion": script.get("protocol_version", 1),
                 "agentCapabilities": {

@@ -36,6 +36,7 @@ from kimaki.agents import (
     AttachedFile,
     CommandInfo,
     DiffStats,
+    EngineError,
     EngineEvent,
     EngineRequestError,
     EngineSession,
@@ -238,7 +239,9 @@ class FakeSession:
         model: ModelRef | None = None,
         agent: str | None = None,
     ) -> str:
-        await trio.lowlevel.checkpoint()
+        await self._engine._answer()
+        if self._engine.prompt_error is not None:
+            raise self._engine.prompt_error
         if self._turn is not None:
             raise TurnInProgressError("the previous turn is still running")
         turn_id = f"turn-{next(_ids)}"
@@ -368,6 +371,13 @@ class FakeEngine:
         self.question_answers: list[tuple[str, list[list[str]] | None]] = []
         self.aborts = 0
         self.resumed: list[str] = []
+        # Until this event is set, opening a session and taking a prompt wait for it, as with
+        # an agent server still starting (after a restart) or slow to answer; a call cancelled
+        # while it waits never reached the engine.
+        self.held_until: trio.Event | None = None
+        # Raised by `prompt()` while set, as a real engine does when its server went away
+        # between opening the session and taking the prompt.
+        self.prompt_error: EngineError | None = None
         self._known: dict[str, tuple[Path, str]] = {}
         self._live: dict[str, FakeSession] = {}
         self._running: dict[str, FakeTurn] = {}
@@ -379,6 +389,12 @@ class FakeEngine:
                 "fake", "Fake", (ModelInfo("model-1", "Model One"), ModelInfo("model-2", "Two"))
             ),
         )
+
+    async def _answer(self) -> None:
+        if self.held_until is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.held_until.wait()
 
     def _record(self, record: PromptRecord) -> None:
         self.prompts.append(record)
@@ -407,7 +423,7 @@ class FakeEngine:
     async def open_session(
         self, directory: Path, *, resume_id: str | None = None, title: str | None = None
     ) -> FakeSession:
-        await trio.lowlevel.checkpoint()
+        await self._answer()
         self.sessions_opened.append((directory, resume_id))
         if resume_id is not None:
             known = self._known.get(resume_id)

@@ -15,8 +15,10 @@ Two ways to run it:
   fake and sleeps, so the supervisor manages a real child while the test scripts the server.
 - As a process: `python -m kimaki.testing.opencode [faults] serve --port 0 --hostname
   127.0.0.1`, printing the same line as the real binary; faults (`--start-delay`,
-  `--exit-at-start`, `--unhealthy`, `--crash-after`, `--ignore-sigterm`, `--record-env`) and
-  `POST /__fake__/crash` exercise the supervisor with a real process.
+  `--exit-at-start`, `--unhealthy`, `--crash-after`, `--ignore-sigterm`, `--record-env`, and
+  the gates `--listen-gate`/`--health-gate`: hold that step of the start while a file exists)
+  and `POST /__fake__/crash` exercise the supervisor with a real process; `hang()` makes the
+  fake in this process stop answering without exiting.
 
 Scripts are lists of actions (`Say`, `Think`, `Tool`, `Ask`, `Todo`, `Hold`, `Fail`, `Rename`,
 `Malformed`, `DropStream`, `Crash`) making one `FakeTurn`; prompts without a script get
@@ -336,6 +338,7 @@ class FakeOpenCode:
         directory: str | None = None,
         plugin_burst: int = 45,
         unhealthy: bool = False,
+        unhealthy_while: Callable[[], bool] | None = None,
         default_reply: str = "ok",
         on_crash: Callable[[], None] | None = None,
     ) -> None:
@@ -344,6 +347,7 @@ class FakeOpenCode:
         self.directory = directory or os.getcwd()
         self.plugin_burst = plugin_burst
         self.unhealthy = unhealthy
+        self.unhealthy_while = unhealthy_while
         self.default_reply = default_reply
         self.on_crash = on_crash
         self.sessions: dict[str, _Session] = {}
@@ -356,6 +360,8 @@ class FakeOpenCode:
         self._changed = trio.lowlevel.ParkingLot()
         self._nursery: trio.Nursery | None = None
         self.streams_opened = 0
+        self._answering = trio.Event()
+        self._answering.set()
 
     # ------------------------------------------------------------------ test controls
 
@@ -366,6 +372,16 @@ class FakeOpenCode:
         """Let every `Hold` go on."""
         self._release.set()
         self._release = trio.Event()
+
+    def hang(self) -> None:
+        """Stop answering without exiting, as a deadlocked server does: requests are taken
+        but not answered, and event streams send nothing, not even heartbeats, until
+        `recover()`."""
+        if self._answering.is_set():
+            self._answering = trio.Event()
+
+    def recover(self) -> None:
+        self._answering.set()
 
     def drop_streams(self) -> None:
         for channel in list(self._subscribers.values()):
@@ -425,6 +441,7 @@ class FakeOpenCode:
             return _bad_request("malformed JSON body")
         self.requests.append(RecordedRequest(request.method, request.path, body, time.time()))
         self._poke()
+        await self._answering.wait()
         if not self._authorized(request):
             return Response(401, [("www-authenticate", 'Basic realm="opencode"')])
         return await self._route(request, body)
@@ -433,7 +450,7 @@ class FakeOpenCode:
         method, parts = request.method, [p for p in request.path.split("/") if p]
         match method, parts:
             case "GET", ["global", "health"]:
-                if self.unhealthy:
+                if self.unhealthy or (self.unhealthy_while and self.unhealthy_while()):
                     return Response.json({"healthy": False}, status=503)
                 return Response.json({"healthy": True, "version": VERSION})
             case "GET", ["event"]:
@@ -545,6 +562,7 @@ class FakeOpenCode:
                             return
                     if beat.cancelled_caught:
                         data = self._event("server.heartbeat", {})
+                    await self._answering.wait()
                     yield data
             finally:
                 self._subscribers.pop(key, None)
@@ -1225,6 +1243,8 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 70 this long after the first request other than the health check",
     )
     parser.add_argument("--ignore-sigterm", action="store_true")
+    parser.add_argument("--listen-gate", help="do not listen while this file exists")
+    parser.add_argument("--health-gate", help="answer health with 503 while this file exists")
     parser.add_argument("--record-env", help="write the environment as JSON to this file")
     parser.add_argument("--reply", default="ok", help="what unscripted turns say")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1242,9 +1262,13 @@ def _exit_crashed() -> None:
 async def _serve_process(args: argparse.Namespace) -> None:
     if args.start_delay:
         await trio.sleep(args.start_delay)
+    # The gate is a file another process removes: there is no event to wait on.
+    while args.listen_gate and await trio.Path(args.listen_gate).exists():  # noqa: ASYNC110
+        await trio.sleep(0.02)
     fake = FakeOpenCode(
         password=os.environ.get("OPENCODE_SERVER_PASSWORD") or None,
         unhealthy=args.unhealthy,
+        unhealthy_while=(lambda: os.path.exists(args.health_gate)) if args.health_gate else None,
         default_reply=args.reply,
         on_crash=_exit_crashed,
     )

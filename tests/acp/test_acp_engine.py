@@ -18,6 +18,8 @@ import pytest
 import trio
 
 from kimaki.agents import (
+    AgentLoginRequiredError,
+    AgentNotInstalledError,
     EngineEvent,
     EngineRequestError,
     EngineUnavailableError,
@@ -28,7 +30,6 @@ from kimaki.agents import (
     PlanUpdated,
     ReasoningCompleted,
     RestartPolicy,
-    ServerFailed,
     ServerState,
     SessionNotFoundError,
     SessionRenamed,
@@ -567,7 +568,6 @@ async def test_a_crash_ends_the_turn_and_the_session_goes_on(tmp_path: Path) -> 
         events = await turn(session, "three")
         assert texts(events) == ["one | two"]  # loaded into the new process, history intact
         assert [p["sessionId"] for p in fake.sent("session/load")] == [session.session_id]
-        assert not any(isinstance(e, ServerFailed) for e in events)
 
 
 async def test_giving_up_tells_the_session_once(tmp_path: Path) -> None:
@@ -579,10 +579,13 @@ async def test_giving_up_tells_the_session_once(tmp_path: Path) -> None:
         events = await until_turn_end(session.events)
         server = fake.engine.server(fake.project)
         await server.wait_for_state(ServerState.FAILED)
-        [failed] = drain(session.events)
-        assert isinstance(failed, ServerFailed)
-        assert "fake agent: broken" in failed.message
-        assert events[-1].stop_reason == "error"  # type: ignore[union-attr]
+        ended = events[-1]
+        assert isinstance(ended, TurnEnded)
+        assert ended.stop_reason == "error"
+        assert ended.message is not None
+        assert "crashed 1 times within 60 s; not restarting it" in ended.message
+        assert "\n" not in ended.message  # one line; the stderr tail is for the log
+        assert drain(session.events) == []  # said once: nothing left to end the next turn
         assert texts(await turn(session, "again")) == ["back"]  # the next prompt starts it
 
 
@@ -593,13 +596,24 @@ async def test_start_failures_say_why(tmp_path: Path) -> None:
     async with fake_agent(tmp_path, AgentScript(protocol_version=2)) as fake:
         with pytest.raises(EngineUnavailableError, match="speaks ACP version 2"):
             await fake.engine.open_session(fake.project)
-    async with fake_agent(tmp_path, AgentScript(auth_required=True)) as fake:
-        with pytest.raises(EngineRequestError, match=r"needs a login first \(run `fake login`\)"):
-            await fake.engine.open_session(fake.project)
+    for script in (AgentScript(auth_required=True), AgentScript(auth_at_initialize=True)):
+        async with fake_agent(tmp_path, script) as fake:
+            with pytest.raises(AgentLoginRequiredError) as raised:
+                await fake.engine.open_session(fake.project)
+            message = str(raised.value)
+            assert message.startswith("fake needs a login first: log fake in")
+            assert "`kimaki doctor`" in message
+            if script.auth_required:  # initialize named the ways to log in
+                assert "(run `fake login`)" in message
+            else:  # refused at start: not restarted, since that would not log it in
+                assert fake.engine.server(fake.project).state is ServerState.STOPPED
     missing = AgentCommand("ghost", ("/nonexistent/ghost-agent", "acp"))
     async with open_acp_engine(AcpConfig(missing)) as engine:
-        with pytest.raises(EngineUnavailableError, match="could not start"):
+        with pytest.raises(AgentNotInstalledError) as missed:
             await engine.open_session(tmp_path)
+        assert str(missed.value).startswith("ghost-agent is not installed")
+        assert "KIMAKI_AGENTS" in str(missed.value)
+        assert "Errno" not in str(missed.value)
 
 
 async def test_isolation_idle_stop_and_no_orphans(

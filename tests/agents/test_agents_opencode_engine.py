@@ -22,6 +22,7 @@ from kimaki.agents import (
     PermissionResolved,
     PlanEntry,
     PlanUpdated,
+    ProbePolicy,
     QuestionAsked,
     QuestionResolved,
     SessionNotFoundError,
@@ -340,3 +341,66 @@ async def test_a_slow_reader_never_blocks_and_loses_no_final_event() -> None:
     queue.close()
     with pytest.raises(trio.EndOfChannel):
         await queue.receive()
+
+
+# ----------------------------------------------------------------------------- hung servers
+
+HANG_PROBE = ProbePolicy(interval=60.0, silence=0.3, timeout=0.5)
+
+
+async def _until_text(session: Any, text: str) -> None:
+    with trio.fail_after(10):
+        async for event in session.events:
+            if isinstance(event, TextCompleted) and event.text == text:
+                return
+
+
+async def test_a_silent_but_healthy_server_is_probed_and_left_alone(tmp_path: Path) -> None:
+    async with running(tmp_path, FakeTurn.of(Say("thinking"), Hold()), probe=HANG_PROBE) as (
+        fake,
+        engine,
+    ):
+        session = await engine.open_session(tmp_path)
+        await session.prompt("take your time")
+        await _until_text(session, "thinking")
+        asked = len([r for r in fake.requests if r.path == "/global/health"])
+        # Silent for the bound during a turn: probed, again and again, and it answers.
+        with trio.fail_after(10):
+            await fake.wait_for(
+                lambda: len([r for r in fake.requests if r.path == "/global/health"]) >= asked + 3
+            )
+        server = engine.server(tmp_path)
+        assert server.statistics().crashes == 0
+        assert session.turn_id is not None  # the turn still runs
+        fake.release()
+        events = await until_turn_end(session.events)
+        assert events[-1].stop_reason == "end_turn"  # type: ignore[union-attr]
+
+
+async def test_a_server_that_hangs_mid_turn_ends_the_turn_and_is_restarted(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, FakeTurn.of(Say("working"), Hold()), probe=HANG_PROBE) as (
+        fake,
+        engine,
+    ):
+        session = await engine.open_session(tmp_path)
+        server = engine.server(tmp_path)
+        first = await server.connection()
+        turn_id = await session.prompt("go")
+        await _until_text(session, "working")
+        fake.hang()  # alive, but answers nothing: no events, no heartbeats, no health
+        events = await until_turn_end(session.events, within=20)
+        ended = events[-1]
+        assert isinstance(ended, TurnEnded)
+        assert (ended.turn_id, ended.stop_reason) == (turn_id, "error")
+        assert ended.message is not None
+        assert "stopped answering (no answer to its health check within 0.5 s)" in ended.message
+        assert "\n" not in ended.message
+        fake.recover()
+        with trio.fail_after(20):
+            second = await server.connection()
+        assert second.process.pid != first.process.pid
+        assert server.statistics().crashes == 1
+        with pytest.raises(trio.WouldBlock):  # said once
+            session.events.receive_nowait()

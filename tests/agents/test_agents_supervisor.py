@@ -13,13 +13,16 @@ import pytest
 import trio
 
 from kimaki.agents import (
+    AgentNotInstalledError,
+    AgentProcess,
     EngineUnavailableError,
+    ProbePolicy,
     RestartPolicy,
-    ServerFailed,
     ServerState,
     child_environment,
 )
 from kimaki.agents.opencode import OpenCodeConfig, open_opencode_engine
+from kimaki.agents.opencode import _engine as opencode_engine
 from kimaki.testing.opencode import process_running, sigkill_daemon_stand_in, wait_for_exit
 
 FAKE = (sys.executable, "-m", "kimaki.testing.opencode")
@@ -99,25 +102,116 @@ async def test_requests_need_the_servers_password(tmp_path: Path) -> None:
         assert response.status_code == 401
 
 
-async def test_a_server_that_exits_at_start_reports_its_stderr(tmp_path: Path) -> None:
+async def test_a_server_that_exits_at_start_is_a_crash_until_given_up(tmp_path: Path) -> None:
     async with open_opencode_engine(config(tmp_path, "--exit-at-start", "3")) as engine:
         server = engine.server(tmp_path)
         with pytest.raises(EngineUnavailableError) as raised:
             await server.connection()
-        assert "exited with code 3 while starting" in str(raised.value)
-        assert "refusing to start as scripted" in str(raised.value)
-        # Not restarted on its own: the next request tries again.
-        assert server.state is ServerState.STOPPED
+        # One line with the server's last words and where to look, not an errno.
+        first = str(raised.value).splitlines()[0]
+        assert "exited with code 3 while starting: fake opencode: refusing to start" in first
+        assert "`kimaki doctor`" in first
+        # Each failed start is one more crash: restarted after the backoff, then given up.
+        with trio.fail_after(20):
+            await server.wait_for_state(ServerState.FAILED)
+        stats = server.statistics()
+        assert (stats.starts, stats.crashes, stats.start_failures) == (3, 3, 3)
+        assert "crashed 3 times within 60 s" in (stats.last_error or "")
+        # The next request tries again.
         with pytest.raises(EngineUnavailableError):
             await server.connection()
-        assert server.statistics().starts == 2
+        assert server.statistics().starts >= 4
 
 
-async def test_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
-    cfg = config(tmp_path, command=(str(tmp_path / "no-such-opencode"),))
+async def test_a_missing_binary_names_the_fix_and_is_not_retried(tmp_path: Path) -> None:
+    cfg = config(tmp_path, command=(str(tmp_path / "bin" / "opencode"),))
     async with open_opencode_engine(cfg) as engine:
-        with pytest.raises(EngineUnavailableError, match="could not start"):
+        server = engine.server(tmp_path)
+        with pytest.raises(AgentNotInstalledError) as raised:
+            await server.connection()
+        message = str(raised.value)
+        assert "Errno" not in message
+        assert "opencode is not installed" in message
+        assert "npm install -g opencode-ai" in message
+        assert "KIMAKI_OPENCODE_PATH" in message
+        assert "kimaki doctor" in message
+        assert server.state is ServerState.STOPPED  # not backing off: a retry cannot help
+        assert server.statistics().start_failures == 1
+
+
+async def test_a_missing_program_on_path_is_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    async with open_opencode_engine(config(tmp_path, command=("opencode",))) as engine:
+        with pytest.raises(AgentNotInstalledError, match=r"^opencode is not installed"):
             await engine.server(tmp_path).connection()
+
+
+@pytest.mark.parametrize("gate", ["--listen-gate", "--health-gate"])
+async def test_a_server_killed_while_starting_is_restarted(
+    tmp_path: Path, gate: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed before it listens, or after it listens but before it is healthy: the request
+    waiting for it hears why at once, and the server is started again on its own."""
+    gate_file = tmp_path / "gate"
+    gate_file.touch()
+    listened = trio.Event()
+    read_url = opencode_engine._read_listening_url
+
+    async def spy(process: AgentProcess) -> str:
+        url = await read_url(process)
+        listened.set()
+        return url
+
+    monkeypatch.setattr(opencode_engine, "_read_listening_url", spy)
+    async with open_opencode_engine(config(tmp_path, gate, str(gate_file))) as engine:
+        server = engine.server(tmp_path)
+        failed: list[EngineUnavailableError] = []
+
+        async def request() -> None:
+            with pytest.raises(EngineUnavailableError) as raised:
+                await server.connection()
+            failed.append(raised.value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(request)
+            first_pid = (await server.wait_for_process()).pid
+            if gate == "--health-gate":  # past the listening line: health answers 503
+                await listened.wait()
+            os.kill(first_pid, signal.SIGKILL)
+        [error] = failed
+        assert "exited with code -9 while starting" in str(error)
+        gate_file.unlink()
+        with trio.fail_after(20):
+            await server.wait_for_state(ServerState.READY)  # no new request needed
+        stats = server.statistics()
+        assert (stats.starts, stats.crashes, stats.start_failures) == (2, 1, 1)
+        assert server.process is not None
+        assert server.process.pid != first_pid
+        assert not process_running(first_pid)
+
+
+async def test_a_hung_server_in_use_is_probed_and_restarted(tmp_path: Path) -> None:
+    """A server that stops answering without exiting (SIGSTOP) while a turn holds it fails its
+    health probe, is killed and restarted; the turn hears it once."""
+    probe = ProbePolicy(interval=60.0, silence=0.3, timeout=0.5)
+    async with open_opencode_engine(config(tmp_path, probe=probe)) as engine:
+        server = engine.server(tmp_path)
+        first = await server.connection()
+        lost: list[str] = []
+        engine._directory(tmp_path).crashed = lambda m, *, gave_up: lost.append(m)  # type: ignore[method-assign]
+        server.hold()  # a turn runs
+        os.killpg(first.process.pid, signal.SIGSTOP)  # the server and all it runs
+        with trio.fail_after(20):
+            await server.wait_for_state(ServerState.BACKOFF, ServerState.STARTING)
+            second = await server.connection()
+        assert second.process.pid != first.process.pid
+        assert not process_running(first.process.pid)
+        [message] = lost
+        assert "stopped answering (no answer to its health check within 0.5 s)" in message
+        assert server.statistics().crashes == 1
+        server.release()
 
 
 async def test_health_that_never_comes_is_a_timeout_naming_the_server(tmp_path: Path) -> None:
@@ -154,12 +248,12 @@ async def test_a_crash_loop_is_given_up_once_then_retried_on_request(tmp_path: P
         session = await engine.open_session(tmp_path)
         await server.wait_for_state(ServerState.FAILED)
         assert server.statistics().crashes == 3
-        failed = session.events.receive_nowait()
-        assert isinstance(failed, ServerFailed)
-        assert "crashed 3 times within 60 s" in failed.message
-        assert "crashing as scripted" in failed.message  # the server's own last words
+        # No turn ran: nothing waits in the session's queue to end the next turn early.
         with pytest.raises(trio.WouldBlock):
             session.events.receive_nowait()
+        last_error = server.statistics().last_error or ""
+        assert "crashed 3 times within 60 s" in last_error
+        assert "crashing as scripted" in last_error  # the server's own last words
         # The next request starts it again (and it crashes again later, as scripted).
         await server.connection()
         assert server.statistics().starts == 4

@@ -111,6 +111,25 @@ async def test_a_key_from_another_thread_does_nothing(
     assert fake_engine.permission_replies == []
 
 
+async def test_an_altered_choice_is_not_valid_and_the_request_stays_pending(
+    harness: BotHarness, fake_engine: FakeEngine
+) -> None:
+    fake_engine.responder = _permission_then_report
+    thread_id, asked = await _ask(harness)
+    key = _custom_ids(asked)["Accept"].rpartition("/")[0]
+    # The thread's own key with a choice its buttons never offered.
+    altered = harness.emulator.state.create_interaction(
+        3, harness.alice.id, thread_id, {"custom_id": f"{key}/sudo", "component_type": 2}
+    )
+    answered = await harness.emulator.wait_for_interaction_response(altered)
+    assert answered.response_data is not None
+    assert answered.response_data["content"] == "This button is not valid here."
+    assert fake_engine.permission_replies == []
+    # The request is still pending: its real button still works.
+    harness.alice.click_button(asked, _custom_ids(asked)["Accept"])
+    await harness.emulator.wait_for_message(thread_id, said("permission: once"))
+
+
 async def test_unanswered_permission_is_denied_after_the_timeout(
     fake_engine: FakeEngine, tmp_path: Path
 ) -> None:

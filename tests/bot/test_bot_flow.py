@@ -126,19 +126,18 @@ async def test_channels_of_another_bot_or_unmapped_are_ignored(
         )
     )
     plain = emulator.create_text_channel(harness.guild_id, "random")
-    harness.alice.send_message(str(other.channel_id), "for the other machine")
-    harness.alice.send_message(plain["id"], "just chatting")
+    theirs = harness.alice.send_message(str(other.channel_id), "for the other machine")
+    chat = harness.alice.send_message(plain["id"], "just chatting")
+    # Messages are routed in gateway order: once this one is answered, those were seen.
     await _answered(harness, "for us")
     assert [p.first_line for p in fake_engine.prompts] == ["for us"]
-    assert (
-        emulator.state.messages[str(other.channel_id)].keys()
-        == emulator.state.messages[str(other.channel_id)].keys()
-    )
-    assert all(
-        m["author"]["id"] != emulator.bot_user["id"]
-        for channel in (str(other.channel_id), plain["id"])
-        for m in emulator.state.messages.get(channel, {}).values()
-    )
+    for channel_id, sent in ((str(other.channel_id), theirs), (plain["id"], chat)):
+        # Only the person's own message, no reply, no reaction, and no thread opened from it.
+        assert list(emulator.state.messages[channel_id].values()) == [sent]
+        assert sent["reactions"] == []
+        assert not any(
+            channel.get("parent_id") == channel_id for channel in emulator.state.channels.values()
+        )
 
 
 async def test_empty_content_gets_the_content_intent_explanation(

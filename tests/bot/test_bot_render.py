@@ -6,6 +6,7 @@ import attrs
 import trio
 
 from kimaki.agents import DiffStats, ModelRef
+from kimaki.bot import INTERRUPTED
 from kimaki.discord.rest import File
 from kimaki.store import Preference
 from kimaki.testing.bot import BotHarness, bot_paragraphs, said
@@ -201,3 +202,32 @@ async def test_secrets_in_uploaded_text_files_are_redacted(harness: BotHarness) 
     [attachment] = sent.attachments
     stored = harness.emulator.state.files[str(attachment.id)].data
     assert stored == b"+DISCORD_TOKEN=[REDACTED]\n"
+
+
+async def test_a_cancel_from_the_agent_is_said_and_an_interrupt_only_once(
+    harness: BotHarness, fake_engine: FakeEngine
+) -> None:
+    notice = "⚠️ the agent cancelled the turn on its side"
+
+    async def agent_cancels_or_hangs(turn: FakeTurn) -> None:
+        if "hang" in turn.prompt:
+            turn.text("working")
+            turn.step()
+            await turn.hang()
+        turn.text("half an answer")
+        turn.end("aborted")  # ACP `stopReason: cancelled` that nobody asked for
+
+    fake_engine.responder = agent_cancels_or_hangs
+    message = harness.alice.send_message(harness.channel_id, "go")
+    thread_id = await harness.thread_of(message)
+    await harness.emulator.wait_for_message(thread_id, said(notice))
+    assert fake_engine.aborts == 0
+    # An interrupt the bot asked for is said as today, once, without the agent's notice.
+    harness.alice.send_message(thread_id, "hang")
+    await harness.emulator.wait_for_message(thread_id, said("working"))
+    stop = harness.alice.send_message(thread_id, "again")
+    await harness.emulator.wait_for_message(thread_id, said(notice), after=stop)
+    lines = bot_paragraphs(harness.emulator, thread_id)
+    assert lines.count(INTERRUPTED) == 1
+    assert lines.count(notice) == 2  # the first and the last turn, not the interrupted one
+    assert lines.index("working") < lines.index(INTERRUPTED) < len(lines) - 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import trio
 
 from kimaki.testing.bot import bot_paragraphs, running_bot, said
@@ -71,3 +72,45 @@ async def test_stopping_interrupts_running_turns_with_a_notice(
         assert fake_engine.aborts == 1
         assert bot_paragraphs(emulator, thread_id)[-1] == "⏹ the bot is shutting down"
         assert await harness.store.take_running_turns() == []
+
+
+async def test_a_queued_message_taken_over_is_not_prompted_again_by_its_replay(
+    fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    release = trio.Event()
+
+    async def long_turn(turn: FakeTurn) -> None:
+        if "long" in turn.prompt:
+            turn.text("working")
+            turn.step()
+            await release.wait()
+        await echo(turn)
+
+    fake_engine.responder = long_turn
+    async with open_discord_emulator() as emulator:
+        async with running_bot(emulator, fake_engine, tmp_path) as first:
+            message = first.alice.send_message(first.channel_id, "long job")
+            thread_id = await first.thread_of(message)
+            await emulator.wait_for_message(thread_id, said("working"))
+            first.alice.send_message(thread_id, "just before the signal. queue")
+            await emulator.wait_for_message(thread_id, lambda m: "Queued" in m["content"])
+            await first.bot.prepare_restart()
+            stored = await first.store.load_gateway_session()
+            assert stored is not None
+            await first.connection.shard.close(resumable=True)
+            # The stored sequence lags what was handled (it is saved in batches): Discord
+            # replays the queued message to the next process, which also takes the queue.
+            await first.store.save_gateway_session(attrs.evolve(stored, sequence=1))
+
+        async with running_bot(emulator, fake_engine, tmp_path, workspace=first.workspace) as again:
+            await fake_engine.wait_for_resume()
+            release.set()
+            await emulator.wait_for_message(thread_id, said("echo: just before the signal"))
+            after = again.alice.send_message(thread_id, "after")
+            await emulator.wait_for_message(thread_id, said("echo: after"), after=after)
+    assert [p.first_line for p in fake_engine.prompts] == [
+        "long job",
+        "just before the signal",
+        "after",
+    ]
+    assert bot_paragraphs(emulator, thread_id).count("echo: just before the signal") == 1

@@ -1,14 +1,19 @@
-"""Serial turns per thread: abort on a new message, queueing, idle eviction, restarts."""
+"""Serial turns per thread: abort on a new message, arrival order (messages joining a prompt
+the agent does not have yet), queueing, idle eviction, restarts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from kimaki.bot import INTERRUPTED
 from kimaki.testing.bot import BotHarness, bot_paragraphs, running_bot, said
 from kimaki.testing.discord import open_discord_emulator
+from kimaki.testing.discord._actors import Actor
+from kimaki.testing.discord._state import File
 from kimaki.testing.engine import FakeEngine, FakeTurn, echo
 
 
@@ -162,3 +167,167 @@ async def test_messages_sent_while_the_bot_was_away_are_answered_after_resuming(
         async with running_bot(emulator, fake_engine, tmp_path, workspace=workspace):
             await emulator.wait_for_message(thread_id, said("echo: while away"))
             assert len(emulator.gateway.resumes) == 1
+
+
+# ---- arrival order: messages join a prompt the agent does not have yet
+
+
+def queued_reply(message: Mapping[str, Any]) -> bool:
+    return str(message.get("content", "")).startswith("📋 Queued at position")
+
+
+def origin(name: str, user: Actor, message: Mapping[str, Any], thread_id: str) -> str:
+    return (
+        f"<discord>From {name} (Discord user id {user.id}, message id {message['id']}, "
+        f"thread id {thread_id})</discord>"
+    )
+
+
+async def test_two_messages_on_an_idle_thread_reach_the_agent_as_one_prompt_in_order(
+    harness: BotHarness, fake_engine: FakeEngine
+) -> None:
+    message = harness.alice.send_message(harness.channel_id, "hello")
+    thread_id = await harness.thread_of(message)
+    await harness.emulator.wait_for_message(thread_id, said("echo: hello"))
+    fake_engine.held_until = trio.Event()  # the agent is slow to take the next prompt
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    stop = harness.alice.send_message(thread_id, "stop", files=[File("a.png", png, "image/png")])
+    instead = harness.owner.send_message(
+        thread_id,
+        "do X instead",
+        reply_to=stop,
+        files=[File("notes.md", b"remember the milk\n", "text/markdown")],
+    )
+    # Routed in gateway order: once this one is answered, the two before it were submitted.
+    harness.alice.send_message(thread_id, "then lint. queue")
+    await harness.emulator.wait_for_message(thread_id, queued_reply)
+    fake_engine.held_until.set()
+    await harness.emulator.wait_for_message(thread_id, said("echo: then lint"))
+
+    hello, joined, lint = fake_engine.prompts
+    assert hello.first_line == "hello"
+    assert joined.text == "\n\n".join(
+        [
+            "<discord>2 messages arrived together, in the order sent:</discord>",
+            "stop",
+            origin("alice", harness.alice, stop, thread_id),
+            "do X instead",
+            "Attached file notes.md:\n```\nremember the milk\n\n```",
+            "(In reply to alice:)\n> stop",
+            origin("owner", harness.owner, instead, thread_id),
+        ]
+    )
+    assert [(f.filename, f.data) for f in joined.files] == [("a.png", png)]
+    assert lint.first_line == "then lint"
+    # Nothing was started and aborted for the first message alone.
+    assert INTERRUPTED not in bot_paragraphs(harness.emulator, thread_id)
+
+
+async def test_two_messages_on_a_busy_thread_interrupt_it_once_and_arrive_in_order(
+    harness: BotHarness, fake_engine: FakeEngine
+) -> None:
+    async def slow_then_echo(turn: FakeTurn) -> None:
+        if "slow" in turn.prompt:
+            turn.text("working on it")
+            turn.step()
+            await turn.hang()
+        await echo(turn)
+
+    fake_engine.responder = slow_then_echo
+    message = harness.alice.send_message(harness.channel_id, "slow task")
+    thread_id = await harness.thread_of(message)
+    await harness.emulator.wait_for_message(thread_id, said("working on it"))
+    fake_engine.held_until = trio.Event()
+    stop = harness.alice.send_message(thread_id, "stop")
+    instead = harness.alice.send_message(thread_id, "do X instead")
+    harness.alice.send_message(thread_id, "then lint. queue")
+    await harness.emulator.wait_for_message(thread_id, queued_reply)
+    fake_engine.held_until.set()
+    await harness.emulator.wait_for_message(thread_id, said("echo: then lint"))
+
+    texts = [p.text for p in fake_engine.prompts]
+    assert len(texts) == 3
+    assert texts[0].startswith("slow task")
+    assert texts[1].index("stop") < texts[1].index("do X instead")
+    assert f"message id {stop['id']}" in texts[1]
+    assert f"message id {instead['id']}" in texts[1]
+    assert texts[2].startswith("then lint")
+    assert bot_paragraphs(harness.emulator, thread_id).count(INTERRUPTED) == 1
+
+
+async def test_messages_replayed_after_a_resume_reach_the_agent_in_order_as_one_prompt(
+    fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    async with open_discord_emulator() as emulator:
+        async with running_bot(emulator, fake_engine, tmp_path) as first:
+            workspace = first.workspace
+            message = first.alice.send_message(first.channel_id, "before")
+            thread_id = await first.thread_of(message)
+            await emulator.wait_for_message(thread_id, said("echo: before"))
+            await first.connection.shard.close(resumable=True)  # as an in-place restart does
+        # Written while the bot is away: Discord replays them in a burst on RESUME.
+        sent = [first.alice.send_message(thread_id, f"part {n}") for n in range(1, 6)]
+        fake_engine.held_until = trio.Event()  # the agent server is still starting
+        async with running_bot(emulator, fake_engine, tmp_path, workspace=workspace) as second:
+            second.alice.send_message(thread_id, "then lint. queue")
+            await emulator.wait_for_message(thread_id, queued_reply)
+            fake_engine.held_until.set()
+            await emulator.wait_for_message(thread_id, said("echo: then lint"))
+            assert len(emulator.gateway.resumes) == 1
+
+    before, replayed, lint = fake_engine.prompts
+    assert before.first_line == "before"
+    assert "5 messages arrived together" in replayed.first_line
+    at = [replayed.text.index(f"part {n}\n\n") for n in range(1, 6)]
+    assert at == sorted(at)
+    ids = [replayed.text.index(f"message id {m['id']}") for m in sent]
+    assert ids == sorted(ids)
+    assert lint.first_line == "then lint"
+    assert INTERRUPTED not in bot_paragraphs(emulator, thread_id)
+
+
+async def test_a_joined_prompt_survives_an_in_place_restart_as_one_prompt(
+    fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    async with open_discord_emulator() as emulator:
+        async with running_bot(emulator, fake_engine, tmp_path) as first:
+            workspace = first.workspace
+            message = first.alice.send_message(first.channel_id, "before")
+            thread_id = await first.thread_of(message)
+            await emulator.wait_for_message(thread_id, said("echo: before"))
+            fake_engine.held_until = trio.Event()
+            one = first.alice.send_message(thread_id, "one")
+            two = first.owner.send_message(thread_id, "two")
+            first.alice.send_message(thread_id, "three. queue")
+            await emulator.wait_for_message(thread_id, queued_reply)
+            await first.bot.prepare_restart()
+            await first.connection.shard.close(resumable=True)
+        async with running_bot(emulator, fake_engine, tmp_path, workspace=workspace):
+            fake_engine.held_until.set()
+            await emulator.wait_for_message(thread_id, said("echo: three"))
+
+    before, joined, three = fake_engine.prompts
+    assert before.first_line == "before"
+    assert joined.text.index("one") < joined.text.index("two")
+    assert origin("alice", workspace.users["alice"], one, thread_id) in joined.text
+    assert origin("owner", workspace.owner, two, thread_id) in joined.text
+    assert three.first_line == "three"
+
+
+async def test_every_message_of_a_joined_prompt_is_recorded_as_handled(
+    harness: BotHarness, fake_engine: FakeEngine
+) -> None:
+    message = harness.alice.send_message(harness.channel_id, "hello")
+    thread_id = await harness.thread_of(message)
+    await harness.emulator.wait_for_message(thread_id, said("echo: hello"))
+    fake_engine.held_until = trio.Event()
+    first = harness.alice.send_message(thread_id, "first")
+    second = harness.alice.send_message(thread_id, "second")
+    harness.alice.send_message(thread_id, "third. queue")
+    await harness.emulator.wait_for_message(thread_id, queued_reply)
+    fake_engine.held_until.set()
+    await fake_engine.wait_for_prompts(2)
+    # Both reached the agent in one prompt: a replay of either after a crash must not prompt
+    # again.
+    handled = await harness.store.handled_events()
+    assert {int(first["id"]), int(second["id"])} <= handled.keys()

@@ -19,7 +19,6 @@ from kimaki.testing.bot import BotHarness, running_bot
 from kimaki.testing.discord import (
     DiscordEmulator,
     InteractionRecord,
-    default_openapi_path,
     open_discord_emulator,
 )
 from kimaki.testing.discord._actors import Actor
@@ -27,7 +26,6 @@ from kimaki.testing.opencode import FakeOpenCode, stub_command
 
 Json = dict[str, Any]
 
-VALIDATE = default_openapi_path().is_file()
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 
@@ -55,7 +53,7 @@ async def ensure_commands(harness: BotHarness) -> None:
 async def commands_bot(data_dir: Path, engine: Engine, **options: Any) -> AsyncIterator[BotHarness]:
     """The bot with its commands, on a fresh emulator that checks requests against the spec."""
     async with (
-        open_discord_emulator(validate_requests=VALIDATE) as emulator,
+        open_discord_emulator() as emulator,
         running_bot(emulator, engine, data_dir, **options) as harness,
     ):
         await ensure_commands(harness)

@@ -66,6 +66,24 @@ async def test_add_project_errors_are_ephemeral_and_change_nothing(tmp_path: Pat
         assert await harness.store.list_channels() == before
 
 
+async def test_add_project_refuses_paths_too_long_for_the_filesystem(tmp_path: Path) -> None:
+    async with open_fake_engine() as engine, commands_bot(tmp_path, engine) as harness:
+        before = await harness.store.list_channels()
+        too_long_a_name = str(tmp_path / ("x" * 300))  # one name past the filesystem's 255
+        too_long_a_path = "/" + "/".join(["d" * 200] * 25)  # 5000 characters, past PATH_MAX
+        for typed in (too_long_a_name, too_long_a_path):
+            reply = await command(harness, "add-project", {"project": typed})
+            assert ephemeral(reply)
+            assert reply["content"].startswith("Cannot add")
+            assert "File name too long" in reply["content"]
+        # Short enough for the filesystem, too long to quote whole in a reply.
+        missing = "/missing/" + "/".join(["d" * 100] * 15)
+        reply = await command(harness, "add-project", {"project": missing})
+        assert reply["content"].startswith("Cannot add")
+        assert reply["content"].endswith("does not exist")
+        assert await harness.store.list_channels() == before
+
+
 async def test_create_new_project(tmp_path: Path) -> None:
     async with open_fake_engine() as engine, commands_bot(tmp_path, engine) as harness:
         reply = await command(harness, "create-new-project", {"name": "Shiny Tool"})

@@ -32,6 +32,7 @@ async def test_a_message_is_answered_by_the_configured_acp_agent(tmp_path: Path)
         ) as daemon:
             log = await daemon.wait_for_log("engines (default acp:fake)")
             assert "acp:kiro (kiro-cli" in log  # every named agent is offered
+            assert "cannot start" not in log  # the default engine's program is there
             message = workspace.users["alice"].send_message(channel_id, "say hello")
             thread = await emulator.wait_for_thread(channel_id, lambda t: t["id"] == message["id"])
             await emulator.wait_for_message(thread["id"], said("hello over ACP"))

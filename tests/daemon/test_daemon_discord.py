@@ -20,6 +20,7 @@ async def test_reaches_ready_and_health_says_so(emulator: DiscordEmulator, tmp_p
         assert health is not None
         assert health["gateway"] == "ready"
         assert health["guilds"] == 1
+        assert health["waiting_for"] == []
         assert health["pid"] == daemon.process.pid
         assert health["data_dir"] == str(tmp_path / "data")
         assert await daemon.stop() == 0

@@ -20,6 +20,7 @@ import trio
 from kimaki.discord._gateway_protocol import INTENTS, Intent, Opcode, encode_payload
 from kimaki.discord.gateway import (
     FINAL_CLOSE_CODE,
+    HANDSHAKE_TIMEOUT,
     RESUMABLE_CLOSE_CODE,
     GatewayEvent,
     GatewaySession,
@@ -89,6 +90,7 @@ def make_shard(
     random_source: Callable[[], float] = lambda: 0.5,
     fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     fetches: list[float] | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> GatewayShard:
     async def fetch_gateway() -> dict[str, Any]:
         if fetches is not None:
@@ -101,6 +103,7 @@ def make_shard(
         events=events,
         session_store=store,
         random_source=random_source,
+        handshake_timeout=handshake_timeout,
     )
 
 
@@ -114,6 +117,7 @@ async def running(
     frames_per_payload: int = 1,
     buffer: float = math.inf,
     fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> AsyncIterator[Harness]:
     server = GatewayServer(
         token=TOKEN,
@@ -135,6 +139,7 @@ async def running(
                 random_source=random_source,
                 fetch=fetch,
                 fetches=fetches,
+                handshake_timeout=handshake_timeout,
             )
             harness = Harness(server, shard, receive, nursery, fetches)
             if start:
@@ -345,10 +350,11 @@ async def test_failures_back_off_exponentially_up_to_a_minute_and_reset_when_hea
         # Jitter pinned to its low end: half of 1, 2, 4, ... seconds, capped at half of 60.
         assert gaps == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
         h.server.close_on_connect = None
-        await h.next_event("RESUMED")
+        # Three failed connections to the resume URL gave the session up: a fresh one.
+        await h.next_event("READY")
         healthy_at = trio.current_time()
         h.server.close_connections(4000)
-        await h.server.wait_for_resume(2)
+        await h.server.wait_for_resume(1)
         assert trio.current_time() - healthy_at == pytest.approx(0.5)
 
 
@@ -506,7 +512,7 @@ async def test_stored_session_resumes_after_a_restart(autojump_clock: trio.abc.C
         await h.shard.close(resumable=True)
         assert await h.server.wait_for_client_close() == RESUMABLE_CLOSE_CODE
         assert store.session == GatewaySession(
-            ready.data["session_id"], last.sequence or 0, h.server.url
+            ready.data["session_id"], last.sequence or 0, h.server.resume_url
         )
         for n in range(2, 4):  # while the daemon is down
             h.server.dispatch("MESSAGE_CREATE", message(n))
@@ -535,11 +541,13 @@ async def test_session_saved_on_ready_before_any_heartbeat(
             await store.wait_for_save()
         assert trio.current_time() - began < 1.0
         assert h.server.statistics().heartbeats == 0
-        assert store.session.resume_url == h.server.url
+        assert store.session.resume_url == h.server.resume_url
         assert store.session.sequence >= 1
 
 
-async def test_session_saved_with_heartbeats(autojump_clock: trio.abc.Clock) -> None:
+async def test_session_saved_once_the_consumer_is_done_not_per_beat(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     store = MemoryStore()
     async with running(store=store) as h:
         ready = await h.next_event("READY")
@@ -548,13 +556,14 @@ async def test_session_saved_with_heartbeats(autojump_clock: trio.abc.Clock) -> 
         await h.server.wait_for_heartbeats(1)
         h.server.dispatch("MESSAGE_CREATE", message(1))
         event = await h.next_event()
-        saves = len(store.saves)
+        h.nursery.start_soon(h.next_event)  # done with it: waiting for the next
         await h.server.wait_for_heartbeats(2)
-        await h.server.wait_for_heartbeats(3)
         assert store.session == GatewaySession(
-            ready.data["session_id"], event.sequence or 0, h.server.url
+            ready.data["session_id"], event.sequence or 0, h.server.resume_url
         )
-        assert len(store.saves) == saves + 1  # saved once per change, not per beat
+        saves = len(store.saves)
+        await h.server.wait_for_heartbeats(4)
+        assert len(store.saves) == saves  # saved once per change, not per beat
 
 
 async def test_stale_stored_session_falls_back_to_identify(
@@ -645,3 +654,187 @@ async def test_token_never_reaches_the_log(
         await h.next_event("RESUMED")
     assert any(r.name == "kimaki.gateway" for r in caplog.records)
     assert all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
+# -- a gateway that does not answer (issue 12) -------------------------------------------------
+
+
+async def test_unanswered_identify_is_closed_after_the_timeout_and_identified_again(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(start=False, heartbeat_interval=5.0) as h:
+        h.server.ignore_identify = True
+        h.nursery.start_soon(h.shard.run)
+        await h.server.wait_for_identify(1)
+        identified_at = trio.current_time()
+        await h.server.wait_for_heartbeats(2)  # heartbeats go on, acknowledged...
+        assert h.shard.state == "connecting"
+        # ...but without READY the connection is given up after 15 s, counted as a failure
+        # (a backoff of 0.75 s with the jitter at 0.5) and a fresh IDENTIFY follows.
+        assert await h.server.wait_for_client_close() == RESUMABLE_CLOSE_CODE
+        assert trio.current_time() - identified_at == pytest.approx(15.0)
+        h.server.ignore_identify = False
+        await h.server.wait_for_identify(2)
+        assert trio.current_time() - identified_at == pytest.approx(15.75)
+        assert (await h.next_event()).name == "READY"
+        assert h.shard.state == "ready"
+        assert h.server.resumes == []
+    assert "did not answer IDENTIFY within 15 s (no READY)" in caplog.text
+
+
+async def test_unanswered_resume_counts_as_an_invalid_session(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    async with running(store=store) as h:
+        first = await h.next_event("READY")
+        h.server.ignore_resume = True
+        h.server.close_connections(4000)
+        await h.server.wait_for_resume()
+        resumed_at = trio.current_time()
+        assert h.shard.state == "resuming"
+        await h.server.wait_for_identify(2)
+        # 15 s without an answer, then the backoff of a second consecutive failure (1.5 s).
+        assert trio.current_time() - resumed_at == pytest.approx(16.5)
+        second = await h.next_event("READY")
+        assert second.data["session_id"] != first.data["session_id"]
+        assert len(h.server.resumes) == 1  # identified afresh, not resumed again
+        assert h.shard.state == "ready"
+        while store.session is None:  # the dead session was dropped, the new one is saved
+            await store.wait_for_save()
+        assert store.session.session_id == second.data["session_id"]
+    assert "did not answer RESUME within 15 s (no RESUMED, no op 9)" in caplog.text
+
+
+async def test_handshake_timeout_is_configurable(autojump_clock: trio.abc.Clock) -> None:
+    async with running(start=False, handshake_timeout=4.0) as h:
+        h.server.ignore_identify = True
+        h.nursery.start_soon(h.shard.run)
+        await h.server.wait_for_identify(1)
+        identified_at = trio.current_time()
+        await h.server.wait_for_client_close()
+        assert trio.current_time() - identified_at == pytest.approx(4.0)
+
+
+async def test_a_long_replay_is_an_answer_to_resume(autojump_clock: trio.abc.Clock) -> None:
+    async with running() as h:
+        await h.next_event("READY")
+        h.server.close_connections(4000)
+        for n in range(30):  # missed while away, replayed one per second: 30 s before RESUMED
+            h.server.dispatch("MESSAGE_CREATE", message(n))
+        h.server.set_event_delay(1.0)
+        await h.server.wait_for_resume()
+        resumed_at = trio.current_time()
+        await h.next_event("RESUMED")
+        assert trio.current_time() - resumed_at > 30.0
+        assert len(h.server.identifies) == 1
+        assert len(h.server.resumes) == 1
+
+
+async def test_refused_resume_url_falls_back_to_identify_after_three_attempts(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running() as h:
+        first = await h.next_event("READY")
+        await h.server.refuse_resumes()
+        dropped_at = trio.current_time()
+        h.server.close_connections(4000)
+        await h.server.wait_for_identify(2)
+        # The close and three refused connections, each followed by the backoff (0.75, 1.5,
+        # 3 and 6 s), then GET /gateway/bot and IDENTIFY.
+        assert trio.current_time() - dropped_at == pytest.approx(11.25)
+        assert len(h.fetches) == 2
+        assert h.server.statistics().connections == 2  # the refused ones never got there
+        second = await h.next_event("READY")
+        assert second.data["session_id"] != first.data["session_id"]
+        assert h.server.resumes == []
+    assert "dropping the gateway session: 3 connections to its resume URL" in caplog.text
+
+
+async def test_stored_session_with_a_refused_resume_url_identifies_at_start(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running(start=False) as h:
+        await h.server.refuse_resumes()
+        store = MemoryStore(GatewaySession("stored", 41, h.server.resume_url))
+        send, receive = trio.open_memory_channel[GatewayEvent](math.inf)
+        shard = make_shard(h.server, send, store=store)
+        began = trio.current_time()
+        await h.nursery.start(shard.run)  # returns on READY
+        assert trio.current_time() - began < 10.0
+        assert len(h.server.identifies) == 1
+        assert (await receive.receive()).name == "READY"
+        while store.session is None or store.session.session_id == "stored":
+            await store.wait_for_save()  # dropped, then the new session saved
+
+
+# -- the stored sequence follows the consumer (issue 19) ----------------------------------------
+
+
+async def test_sequence_is_saved_as_events_are_handled_so_a_kill_replays_little(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    store = MemoryStore()
+    handled: list[GatewayEvent] = []
+    on_disk: list[GatewaySession | None] = []  # what the store held when the process died
+    killed = trio.Event()
+    async with running(store=store, heartbeat_interval=600.0) as h:
+        await h.next_event("READY")
+        await h.next_event("GUILD_CREATE")
+        await h.next_event("GUILD_CREATE")
+        saves_before = len(store.saves)
+        began = trio.current_time()
+
+        async def consume() -> None:
+            # An in-order consumer, as the dispatcher is: each event takes 0.1 s to handle.
+            async for event in h.events:
+                await trio.sleep(0.1)
+                handled.append(event)
+                if len(handled) == 100:
+                    on_disk.append(store.session)  # SIGKILL: nothing more is written
+                    killed.set()
+                    return
+
+        h.nursery.start_soon(consume)
+        for n in range(300):
+            h.server.dispatch("MESSAGE_CREATE", message(n))
+        await killed.wait()
+        elapsed = trio.current_time() - began
+        # Batched: about one write per second of handling, never one per event.
+        assert len(store.saves) - saves_before <= elapsed + 1
+        await h.shard.close(resumable=True)
+
+        [session] = on_disk
+        assert session is not None
+        last_handled = handled[-1].sequence or 0
+        # Not ahead of what was handled (that would lose events), and at most a second of
+        # handling (10 events) behind it, where a heartbeat-only save was 100 behind.
+        assert last_handled - 11 <= session.sequence <= last_handled
+
+        send, receive = trio.open_memory_channel[GatewayEvent](math.inf)
+        restarted = make_shard(h.server, send, store=MemoryStore(session))
+        await h.nursery.start(restarted.run)
+        assert (await h.server.wait_for_resume())["seq"] == session.sequence
+        replayed = [await receive.receive() for _ in range(last_handled - session.sequence)]
+        assert [e.sequence for e in replayed] == list(range(session.sequence + 1, last_handled + 1))
+
+
+async def test_event_the_consumer_still_holds_is_not_saved_as_handled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    store = MemoryStore()
+    async with running(store=store) as h:
+        for _ in range(3):
+            await h.next_event()
+        h.nursery.start_soon(h.next_event)  # done with the guilds, waiting for more
+        await trio.sleep(2.0)
+        assert store.session is not None
+        assert store.session.sequence == 3
+        h.server.dispatch("MESSAGE_CREATE", message(1))
+        h.server.dispatch("MESSAGE_CREATE", message(2))
+        await h.next_event()  # message 2 taken, and held: its handling has not ended
+        await trio.sleep(5.0)
+        assert store.session.sequence == 4
+        h.nursery.start_soon(h.next_event)
+        await trio.sleep(2.0)
+        assert store.session.sequence == 5

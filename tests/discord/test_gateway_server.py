@@ -71,7 +71,7 @@ async def test_hello_ready_and_guilds_uncompressed(autojump_clock: trio.abc.Cloc
         ready = await receive(ws)
         assert (ready["op"], ready["t"], ready["s"]) == (0, "READY", 1)
         assert ready["d"]["guilds"] == [{"id": "1", "unavailable": True}]
-        assert ready["d"]["resume_gateway_url"] == server.url
+        assert ready["d"]["resume_gateway_url"] == server.resume_url
         assert ready["d"]["application"] == {"id": "9", "flags": 0}
         guild = await receive(ws)
         assert (guild["t"], guild["s"], guild["d"]) == ("GUILD_CREATE", 2, {"id": "1"})

@@ -1,5 +1,6 @@
-"""`kimaki doctor`: every engine, the command line it starts, and whether its program is on
-PATH, from a real `python -m kimaki` process given a PATH the test controls."""
+"""`kimaki doctor`: every engine, the command line it starts, and the file it would really run
+(or "not found" and how to install it), from a real `python -m kimaki` process given a PATH the
+test controls."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import trio
 
+from kimaki.agents._errors import INSTALL_COMMANDS
+
 
 def executable(directory: Path, name: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
@@ -20,7 +23,9 @@ def executable(directory: Path, name: str) -> Path:
     return program
 
 
-async def doctor(home: Path, path: Path, **env: str) -> subprocess.CompletedProcess[bytes]:
+async def doctor(
+    home: Path, path: Path | str, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[bytes]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KIMAKI_")}
     environment.update(HOME=str(home), PATH=str(path), **env)
     return await trio.run_process(
@@ -29,6 +34,7 @@ async def doctor(home: Path, path: Path, **env: str) -> subprocess.CompletedProc
         capture_stderr=True,
         check=False,
         env=environment,
+        cwd=cwd,
     )
 
 
@@ -60,7 +66,10 @@ async def test_each_engine_with_its_command_and_where_it_is(tmp_path: Path) -> N
         "opencode (default)": ["opencode serve", str(opencode)],
         "acp:opencode": ["opencode acp", str(opencode)],
         "acp:kiro": ["kiro-cli acp", str(kiro)],
-        "acp:claude": ["claude-agent-acp", "not found on PATH"],
+        "acp:claude": [
+            "claude-agent-acp",
+            f"not found on PATH (install: {INSTALL_COMMANDS['claude-agent-acp']})",
+        ],
         "acp:omp": [f"omp --session-dir {sessions}", "not found on PATH"],
         "acp:mine": [f"{custom} --acp", str(custom)],
     }
@@ -79,7 +88,28 @@ async def test_the_opencode_path_and_default_engine_from_settings(tmp_path: Path
     assert result.returncode == 0
     rows = table(result.stdout)
     assert rows["opencode"] == [f"{opencode} serve", str(opencode)]
-    assert rows["acp:claude (default)"] == ["claude-agent-acp", "not found on PATH"]
+    # The ACP engine of OpenCode runs the same configured OpenCode, not `opencode` on PATH.
+    assert rows["acp:opencode"] == [f"{opencode} acp", str(opencode)]
+    assert rows["acp:claude (default)"] == [
+        "claude-agent-acp",
+        f"not found on PATH (install: {INSTALL_COMMANDS['claude-agent-acp']})",
+    ]
+
+
+async def test_the_file_that_would_run_or_how_to_install_it(tmp_path: Path) -> None:
+    executable(tmp_path / "bin", "kiro-cli")
+    # A relative PATH entry is where the daemon would look from its directory: shown absolute.
+    result = await doctor(tmp_path, "bin", cwd=tmp_path)
+    assert result.returncode == 0
+    rows = table(result.stdout)
+    assert rows["acp:kiro"] == ["kiro-cli acp", str(tmp_path / "bin" / "kiro-cli")]
+    install = f"(install: {INSTALL_COMMANDS['opencode']})"
+    assert rows["opencode (default)"] == ["opencode serve", f"not found on PATH {install}"]
+    assert rows["acp:opencode"] == ["opencode acp", f"not found on PATH {install}"]
+    # A configured path that is not there is "not found", with the same hint.
+    missing = tmp_path / "nowhere" / "opencode"
+    rows = table((await doctor(tmp_path, "bin", KIMAKI_OPENCODE_PATH=str(missing))).stdout)
+    assert rows["opencode (default)"] == [f"{missing} serve", f"not found {install}"]
 
 
 async def test_a_bad_agent_setting_exits_64_naming_the_variable(tmp_path: Path) -> None:

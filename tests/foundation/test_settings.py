@@ -133,6 +133,19 @@ def test_agent_idle_timeout(tmp_path: Path, value: str, seconds: float) -> None:
     assert settings.agent_idle_timeout == seconds
 
 
+def test_agent_probe_interval_and_silence_timeout(tmp_path: Path) -> None:
+    defaults = load_settings(data_dir=str(tmp_path), environ={})
+    assert (defaults.agent_probe_interval, defaults.agent_silence_timeout) == (60.0, 60.0)
+    settings = load_settings(
+        data_dir=str(tmp_path),
+        environ={"KIMAKI_AGENT_PROBE_INTERVAL": "2m", "KIMAKI_AGENT_SILENCE_TIMEOUT": "45s"},
+    )
+    assert (settings.agent_probe_interval, settings.agent_silence_timeout) == (120.0, 45.0)
+    for name in ("KIMAKI_AGENT_PROBE_INTERVAL", "KIMAKI_AGENT_SILENCE_TIMEOUT"):
+        with pytest.raises(ConfigError, match=f"{name} must be a duration"):
+            load_settings(data_dir=str(tmp_path), environ={name: "0"})
+
+
 @pytest.mark.parametrize("value", ["soon", "0", "-5m", "m"])
 def test_agent_idle_timeout_refused(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="KIMAKI_AGENT_IDLE_TIMEOUT must be a duration"):
@@ -158,3 +171,13 @@ def test_memory_settings(tmp_path: Path) -> None:
         load_settings(data_dir=str(tmp_path), memory_limit="lots", environ={})
     with pytest.raises(ConfigError, match="KIMAKI_MEMORY_LIMIT must be a size"):
         load_settings(data_dir=str(tmp_path), environ={"KIMAKI_MEMORY_LIMIT": "-3"})
+
+
+def test_gateway_handshake_timeout(tmp_path: Path) -> None:
+    assert load_settings(data_dir=str(tmp_path), environ={}).gateway_handshake_timeout == 15.0
+    settings = load_settings(
+        data_dir=str(tmp_path), environ={"KIMAKI_GATEWAY_HANDSHAKE_TIMEOUT": "30s"}
+    )
+    assert settings.gateway_handshake_timeout == 30.0
+    with pytest.raises(ConfigError, match="KIMAKI_GATEWAY_HANDSHAKE_TIMEOUT must be a duration"):
+        load_settings(data_dir=str(tmp_path), environ={"KIMAKI_GATEWAY_HANDSHAKE_TIMEOUT": "0"})

@@ -70,6 +70,21 @@ def test_a_second_name_for_a_known_agent_shares_its_login(tmp_path: Path) -> Non
     assert found["fast"].credential_files == found["opencode"].credential_files
 
 
+def test_acp_opencode_runs_the_configured_opencode(tmp_path: Path) -> None:
+    """KIMAKI_OPENCODE_PATH says which OpenCode this machine runs, for both of its engines."""
+    opencode = "/opt/opencode/bin/opencode"
+    loaded = settings(
+        tmp_path, KIMAKI_OPENCODE_PATH=opencode, KIMAKI_AGENTS="fast=opencode acp --model x/y"
+    )
+    found = agents(loaded)
+    assert loaded.engine_commands["opencode"] == (opencode, "serve")
+    assert loaded.engine_commands["acp:opencode"] == (opencode, "acp")
+    assert found["fast"].argv == (opencode, "acp", "--model", "x/y")
+    # A command line naming another OpenCode on purpose keeps it.
+    other = agents(settings(tmp_path, KIMAKI_OPENCODE_PATH=opencode, KIMAKI_AGENTS="o=/tmp/oc acp"))
+    assert other["o"].argv == ("/tmp/oc", "acp")
+
+
 def test_an_empty_command_line_removes_an_agent(tmp_path: Path) -> None:
     loaded = settings(tmp_path, KIMAKI_AGENTS="gemini=; omp=")
     assert list(agents(loaded)) == ["opencode", "kiro", "claude"]

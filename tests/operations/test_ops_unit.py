@@ -32,6 +32,8 @@ def test_unit_has_what_operations_rely_on() -> None:
         "ExecReload=/bin/kill -USR2 $MAINPID",
         "ExecStart=/py -m kimaki --data-dir '/d ir'",
         "EnvironmentFile=-/d ir/kimaki.env",
+        "KillMode=control-group",
+        "#LoadCredential=kimaki-bot-token:/etc/kimaki/bot-token",
         "User=bot",
         "WantedBy=multi-user.target",
     ):

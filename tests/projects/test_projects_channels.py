@@ -24,7 +24,7 @@ from kimaki.projects import (
     record_json,
 )
 from kimaki.store import ChannelRecord, Store
-from kimaki.testing.discord import DiscordEmulator, default_openapi_path, open_discord_emulator
+from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
 
 Json = dict[str, Any]
 
@@ -33,9 +33,7 @@ Json = dict[str, Any]
 async def projects_on(
     tmp_path: Path, *, guilds: int = 1
 ) -> AsyncIterator[tuple[DiscordEmulator, Projects, list[str]]]:
-    async with open_discord_emulator(
-        validate_requests=default_openapi_path().is_file()
-    ) as emulator:
+    async with open_discord_emulator() as emulator:
         space = emulator.create_workspace(category_name="Other")
         guild_ids = [space.guild["id"]]
         for n in range(1, guilds):
@@ -137,6 +135,9 @@ async def test_folders_that_cannot_be_projects(tmp_path: Path) -> None:
             await projects.add(tmp_path / "missing")
         with pytest.raises(InvalidProjectError, match="not a directory"):
             await projects.add(tmp_path / "file.txt")
+        with pytest.raises(InvalidProjectError, match="cannot be used: File name too long") as bad:
+            await projects.add(tmp_path / ("x" * 300))
+        assert len(str(bad.value)) < 300  # the path is elided in the middle
         projects.data_dir.mkdir()
         # The data dir holds the database with the bot token: neither it nor a folder
         # containing it may be given to an agent.

@@ -139,7 +139,10 @@ def test_current_todo_item_is_shown_when_it_changes() -> None:
 def test_turn_endings() -> None:
     renderer = Renderer()
     assert lines(renderer, TurnEnded("t", "end_turn")) == []
-    assert lines(renderer, TurnEnded("t", "aborted")) == []
+    # Reaching the renderer, an abort is the agent's own: the bot's interrupts never get here.
+    assert lines(renderer, TurnEnded("t", "aborted")) == [
+        "⚠️ the agent cancelled the turn on its side"
+    ]
     assert lines(renderer, TurnEnded("t", "max_tokens")) == [
         "⚠️ the answer was cut off: the model reached its output limit"
     ]

@@ -17,9 +17,7 @@ from kimaki.testing.discord import (
 )
 
 SPEC: Path = default_openapi_path()
-pytestmark = pytest.mark.skipif(
-    not SPEC.is_file(), reason=f"{SPEC} is absent (the ../shared/reference folder is not here)"
-)
+pytestmark = pytest.mark.discord_openapi
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +112,23 @@ async def test_an_invalid_request_fails_the_waiter_and_the_block() -> None:
 
     with pytest.raises(InvalidRequestError, match="content: 12345 is not of type"):
         await send_a_bad_message()
+
+
+async def test_every_emulator_validates_by_default_when_the_description_is_here() -> None:
+    """Tests, benchmarks and manual runs open emulators without asking: all are checked."""
+    async with open_discord_emulator() as discord:
+        channel_id = discord.create_workspace().channels["general"]["id"]
+        headers = {"Authorization": f"Bot {discord.token}"}
+        async with httpx.AsyncClient(base_url=discord.api_url, headers=headers) as bot:
+            await bot.post(f"/channels/{channel_id}/messages", json={"content": 12345})
+        assert discord.statistics().invalid_requests == 1
+        discord.rest.validation_errors.clear()  # seen; the block would fail on it
+    async with open_discord_emulator(validate_requests=False) as unchecked:
+        channel_id = unchecked.create_workspace().channels["general"]["id"]
+        headers = {"Authorization": f"Bot {unchecked.token}"}
+        async with httpx.AsyncClient(base_url=unchecked.api_url, headers=headers) as bot:
+            await bot.post(f"/channels/{channel_id}/messages", json={"content": 12345})
+        assert unchecked.statistics().invalid_requests == 0
 
 
 async def test_an_exception_in_the_block_comes_out_unwrapped() -> None:

@@ -119,6 +119,10 @@ async def test_a_user_cannot_be_edited_and_errors_have_discord_shape(
     assert empty.json()["code"] == 50006
     no_route = await bot.get("/nowhere")
     assert no_route.status_code == 404
+    # Discord's description has no such route either; when it is here, the validator says so
+    # (and would fail the block): this test is about the emulator's own answer, so forget it.
+    assert all("GET /nowhere" in problem for problem in discord.rest.validation_errors)
+    discord.rest.validation_errors.clear()
 
 
 async def test_content_over_2000_characters_is_rejected(

@@ -7,6 +7,7 @@ from kimaki.agents.acp._agents import (
     DEFAULT_AGENTS,
     AgentCommand,
     find_agents,
+    locate_program,
     resolve_agent,
     runtime_home,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "JsonRpcStatistics",
     "McpServer",
     "find_agents",
+    "locate_program",
     "open_acp_engine",
     "resolve_agent",
     "runtime_home",

@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_AGENTS",
     "AgentCommand",
     "find_agents",
+    "locate_program",
     "resolve_agent",
     "runtime_home",
 ]
@@ -175,12 +176,23 @@ def resolve_agent(name_or_command_line: str, data_dir: Path) -> AgentCommand:
 def find_agents(
     path_env: str | None = None, agents: Mapping[str, Sequence[str]] = DEFAULT_AGENTS
 ) -> list[tuple[str, str | None]]:
-    """Each agent's name and where its program is on `path_env` (default `$PATH`), or None.
+    """Each agent's name and the absolute path its program runs from, or None (blocking).
 
     For `kimaki doctor` and the start-up log: which agents this machine can run.
     """
+    return [(name, locate_program(argv[0], path_env)) for name, argv in agents.items()]
+
+
+def locate_program(program: str, path_env: str | None = None) -> str | None:
+    """The absolute path `program` runs from, or None when it is not there (blocking).
+
+    A program with a `/` (KIMAKI_OPENCODE_PATH=/opt/opencode/bin/opencode) is that file;
+    a bare name is looked up on `path_env` (default `$PATH`), as the exec will do. Either way
+    it must be an executable file.
+    """
     path = os.environ.get("PATH", os.defpath) if path_env is None else path_env
-    return [(name, shutil.which(argv[0], path=path)) for name, argv in agents.items()]
+    found = shutil.which(program, path=path)
+    return os.path.abspath(found) if found else None
 
 
 def _copy_credentials(source_home: Path, home: Path, files: Sequence[str]) -> None:

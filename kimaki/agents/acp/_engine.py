@@ -18,7 +18,7 @@ open_acp_engine(AcpConfig(agent=...)) (owns the engine nursery; engine name `acp
 Sessions outlive processes when the agent can resume them: after a crash, a restart or an idle
 stop, the next use of a session resumes it in the new process (`session/resume` when the agent
 advertises it, else `session/load`, whose replayed history is not shown again). A crash ends the
-running turn with an error; giving up on the directory sends `ServerFailed` to its sessions.
+running turn with one line, and so does giving up on the directory.
 
 What we tell the agent we can do is what we do: `fs.readTextFile`/`writeTextFile` (when
 `serve_files`), no terminals. ACP has no questions: `answer_question`/`reject_question` raise
@@ -60,11 +60,13 @@ from kimaki.agents._engine import (
     ProviderModels,
 )
 from kimaki.agents._errors import (
+    AgentLoginRequiredError,
     EngineError,
     EngineRequestError,
     EngineUnavailableError,
     SessionNotFoundError,
     TurnInProgressError,
+    login_fix,
 )
 from kimaki.agents._events import (
     EngineEvent,
@@ -160,6 +162,8 @@ class AcpConfig:
     mcp_servers: Sequence[McpServer] | Callable[[Path], Sequence[McpServer]] = ()
     serve_files: bool = True
     abort_wait: float = 10.0
+    # KIMAKI_AGENT_USER: the OS user the agent runs as (None: the daemon's).
+    user: str | None = None
 
 
 @final
@@ -188,7 +192,6 @@ class AgentCapabilities:
         mcp = _dict(caps.get("mcpCapabilities"))
         session = _dict(caps.get("sessionCapabilities"))
         info = _dict(result.get("agentInfo"))
-        methods = result.get("authMethods")
         return cls(
             protocol_version=result["protocolVersion"],
             name=str(info.get("name") or ""),
@@ -200,16 +203,23 @@ class AgentCapabilities:
             embedded_context=prompt.get("embeddedContext") is True,
             mcp_http=mcp.get("http") is True,
             mcp_sse=mcp.get("sse") is True,
-            auth_methods=tuple(
-                str(m.get("description") or m.get("name") or m.get("id"))
-                for m in (methods if isinstance(methods, list) else [])
-                if isinstance(m, dict)
-            ),
+            auth_methods=_auth_methods(result.get("authMethods")),
         )
 
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _auth_methods(methods: Any) -> tuple[str, ...]:
+    """The names of `authMethods` (in `initialize`'s answer, or an error's data)."""
+    if isinstance(methods, dict):
+        methods = methods.get("authMethods")
+    return tuple(
+        str(m.get("description") or m.get("name") or m.get("id"))
+        for m in (methods if isinstance(methods, list) else [])
+        if isinstance(m, dict)
+    )
 
 
 def _session_summary(info: Any) -> SessionSummary | None:
@@ -300,7 +310,14 @@ class _Directory:
 
     def launch_spec(self) -> LaunchSpec:
         env = self.agent.environment(self.config.extra_env)
-        return LaunchSpec(argv=self.agent.argv, cwd=self.directory, env=env, stdin=True)
+        return LaunchSpec(
+            argv=self.agent.argv,
+            cwd=self.directory,
+            env=env,
+            stdin=True,
+            setting="KIMAKI_AGENTS",
+            user=self.config.user,
+        )
 
     async def connect(self, process: AgentProcess, nursery: trio.Nursery) -> AcpConnection:
         connection = AcpConnection(self, process, nursery)
@@ -319,6 +336,8 @@ class _Directory:
         try:
             result = await connection.rpc.request("initialize", params)
         except JsonRpcError as exc:
+            if exc.code == AUTH_REQUIRED:
+                raise self.login_required(_auth_methods(exc.data)) from None
             raise EngineUnavailableError(f"initialize failed: {exc.message}") from None
         except ConnectionClosedError:
             raise EngineUnavailableError("the agent closed its output during initialize") from None
@@ -345,13 +364,18 @@ class _Directory:
             if session._connection is connection:
                 session._connection = None
                 if stopped:
-                    session._server_lost("the agent was stopped", gave_up=False)
+                    session._server_lost("the agent was stopped")
         if self._probed is connection:
             self._probed = None
         await trio.lowlevel.checkpoint()
 
     def crashed(self, message: str, *, gave_up: bool) -> None:
-        self.sessions.server_lost(message, gave_up=gave_up)
+        self.sessions.server_lost(message)
+
+    async def probe(self, connection: AcpConnection) -> None:
+        """Never called: ACP defines no request that only asks whether the agent is alive
+        (`initialize` may not be repeated), so ACP servers run without a `ProbePolicy`."""
+        await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ from the agent
 
@@ -423,15 +447,18 @@ class _Directory:
             ) from None
         except JsonRpcError as exc:
             if exc.code == AUTH_REQUIRED:
-                how = "; ".join(connection.capabilities.auth_methods) or "log in to it"
-                raise EngineRequestError(
-                    f"{self.agent.name} needs a login first ({how}); its home for kimaki is "
-                    f"{self.agent.home or 'your own'}",
-                    status=exc.code,
-                ) from None
+                raise self.login_required(connection.capabilities.auth_methods) from None
             raise EngineRequestError(
                 f"{self.agent.name} refused {method}: {exc.message}", status=exc.code
             ) from None
+
+    def login_required(self, methods: Sequence[str]) -> AgentLoginRequiredError:
+        """The agent answered `auth_required` (-32000): one line naming how to log it in."""
+        home = f" with HOME={self.agent.home}" if self.agent.home is not None else ""
+        how = " or ".join(methods) if methods else None
+        return AgentLoginRequiredError(
+            f"{self.agent.name} needs a login first: {login_fix(self.agent.name, how, home=home)}"
+        )
 
     async def new_session(self, connection: AcpConnection) -> tuple[str, Any]:
         params = {"cwd": str(self.directory), "mcpServers": self.mcp_servers(connection)}
@@ -807,13 +834,13 @@ class AcpSession:
     def _emit_all(self, events: list[EngineEvent]) -> None:
         self._turns.emit(events)
 
-    def _server_lost(self, message: str, *, gave_up: bool) -> None:
+    def _server_lost(self, message: str) -> None:
         turn_id = self._mapper.turn_id
 
         def end_turn(why: str) -> list[EngineEvent]:
             return [] if turn_id is None else self._mapper.end_turn(turn_id, "error", why)
 
-        self._turns.server_lost(message, end_turn, gave_up=gave_up, fallback="the agent stopped")
+        self._turns.server_lost(message, end_turn, fallback="the agent stopped")
 
 
 @final

@@ -13,7 +13,7 @@ open_opencode_engine() (owns the engine nursery)
 
 Sessions outlive server processes: OpenCode keeps them on disk, so after a crash, a restart or
 an idle stop the same session id works with the new process. A crash ends the running turns
-with an error; giving up on the directory sends `ServerFailed` to its sessions once.
+with one line (a hung server too: see `ProbePolicy`), and so does giving up on the directory.
 
 Servers outlive an in-place restart of the daemon: `handover()` gives up every ready server
 without stopping it and describes each (pid, port, password, output pipes) for the store;
@@ -79,7 +79,7 @@ from kimaki.agents._extras import (
     UndoResult,
 )
 from kimaki.agents._process import AgentProcess, LaunchSpec, child_environment, close_fds
-from kimaki.agents._supervisor import AgentServer, RestartPolicy
+from kimaki.agents._supervisor import AgentServer, ProbePolicy, RestartPolicy
 from kimaki.agents._turns import TurnKeeper
 from kimaki.agents.opencode._client import OpenCodeClient, file_part, text_part
 from kimaki.agents.opencode._mapping import SessionMapper
@@ -129,7 +129,8 @@ class OpenCodeConfig:
     ` serve --port 0 --hostname 127.0.0.1` is appended. `home_for`, when given, names the
     HOME (and XDG dirs) of the server of a directory; otherwise the person's own apply, so
     their OpenCode providers and logins work. `extra_env` is added to the allowlisted
-    environment (e.g. `OPENCODE_CONFIG_CONTENT`).
+    environment (e.g. `OPENCODE_CONFIG_CONTENT`). `probe`: how a server in use is checked
+    for a hang (its health endpoint); None turns that off.
     """
 
     command: tuple[str, ...] = ("opencode",)
@@ -143,6 +144,9 @@ class OpenCodeConfig:
     stream_backoff: tuple[float, float] = (0.5, 30.0)
     # Seconds an adopted server (after an in-place restart) has to answer its health check.
     adopt_timeout: float = 5.0
+    probe: ProbePolicy | None = attrs.field(factory=ProbePolicy)
+    # KIMAKI_AGENT_USER: the OS user the server runs as (None: the daemon's).
+    user: str | None = None
 
 
 _last_ms = 0
@@ -211,7 +215,7 @@ class _Directory:
         self._url: str | None = None  # of the current or last server
         self._rng = random.Random()
         self.server: AgentServer[OpenCodeConnection] = supervised_server(
-            f"opencode[{directory}]", self, self.config
+            f"opencode[{directory}]", self, self.config, probe=self.config.probe
         )
 
     # ------------------------------------------------------------------ ServerHooks
@@ -230,7 +234,13 @@ class _Directory:
             },
         )
         argv = (*self.config.command, "serve", "--port", "0", "--hostname", "127.0.0.1")
-        return LaunchSpec(argv=argv, cwd=self.directory, env=env)
+        return LaunchSpec(
+            argv=argv,
+            cwd=self.directory,
+            env=env,
+            setting="KIMAKI_OPENCODE_PATH",
+            user=self.config.user,
+        )
 
     async def connect(self, process: AgentProcess, nursery: trio.Nursery) -> OpenCodeConnection:
         if process.adopted:
@@ -311,7 +321,11 @@ class _Directory:
         await connection.client.aclose()
 
     def crashed(self, message: str, *, gave_up: bool) -> None:
-        self.sessions.server_lost(message, gave_up=gave_up)
+        self.sessions.server_lost(message)
+
+    async def probe(self, connection: OpenCodeConnection) -> None:
+        """The health endpoint, with the server's password (a hung server does not answer)."""
+        await connection.client.health()
 
     # ------------------------------------------------------------------ events
 
@@ -349,6 +363,7 @@ class _Directory:
         self, connection: OpenCodeConnection, event: SSEEvent, nursery: trio.Nursery
     ) -> bool:
         """Route one SSE event; True when it was the stream's `server.connected`."""
+        self.server.heard()
         try:
             wire = decode_event(event.data)
         except MalformedEvent as exc:
@@ -596,11 +611,10 @@ class OpenCodeSession:
     def _emit_all(self, events: list[EngineEvent]) -> None:
         self._turns.emit(events)
 
-    def _server_lost(self, message: str, *, gave_up: bool) -> None:
+    def _server_lost(self, message: str) -> None:
         self._turns.server_lost(
             message,
             lambda why: self._mapper.end_turn("error", why),
-            gave_up=gave_up,
             fallback="the agent server stopped",
         )
 
@@ -834,7 +848,7 @@ class OpenCodeEngine:
         # A stop on request is not a crash: end the running turns here, or they would wait
         # for events from a process that is gone.
         await restart_server(
-            state.server, before_stop=lambda: state.crashed(_RESTARTED, gave_up=False)
+            state.server, before_stop=lambda: state.sessions.server_lost(_RESTARTED)
         )
 
     def attach_command(self, directory: Path, session_id: str) -> str:

@@ -24,7 +24,7 @@ from kimaki.bot._interactions import (
 )
 from kimaki.bot.commands._common import matching, option
 from kimaki.discord.models import ActionRow, Button, ButtonStyle, CommandChoice
-from kimaki.projects import AddedProject, ProjectError, Projects
+from kimaki.projects import AddedProject, ProjectError, Projects, shown_path
 from kimaki.store import InteractionKey
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ async def _add_project(ctx: InteractionContext) -> None:
     try:
         added = await Projects.of(ctx.bot).add(Path(typed), guild_id=ctx.guild_id)
     except ProjectError as exc:
-        await ctx.reply(f"Cannot add `{typed}`: {exc}")
+        await ctx.reply(f"Cannot add `{shown_path(typed)}`: {exc}")
         return
     await ctx.reply(_added(added))
 

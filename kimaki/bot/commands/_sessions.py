@@ -302,8 +302,14 @@ async def _clear_queue(ctx: InteractionContext) -> None:
     waiting = len(ctx.bot.threads.queued(record.thread_id))
     dropped = ctx.bot.threads.clear_queue(record.thread_id, position)
     if dropped:
-        names = "; ".join(f"“{_short(p.text)}”" for p in dropped)
-        await ctx.reply(f"Dropped {len(dropped)} queued message(s): {names}")
+        # Dropped on purpose: a replay after a crash must not serve them again.
+        await ctx.bot.handled.record(
+            "message", [message_id for prompt in dropped for message_id in prompt.message_ids]
+        )
+        # A prompt may hold several messages (those that joined it): name each of them.
+        messages = [part for prompt in dropped for part in prompt.parts]
+        names = "; ".join(f"“{_short(part.text)}”" for part in messages)
+        await ctx.reply(f"Dropped {len(messages)} queued message(s): {names}")
     elif position is not None and waiting:
         await ctx.reply(f"There is no #{position} in the queue ({waiting} waiting).")
     else:

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--validate",
         action="store_true",
-        help="check request bodies against ../shared/reference/discord-openapi.json",
+        help="insist on checking request bodies against ../shared/reference/discord-openapi.json"
+        " (checked by default whenever the file is present)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line instead")
     return parser
@@ -47,7 +48,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         gateway_port=args.gateway_port,
         enforce_rate_limits=not args.no_rate_limits,
-        validate_requests=args.validate,
+        validate_requests=True if args.validate else None,
     ) as emulator:
         emulator.wait_timeout = None
         space = emulator.create_workspace(

@@ -3,9 +3,10 @@
 `open_discord_emulator()` runs the REST and gateway servers on 127.0.0.1 in one nursery and
 yields a `DiscordEmulator`. Every state change is dispatched to the gateway (and to test
 subscribers) the way Discord would push it; waiters re-check the state each time it changes, so
-a test waits for the bot without sleeping. With `validate_requests=True`, a request the bot sends
-that Discord's OpenAPI description rejects fails the test: at the next waiter, or when the
-`async with` block ends.
+a test waits for the bot without sleeping. Requests are validated against Discord's OpenAPI
+description whenever `../shared/reference/discord-openapi.json` is present (the default; pass
+`validate_requests=False` to opt out): a request the bot sends that Discord would reject fails
+the test, at the next waiter or when the `async with` block ends.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import secrets
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar, final
 
@@ -352,6 +353,26 @@ def _describe(message: Json) -> str:
     return textwrap.indent(text, "    ").lstrip()
 
 
+def _load_validator(validate_requests: bool | Path | None) -> RequestValidator | None:
+    """The validator `open_discord_emulator` was asked for (blocking: reads the spec)."""
+    if validate_requests is False:
+        return None
+    spec = (
+        Path(validate_requests) if isinstance(validate_requests, Path) else default_openapi_path()
+    )
+    if not spec.is_file():
+        if validate_requests is None:
+            return None
+        raise EmulatorError(f"validate_requests: {spec} not found")
+    return _validator_for(spec.resolve())
+
+
+@cache
+def _validator_for(spec: Path) -> RequestValidator:
+    """One validator per spec file per process: parsing 1 MB of JSON for every test adds up."""
+    return RequestValidator.from_path(spec)
+
+
 @asynccontextmanager
 async def open_discord_emulator(
     *,
@@ -361,23 +382,20 @@ async def open_discord_emulator(
     host: str = "127.0.0.1",
     port: int = 0,
     gateway_port: int = 0,
-    validate_requests: bool | Path = False,
+    validate_requests: bool | Path | None = None,
     rate_limits: Mapping[str, tuple[int, float]] | None = None,
     enforce_rate_limits: bool = True,
     heartbeat_interval: float = 41.25,
 ) -> AsyncIterator[DiscordEmulator]:
     """Run a fake Discord on 127.0.0.1 for the duration of the block.
 
-    `validate_requests` (True, or the path of discord-openapi.json) checks every REST request
-    body against Discord's OpenAPI description; the block then raises `InvalidRequestError`
-    on exit if any failed (waiters raise it earlier).
+    `validate_requests` checks every REST request body against Discord's OpenAPI description;
+    the block then raises `InvalidRequestError` on exit if any failed (waiters raise it
+    earlier). None (the default) validates when `default_openapi_path()` exists, so every
+    test, benchmark and manual run gets the check wherever the description is available; True
+    or a path insists on it; False turns it off.
     """
-    validator: RequestValidator | None = None
-    if validate_requests is not False:
-        spec = default_openapi_path() if validate_requests is True else Path(validate_requests)
-        if not spec.is_file():
-            raise EmulatorError(f"validate_requests: {spec} not found")
-        validator = await trio.to_thread.run_sync(RequestValidator.from_path, spec)
+    validator = await trio.to_thread.run_sync(_load_validator, validate_requests)
     state = DiscordState(bot_username=bot_username, application_id=application_id)
     token = token or make_bot_token(state.bot_user["id"])
     register_secret(token)

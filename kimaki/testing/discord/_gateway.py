@@ -4,11 +4,13 @@ It speaks the same protocol as `kimaki.discord.gateway` expects from Discord (He
 with a token check, READY and a GUILD_CREATE per guild, heartbeats and ACKs, RESUME with replay
 of missed events, zlib-stream transport compression, Discord's close codes and its 120 sends per
 60 s limit) and adds scripted faults for tests: op 7, op 9, any close code, dropped ACKs, slow
-delivery, and raw frames. The waiters (`wait_for_identify()`, `wait_for_heartbeats(n)`, ...)
+delivery, raw frames, a server that never answers IDENTIFY or RESUME, and a resume URL that
+refuses connections. The waiters (`wait_for_identify()`, `wait_for_heartbeats(n)`, ...)
 let a test synchronise on what the client did instead of sleeping.
 
 Sessions outlive connections, like Discord's: events dispatched while a client is away are kept
-(up to `replay_limit` per session) and replayed on RESUME.
+(up to `replay_limit` per session) and replayed on RESUME. Like Discord's, READY names a resume
+URL of its own (a second listener on the same server), which a test can make unreachable.
 """
 
 from __future__ import annotations
@@ -125,7 +127,10 @@ class GatewayServer:
     `heartbeat_interval` (seconds, for new connections), `frames_per_payload` (split each
     compressed payload over that many websocket messages), `close_on_connect` (close every new
     connection with this code before Hello) and `close_on_identify` (answer IDENTIFY by
-    closing with this code, as Discord does with 4004 or 4014).
+    closing with this code, as Discord does with 4004 or 4014), `ignore_identify` and
+    `ignore_resume` (record the payload, then answer nothing, as a broken proxy or
+    Discord-compatible server may; heartbeats are still acknowledged). `refuse_resumes()` closes
+    the resume URL's listener, so connecting there is refused.
     """
 
     def __init__(
@@ -146,6 +151,8 @@ class GatewayServer:
         self.frames_per_payload = frames_per_payload
         self.close_on_connect: int | None = None
         self.close_on_identify: int | None = None
+        self.ignore_identify = False
+        self.ignore_resume = False
         self._replay_limit = replay_limit
         self._application_flags = application_flags
         # False: the app's Message Content intent is not granted, so message events arrive
@@ -155,6 +162,9 @@ class GatewayServer:
         # "the event left the emulator" with it).
         self.on_event_sent: Callable[[str], None] | None = None
         self._port: int | None = None
+        self._resume_port: int | None = None
+        self._resume_listener = trio.CancelScope()
+        self._resumes_refused = trio.Event()
         self._sessions: dict[str, _Session] = {}
         self._connections: set[_Connection] = set()
         self._identifies: list[dict[str, Any]] = []
@@ -182,6 +192,13 @@ class GatewayServer:
             raise RuntimeError("the gateway server is not serving yet")
         return f"ws://127.0.0.1:{self._port}"
 
+    @property
+    def resume_url(self) -> str:
+        """The `resume_gateway_url` READY names: the same server on a port of its own."""
+        if self._resume_port is None:
+            raise RuntimeError("the gateway server is not serving yet")
+        return f"ws://127.0.0.1:{self._resume_port}"
+
     async def serve(
         self,
         *,
@@ -201,8 +218,22 @@ class GatewayServer:
                 )
             )
             self._port = server.port
-            log.info("gateway listening on %s", self.url)
+            listeners = await trio.open_tcp_listeners(0, host=host)
+            resume_server = trio_websocket.WebSocketServer(
+                self._handle, listeners, handler_nursery=nursery, max_message_size=1024 * 1024
+            )
+            self._resume_port = resume_server.port
+            nursery.start_soon(self._serve_resumes, resume_server)
+            log.info("gateway listening on %s, resumes on %s", self.url, self.resume_url)
             task_status.started(server.port)
+
+    async def _serve_resumes(self, server: trio_websocket.WebSocketServer) -> None:
+        # Open connections live in the serving nursery: refusing new ones leaves them alone.
+        try:
+            with self._resume_listener:
+                await server.run()
+        finally:
+            self._resumes_refused.set()  # the listening socket is closed
 
     def gateway_bot(self, *, remaining: int = 1000, reset_after_ms: int = 0) -> dict[str, Any]:
         """The JSON `GET /gateway/bot` answers for this server."""
@@ -258,6 +289,12 @@ class GatewayServer:
         """End every session without telling anyone: a later RESUME gets op 9 false."""
         for session in list(self._sessions.values()):
             self._end_session(session)
+
+    async def refuse_resumes(self) -> None:
+        """Close the resume URL's listener: once this returns, connecting there is refused (as
+        with a resume URL that is gone), while the main URL from `GET /gateway/bot` works."""
+        self._resume_listener.cancel()
+        await self._resumes_refused.wait()
 
     def close_connections(self, code: int, reason: str = "") -> None:
         for connection in list(self._connections):
@@ -505,6 +542,8 @@ class GatewayServer:
         if self.close_on_identify is not None:
             self._close(connection, self.close_on_identify, "Scripted close.")
             return
+        if self.ignore_identify:
+            return
         intents = data.get("intents")
         if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0:
             self._close(connection, 4013, "Invalid intent(s).")
@@ -528,7 +567,7 @@ class GatewayServer:
             "user": self._user,
             "guilds": [{"id": guild["id"], "unavailable": True} for guild in guilds],
             "session_id": session.session_id,
-            "resume_gateway_url": self.url,
+            "resume_gateway_url": self.resume_url,
             "shard": shard,
             "application": {"id": self._user.get("id"), "flags": self._application_flags},
         }
@@ -538,6 +577,8 @@ class GatewayServer:
 
     def _resume(self, connection: _Connection, data: Any) -> None:
         if not self._authenticate(connection, data, self._resumes):
+            return
+        if self.ignore_resume:
             return
         session = self._sessions.get(str(data.get("session_id")))
         seq = data.get("seq")
