@@ -16,6 +16,7 @@ import trio
 
 from kimaki.agents import EngineSession
 from kimaki.bot._asks import Asks
+from kimaki.bot._delivery import FLUSH_BOUND
 from kimaki.bot._interactions import InteractionContext, modal_values
 from kimaki.bot._turn import ThreadTurns
 from kimaki.discord.errors import HTTPError
@@ -35,6 +36,8 @@ WORKTREE_MARKER: Final = "⎇ "
 THREAD_ALREADY_CREATED: Final = 160004
 """Discord's error code for a second thread from one message."""
 _UNTITLED: Final = "New session"
+# How long an in-place restart waits for cancelled turns to unwind (a started flush finishes).
+_UNWIND_BOUND: Final = FLUSH_BOUND + 5.0
 
 
 def thread_name(text: str, *, marker: str = "") -> str:
@@ -114,9 +117,13 @@ class Threads:
         runtimes = self.runtimes
         runtimes.close()
         store = self._bot.store
-        for runtime in runtimes.runtimes():
+        suspended = [(runtime, *runtime.suspend()) for runtime in runtimes.runtimes()]
+        # Let the cancelled turns unwind first: a send the engine answered in the same instant
+        # still records its turn (shielded), and must then be followed, not sent again.
+        with trio.move_on_after(_UNWIND_BOUND):
+            await runtimes.wait_for_turns([runtime for runtime, _, _ in suspended])
+        for runtime, running, pending in suspended:
             handler = runtime.handler
-            running, pending = runtime.suspend()
             # Not sent again once the engine took it: a turn to follow, or one that is over
             # and still flushing its answer.
             started = isinstance(handler, ThreadTurns) and (

@@ -188,9 +188,10 @@ async def test_an_agent_run_as_another_user_cannot_read_the_data_dir(tmp_path: P
         assert database.exists()
 
 
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="needs a non-root user: as root KIMAKI_AGENT_USER is allowed"
+)
 async def test_agent_user_without_root_is_refused_at_start(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("needs a non-root user: as root KIMAKI_AGENT_USER is allowed")
     async with open_discord_emulator() as emulator:
         emulator.create_workspace()
         async with running_daemon(

@@ -529,9 +529,14 @@ class OpenCodeSession:
             self._mapper.begin_turn(message_id)
             self._turns.begin()
             try:
-                await connection.client.prompt_async(
-                    self.session_id, parts, message_id=message_id, model=model, agent=agent
-                )
+                # Never abandoned half-way: a caller cancelled meanwhile (a new message, an
+                # in-place restart) waits for the server's answer (the client's timeouts bound
+                # it), so the prompt is either the server's, with its turn id returned, or was
+                # not sent. Nothing after it checkpoints before the id is returned.
+                with trio.CancelScope(shield=True):
+                    await connection.client.prompt_async(
+                        self.session_id, parts, message_id=message_id, model=model, agent=agent
+                    )
             except BaseException:
                 self._mapper.cancel_turn()
                 self._turns.finish()
