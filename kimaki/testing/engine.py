@@ -69,6 +69,7 @@ __all__ = [
     "Responder",
     "drive_turn",
     "echo",
+    "hold_long_jobs",
     "open_fake_engine",
     "texts",
     "until_turn_end",
@@ -207,6 +208,22 @@ async def echo(turn: FakeTurn) -> None:
     """The default agent: answers `echo: <first line of the prompt>`."""
     turn.text(f"echo: {turn.record.first_line}")
     turn.step()
+
+
+def hold_long_jobs(engine: FakeEngine) -> trio.Event:
+    """Make `engine` say "working" for a prompt with "long" in it and hold that turn until the
+    returned event is set, then echo; other prompts are echoed at once."""
+    release = trio.Event()
+
+    async def long_turn(turn: FakeTurn) -> None:
+        if "long" in turn.prompt:
+            turn.text("working")
+            turn.step()
+            await release.wait()
+        await echo(turn)
+
+    engine.responder = long_turn
+    return release
 
 
 _ids = itertools.count(1)

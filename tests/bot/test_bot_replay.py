@@ -25,7 +25,7 @@ from kimaki.testing.bot import BotHarness, bot_paragraphs, running_bot, said
 from kimaki.testing.daemon import within
 from kimaki.testing.discord import open_discord_emulator
 from kimaki.testing.discord._actors import iter_components
-from kimaki.testing.engine import FakeEngine, FakeTurn, echo
+from kimaki.testing.engine import FakeEngine, FakeTurn, echo, hold_long_jobs
 
 Json = dict[str, Any]
 
@@ -37,21 +37,6 @@ async def crash(harness: BotHarness) -> None:
     assert stored is not None
     await harness.connection.shard.close(resumable=True)  # 4900: the session stays resumable
     await harness.store.save_gateway_session(attrs.evolve(stored, sequence=1))
-
-
-def _hold_long_jobs(fake_engine: FakeEngine) -> trio.Event:
-    """A prompt with "long" in it runs until the returned event is set; others are echoed."""
-    release = trio.Event()
-
-    async def long_turn(turn: FakeTurn) -> None:
-        if "long" in turn.prompt:
-            turn.text("working")
-            turn.step()
-            await release.wait()
-        await echo(turn)
-
-    fake_engine.responder = long_turn
-    return release
 
 
 async def _queue_behind_a_long_job(harness: BotHarness) -> str:
@@ -144,7 +129,7 @@ async def test_events_replayed_after_a_crash_change_nothing(
 async def test_a_queued_message_lost_in_a_crash_is_served_by_its_replay(
     fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
-    release = _hold_long_jobs(fake_engine)
+    release = hold_long_jobs(fake_engine)
     async with open_discord_emulator() as emulator:
         async with running_bot(emulator, fake_engine, tmp_path) as first:
             thread = await _queue_behind_a_long_job(first)
@@ -263,7 +248,7 @@ async def test_messages_not_yet_prompted_are_replayed_after_a_crash_whatever_was
     """The stored sequence never passes a message whose prompt has not reached the agent: a
     message queued behind a long turn, and one in a thread still being opened, are served by
     their replay after a crash that left the sequence where the periodic save put it."""
-    release = _hold_long_jobs(fake_engine)
+    release = hold_long_jobs(fake_engine)
     async with open_discord_emulator() as emulator:
         async with running_bot(emulator, fake_engine, tmp_path) as first:
             thread = await _queue_behind_a_long_job(first)

@@ -10,7 +10,7 @@ import trio
 
 from kimaki.testing.bot import bot_paragraphs, running_bot, said
 from kimaki.testing.discord import open_discord_emulator
-from kimaki.testing.engine import FakeEngine, FakeTurn, echo
+from kimaki.testing.engine import FakeEngine, FakeTurn, echo, hold_long_jobs
 
 
 async def test_a_running_turn_and_the_queue_survive_a_restart(
@@ -77,16 +77,7 @@ async def test_stopping_interrupts_running_turns_with_a_notice(
 async def test_a_queued_message_taken_over_is_not_prompted_again_by_its_replay(
     fake_engine: FakeEngine, tmp_path: Path
 ) -> None:
-    release = trio.Event()
-
-    async def long_turn(turn: FakeTurn) -> None:
-        if "long" in turn.prompt:
-            turn.text("working")
-            turn.step()
-            await release.wait()
-        await echo(turn)
-
-    fake_engine.responder = long_turn
+    release = hold_long_jobs(fake_engine)
     async with open_discord_emulator() as emulator:
         async with running_bot(emulator, fake_engine, tmp_path) as first:
             message = first.alice.send_message(first.channel_id, "long job")
