@@ -24,6 +24,7 @@ LINT_PATHS = [p for p in ("kimaki", "tests", "bench", "noxfile.py") if (ROOT / p
 # Tool versions are pinned so that a new release cannot fail CI on unchanged code.
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
+IMPORT_LINTER = "import-linter==2.17"
 
 
 def install_opencode(session: nox.Session) -> dict[str, str]:
@@ -70,9 +71,11 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install(RUFF)
+    """ruff, and the layering contracts in pyproject.toml (`lint-imports`)."""
+    session.install(RUFF, IMPORT_LINTER)
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
+    session.run("lint-imports")
 
 
 @nox.session

@@ -1,7 +1,8 @@
 """The bot half of bench/thread_fanout.py, in its own process (so the emulator's work does not
 count as the bot's): the daemon's wiring with the fake engine, driven by lines on stdin.
 
-    stats           → one JSON line: runtimes, RSS, traced heap, prompts since the last report
+    stats           → one JSON line: runtimes, RSS, traced heap, prompts since the last report,
+                      store calls so far (record reads, preference reads, database round trips)
     wait-prompts N  → the same, once N prompts reached the engine and no turn runs
     wait-evicted    → the same, once every runtime was evicted
 """
@@ -20,13 +21,13 @@ from typing import Any
 import trio
 
 from kimaki.testing.bot import connect_bot
-from kimaki.testing.engine import FakeEngine, FakeTurn, open_fake_engine
+from kimaki.testing.engine import FakeEngine, RunningTurn, open_fake_engine
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _MESSAGE_ID = re.compile(r"message id (\d+)")
 
 
-async def quiet(turn: FakeTurn) -> None:
+async def quiet(turn: RunningTurn) -> None:
     """An agent that works for a second and says nothing (so the burst of prompts is routed
     while turns run, as in real use, and their footers come after it)."""
     await trio.sleep(1.0)
@@ -50,10 +51,34 @@ def stats(engine: FakeEngine, bot: Any, since: int) -> dict[str, Any]:
         "prompt_count": len(engine.prompts),
         "prompts": prompts,
         "stamps": STAMPS,
+        "store_calls": STORE_CALLS,
     }
 
 
 STAMPS: dict[str, dict[str, float]] = {}
+STORE_CALLS: dict[str, int] = {"place_reads": 0, "preference_reads": 0, "database_calls": 0}
+
+
+def count_store_calls() -> None:
+    """Count what the store is asked (thread_fanout.py reports it per routed message): reads of
+    channel and thread records, preference lookups, and the calls that reach the database
+    (reads and writes; a read answered from the write-through caches does not)."""
+    from kimaki.store import Places, Preferences
+    from kimaki.store._database import Database
+
+    def counted(cls: Any, name: str, counter: str) -> None:
+        original = getattr(cls, name)
+
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            STORE_CALLS[counter] += 1
+            return await original(self, *args, **kwargs)
+
+        setattr(cls, name, call)
+
+    counted(Places, "get_thread", "place_reads")
+    counted(Places, "get_channel", "place_reads")
+    counted(Preferences, "effective_preference", "preference_reads")
+    counted(Database, "run", "database_calls")
 
 
 def instrument() -> None:
@@ -61,7 +86,7 @@ def instrument() -> None:
     import time
 
     from kimaki import dispatch
-    from kimaki.bot import _turn
+    from kimaki.threads import _turn
 
     dispatch_original = dispatch.Dispatcher._dispatch
     turn_original = _turn.ThreadTurns.run_turn
@@ -84,6 +109,7 @@ async def main(api_url: str, token: str, channel_id: int, guild_id: int, data: P
         tracemalloc.start(1)
     if os.environ.get("FANOUT_STAMPS"):
         instrument()
+    count_store_calls()
     async with (
         open_fake_engine() as engine,
         connect_bot(

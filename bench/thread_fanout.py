@@ -21,6 +21,9 @@ bot's and the child's memory is the bot's alone.
 - **after eviction**: RSS once every runtime was evicted, against the baseline taken before any
   runtime existed (after a warm-up that made the threads' records and sessions). Target:
   within 5 %.
+- **store calls per routed message**, over the timed rounds: reads of channel and thread
+  records (a message's place: 2, from the write-through caches), preference lookups (1 per
+  turn), and calls that reach the database (the turn's writes; no reads once cached).
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ async def one_run(threads: int, rounds: int, rate: float, *, trace: bool) -> dic
                     alice.send_message(thread_id, "warm up")
                 await child.ask(f"wait-prompts {threads}")
                 baseline = await child.ask("wait-evicted")
+                calls_before = baseline["store_calls"]
 
                 sent: dict[str, float] = {}
                 arrived: dict[str, float] = {}
@@ -120,6 +124,7 @@ async def one_run(threads: int, rounds: int, rate: float, *, trace: bool) -> dic
                         await trio.sleep(1 / rate)
                     report = await child.ask(f"wait-prompts {threads * (round_number + 2)}")
                     arrived.update(report["prompts"])
+                calls_after = report["store_calls"]
                 # And once as a true burst: one message per thread in the same instant.
                 for thread_id in thread_ids:
                     alice.send_message(thread_id, "burst")
@@ -158,6 +163,8 @@ async def one_run(threads: int, rounds: int, rate: float, *, trace: bool) -> dic
         "evicted_rss_mb": evicted["rss"] / 2**20,
         "evicted_vs_baseline_pct": (evicted["rss"] - baseline["rss"]) / baseline["rss"] * 100,
     }
+    for name in ("place_reads", "preference_reads", "database_calls"):
+        figures[f"{name}_per_message"] = (calls_after[name] - calls_before[name]) / len(arrived)
     if trace:
         figures = {
             "heap_per_runtime_kb": (idle["heap"] - evicted["heap"]) / active / 1024,

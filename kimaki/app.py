@@ -45,7 +45,7 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import Any, Final, NoReturn, Protocol, final, runtime_checkable
+from typing import Any, Final, NoReturn, final
 
 import attrs
 import trio
@@ -57,22 +57,19 @@ from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapsh
 from kimaki._restart import RestartMarker, exec_self, flush_output, take_restart_marker
 from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
-from kimaki.agents import ProbePolicy
-from kimaki.agents._errors import setup_fix
+from kimaki.agents import AgentServerHandover, ProbePolicy, setup_fix
 from kimaki.agents.acp import AcpConfig, AcpEngine, find_agents, open_acp_engine
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
-from kimaki.bot import Bot, BotConfig, Engines
+from kimaki.bot import BotConfig, Engines
 from kimaki.bot._serve import BotConnection, connection_state, serve_bot
 from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
-from kimaki.discord.gateway import GatewayShard
 from kimaki.discord.models import Application
 from kimaki.discord.rest import RESTClient
-from kimaki.dispatch import Dispatcher
 from kimaki.errors import ConfigError, CredentialsError
 from kimaki.guilds import GuildCache
 from kimaki.projects import install_project_routes
 from kimaki.settings import Settings, check_token_shape
-from kimaki.store import AgentServerHandover, Store
+from kimaki.store import Store
 
 __all__ = ["Daemon", "prepare_data_dir", "read_token_from_user"]
 
@@ -124,22 +121,24 @@ def read_token_from_user() -> str:
     return token
 
 
-@runtime_checkable
-class _TurnControl(Protocol):
-    """What a stop or a restart asks of the bot (`kimaki.bot.Bot`)."""
+@final
+@attrs.frozen
+class _Engines:
+    """The store and the engines, once open: what a stop or a restart needs even before
+    Discord is connected (a restart hands adopted agent servers on again)."""
 
-    async def prepare_restart(self) -> None:
-        """Stop starting turns; save running turns and queued prompts for the next process;
-        stop rendering without aborting the agents (they go on working through the exec)."""
+    store: Store
+    opencode: OpenCodeEngine
+    # One per configured ACP agent; their processes start on demand and cannot be handed
+    # over to an in-place restart (stdio), so stopping and restarting stop them.
+    acp: tuple[AcpEngine, ...]
 
-    async def stop_turns(self, notice: str) -> None:
-        """Abort every running turn, post `notice` in its thread, and start no more."""
-
-
-@runtime_checkable
-class _StoppableEngine(Protocol):
     async def stop_servers(self) -> None:
-        """Stop the engine's agent servers now, each with its SIGTERM grace."""
+        """Stop every engine's agent servers now, each with its SIGTERM grace."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.opencode.stop_servers)
+            for engine in self.acp:
+                nursery.start_soon(engine.stop_servers)
 
 
 @final
@@ -156,14 +155,9 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._shard: GatewayShard | None = None
-        self._bot: Bot | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._store: Store | None = None
-        self._opencode: OpenCodeEngine | None = None
-        # One per configured ACP agent; their processes start on demand and cannot be handed
-        # over to an in-place restart (stdio), so stopping and restarting stop them.
-        self._acp_engines: list[AcpEngine] = []
+        # Filled as the daemon starts; a signal may come at any point, so each may be missing.
+        self._engines: _Engines | None = None
+        self._connection: BotConnection | None = None  # the bot, connected to Discord
         self._restarted_from: RestartMarker | None = None
         self._stopping = False
         self._restarting = False
@@ -181,7 +175,8 @@ class Daemon:
         the gateway announced are not loaded yet, it is "loading guilds", and `waiting_for`
         says what is missing.
         """
-        gateway, waiting_for = connection_state(self._shard, self.guilds)
+        shard = None if self._connection is None else self._connection.shard
+        gateway, waiting_for = connection_state(shard, self.guilds)
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -193,7 +188,7 @@ class Daemon:
 
     def _guild_count(self) -> int:
         """READY lists the guilds; after a RESUME only the cache (filled over REST) knows."""
-        from_ready = 0 if self._shard is None else self._shard.guild_count
+        from_ready = 0 if self._connection is None else self._connection.shard.guild_count
         return max(from_ready, len(self.guilds.guild_ids()))
 
     async def run(self) -> None:
@@ -230,8 +225,7 @@ class Daemon:
                 ) as opencode,
                 _open_acp_engines(self.settings) as acp_engines,
             ):
-                self._store, self._opencode = store, opencode
-                self._acp_engines = acp_engines
+                self._engines = _Engines(store, opencode, tuple(acp_engines))
                 await trio.to_thread.run_sync(_log_engines, self.settings)
                 token = await self._bot_token(store)
                 engines = Engines(
@@ -243,14 +237,14 @@ class Daemon:
     async def _bot_token(self, store: Store) -> str:
         token = self.settings.bot_token
         if token is None:
-            token = await store.get_bot_token()
+            token = await store.credentials.get_bot_token()
             if token is not None:
                 check_token_shape(token, "the stored token (`kimaki token set`)")
         if token is None and sys.stdin.isatty():
             # First run at a terminal: ask once and keep it, as `kimaki token set` would.
             token = await trio.to_thread.run_sync(read_token_from_user)
             check_token_shape(token, "the token")
-            await store.set_bot_token(token)
+            await store.credentials.set_bot_token(token)
             log.info("token stored in %s", store.path)
         if token is None:
             raise ConfigError(
@@ -277,10 +271,9 @@ class Daemon:
                         handshake_timeout=self.settings.gateway_handshake_timeout,
                     )
                 )
-                self._shard = connection.shard
-                self._bot = connection.bot
-                await install_project_routes(self._control, connection.bot)
-                self._dispatcher = connection.dispatcher
+                self._connection = connection
+                # The same project operations as the bot's commands (`compose_bot` built them).
+                await install_project_routes(self._control, connection.bot.projects)
                 guilds = self._guild_count()
                 log.info("connected to Discord: %d guild(s)", guilds)
                 self._notifier.ready(f"connected to Discord, {guilds} guild(s)")
@@ -325,23 +318,21 @@ class Daemon:
         log.info("%s received: stopping", signal_name)
         self._notifier.stopping("stopping")
         deadline = trio.current_time() + SHUTDOWN_TIMEOUT
+        connection, engines = self._connection, self._engines
         with trio.move_on_at(deadline - 0.5):
-            bot = _turn_control(self._bot)
-            if bot is not None:
+            if connection is not None:
                 with trio.move_on_at(deadline - _SERVER_STOP_BUDGET) as turns:
                     try:
-                        await bot.stop_turns(SHUTDOWN_NOTICE)
+                        await connection.bot.stop_turns(SHUTDOWN_NOTICE)
                     except Exception:
                         log.exception("stopping the running turns failed; stopping anyway")
                 if turns.cancelled_caught:
                     log.warning("running turns did not all stop in time; stopping anyway")
             async with trio.open_nursery() as nursery:
-                for engine in (self._opencode, *self._acp_engines):
-                    stoppable = _stoppable(engine)
-                    if stoppable is not None:
-                        nursery.start_soon(stoppable.stop_servers)
-                if self._shard is not None:
-                    nursery.start_soon(self._shard.close)  # 1000: the session ends
+                if engines is not None:
+                    nursery.start_soon(engines.stop_servers)
+                if connection is not None:
+                    nursery.start_soon(connection.shard.close)  # 1000: the session ends
         root.cancel()
 
     async def _restart_in_place(self, root: trio.CancelScope) -> None:
@@ -349,15 +340,13 @@ class Daemon:
         marker = RestartMarker(os.getpid(), time.monotonic(), "SIGUSR2")
         log.info("SIGUSR2 received: restarting in place with the code now on disk")
         self._notifier.reloading("restarting with new code")
+        connection = self._connection
         with trio.move_on_after(SHUTDOWN_TIMEOUT) as preparing:
-            if self._shard is not None:
-                await self._shard.close(resumable=True)
-            if self._dispatcher is not None:
-                await self._dispatcher.wait_finished()
-            bot = _turn_control(self._bot)
-            if bot is not None:
+            if connection is not None:
+                await connection.shard.close(resumable=True)
+                await connection.dispatcher.wait_finished()
                 try:
-                    await bot.prepare_restart()
+                    await connection.bot.prepare_restart()
                 except Exception:
                     # Turns that were not saved end with their server's next restart; the
                     # gateway session is saved, so no message is lost.
@@ -371,7 +360,7 @@ class Daemon:
         # their grace; their sessions resume (`session/load`) in the next process.
         with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
             async with trio.open_nursery() as nursery:
-                for engine in self._acp_engines:
+                for engine in () if self._engines is None else self._engines.acp:
                     nursery.start_soon(engine.stop_servers)
         fds = tuple(fd for h in handovers for fd in (h.stdout_fd, h.stderr_fd) if fd is not None)
         self._restart = _PendingRestart(marker, fds)
@@ -380,12 +369,13 @@ class Daemon:
 
     async def _hand_over_servers(self) -> list[AgentServerHandover]:
         """Give the agent servers to the next process: they keep running (and working)."""
-        if self._opencode is None or self._store is None:
+        engines = self._engines
+        if engines is None:
             return []
         with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
-            handovers = await self._opencode.handover()
+            handovers = await engines.opencode.handover()
             try:
-                await self._store.save_agent_servers(handovers)
+                await engines.store.handover.save_agent_servers(handovers)
             except Exception:
                 log.exception("could not save the agent servers; they stop with this process")
                 return []
@@ -397,7 +387,7 @@ class Daemon:
 
         A cold start discards the records unread: their pids and fds mean nothing here.
         """
-        handovers = await store.take_agent_servers()
+        handovers = await store.handover.take_agent_servers()
         if self._restarted_from is None:
             if handovers:
                 log.info("ignoring %d agent server record(s) of an earlier run", len(handovers))
@@ -426,14 +416,6 @@ class Daemon:
             log.error("could not write a heap snapshot in %s: %s", directory, exc.strerror)
             return
         log.info("heap snapshot written: %s", snapshot.summary_path)
-
-
-def _turn_control(bot: object) -> _TurnControl | None:
-    return bot if isinstance(bot, _TurnControl) else None
-
-
-def _stoppable(engine: object) -> _StoppableEngine | None:
-    return engine if isinstance(engine, _StoppableEngine) else None
 
 
 def _exit_now(code: int) -> NoReturn:

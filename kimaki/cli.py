@@ -24,7 +24,7 @@ from kimaki._log import FILE_ONLY, configure_logging, redact
 from kimaki._restart import TOKEN_ENV, exec_without_token_env, take_handed_token
 from kimaki._systemd_unit import unit_for_current_user
 from kimaki._version import __version__
-from kimaki.agents._errors import INSTALL_COMMANDS
+from kimaki.agents import INSTALL_COMMANDS
 from kimaki.agents.acp import find_agents
 from kimaki.app import Daemon, prepare_data_dir, read_token_from_user
 from kimaki.errors import EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError, FatalError
@@ -293,10 +293,10 @@ async def _token_command(settings: Settings, action: str) -> int:
         check_token_shape(token, "the token")
     async with await Store.open(settings.database_path) as store:
         if action == "set":
-            await store.set_bot_token(token)
+            await store.credentials.set_bot_token(token)
             print(f"token stored in {settings.database_path}")
             return EXIT_OK
-        removed = await store.clear_bot_token()
+        removed = await store.credentials.clear_bot_token()
         print("token removed" if removed else "no token was stored")
         return EXIT_OK
 

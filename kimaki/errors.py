@@ -1,15 +1,37 @@
-"""The exceptions that end the daemon, and the exit code each one means.
+"""Every exception kimaki defines descends from `KimakiError`; the ones that end the daemon
+say with which exit code.
 
 ```
 KimakiError
 ├── FatalError ................ stops the daemon; `exit_code` says how (see docs/operations.md)
 │   ├── ConfigError ........... 64: usage or configuration (no token, bad flag, lock held, ...)
 │   └── CredentialsError ...... 78: Discord rejected the credentials or a required intent
+├── RESTError ................. a REST call to Discord did not succeed (kimaki.discord.errors)
+├── ModelError ................ a Discord payload not of the model's shape (kimaki.discord.errors)
+├── ContentTooLong ............ also a ValueError: over 2000 characters (kimaki.discord.errors)
+├── GatewayError .............. misuse of a shard (kimaki.discord.gateway)
+├── ZlibStreamCorrupt ......... the gateway's zlib stream cannot go on (discord._gateway_protocol)
+├── ConnectionClosed .......... the gateway's websocket is closed (discord._websocket)
+├── HandshakeError ............ the gateway refused the websocket upgrade (discord._websocket)
+├── EngineError ............... what an engine could not do, fit for a thread (kimaki.agents)
+├── JsonRpcError .............. an ACP peer answered with an error object (acp._jsonrpc)
+├── ConnectionClosedError ..... the ACP connection ended before the answer (acp._jsonrpc)
+├── FileRequestError .......... an ACP file request refused (acp._files)
+├── MalformedEvent ............ also a ValueError: an OpenCode event of the wrong shape
+├── UnknownEngineError ........ also a LookupError: an engine this daemon does not run
+├── StoreClosedError .......... also a RuntimeError: the store used after `aclose()`
+├── WorktreeError ............. a worktree operation that cannot go ahead (kimaki.worktrees)
+├── ProjectError .............. a project operation that cannot go ahead (kimaki.projects)
+├── EmulatorError ............. the Discord emulator's (kimaki.testing.discord)
+└── ScriptError ............... also a ValueError: a script a fake cannot play (testing.script)
 ```
 
 Anything else escaping the root nursery is a crash (exit 70). `FatalError`s carry a message
 written for the person running the daemon: what is wrong and how to fix it, in one line.
-Errors of a single subsystem (REST, gateway, engines) have their own trees in their modules.
+Each family's own subtree is drawn in its module. Exceptions that were a builtin kind before
+they joined this tree keep that base too (multiple inheritance), so `except LookupError` and
+the like still catch them. One root lets a caller tell kimaki's own failures from everyone
+else's; only the test fakes' private control-flow exceptions stay outside it.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ from typing import Final, Literal, final
 import attrs
 import trio
 
+from kimaki.errors import KimakiError
+
 __all__ = [
     "MergeResult",
     "Worktree",
@@ -49,7 +51,7 @@ BRANCH_PREFIX: Final = "kimaki/"
 _GIT_ENV: Final = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
 
 
-class WorktreeError(Exception):
+class WorktreeError(KimakiError):
     """A worktree operation that cannot go ahead; `str()` is the message for the person."""
 
 

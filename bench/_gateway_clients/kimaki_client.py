@@ -30,7 +30,7 @@ async def main() -> None:
         dispatcher.on("MESSAGE_CREATE", on_message, model=Message)
         nursery.start_soon(dispatcher.run, events_receive)
         await nursery.start(shard.run)
-        report(ready=True, compression="zlib-stream", json="json (stdlib)")
+        report(ready=True, compression="zlib-stream", json="orjson")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from kimaki.agents._engine import (
     ProviderModels,
 )
 from kimaki.agents._errors import (
+    INSTALL_COMMANDS,
     AgentLoginRequiredError,
     AgentNotInstalledError,
     AgentSetupError,
@@ -29,6 +30,8 @@ from kimaki.agents._errors import (
     EngineUnavailableError,
     SessionNotFoundError,
     TurnInProgressError,
+    first_line,
+    setup_fix,
 )
 from kimaki.agents._events import (
     DiffStats,
@@ -69,6 +72,7 @@ from kimaki.agents._extras import (
     TerminalAttach,
     UndoResult,
 )
+from kimaki.agents._handover import AgentServerHandover
 from kimaki.agents._process import AgentProcess, LaunchSpec, StderrTail, child_environment, spawn
 from kimaki.agents._supervisor import (
     AgentServer,
@@ -81,11 +85,13 @@ from kimaki.agents._supervisor import (
 )
 
 __all__ = [
+    "INSTALL_COMMANDS",
     "AgentInfo",
     "AgentLoginRequiredError",
     "AgentNotInstalledError",
     "AgentProcess",
     "AgentServer",
+    "AgentServerHandover",
     "AgentSetupError",
     "AttachedFile",
     "CommandInfo",
@@ -146,5 +152,7 @@ __all__ = [
     "UndoResult",
     "Usage",
     "child_environment",
+    "first_line",
+    "setup_fix",
     "spawn",
 ]

@@ -7,7 +7,7 @@ does not, so that lives here once:
 
 ```
 DirectoryRegistry (over the engine's ServerPool; keys are resolved paths)
-└─ per directory: the engine's state object (its ServerHooks), with
+└─ per directory: the engine's DirectoryState (also its ServerHooks), with
      .server    AgentServer made by supervised_server()
      .sessions  Sessions: the open sessions by id, told when the server is lost
 ```
@@ -15,7 +15,7 @@ DirectoryRegistry (over the engine's ServerPool; keys are resolved paths)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, final
 
@@ -32,6 +32,7 @@ from kimaki.agents._supervisor import (
 
 __all__ = [
     "DirectoryRegistry",
+    "DirectoryState",
     "ServerSettings",
     "Sessions",
     "restart_server",
@@ -119,6 +120,16 @@ class Sessions(Generic[SessionT]):
         """Register `session`, unless one with its id was opened meanwhile: that one wins."""
         return self._by_id.setdefault(session.session_id, session)
 
+    async def open(
+        self, resume_id: str | None, opener: Callable[[str | None], Awaitable[SessionT]]
+    ) -> SessionT:
+        """The session `resume_id` if it is open here; else the one `opener` opens (a new one
+        for None), registered by `add`."""
+        known = self._by_id.get(resume_id) if resume_id is not None else None
+        if known is not None:
+            return known
+        return self.add(await opener(resume_id))
+
     def remove(self, session: SessionT) -> None:
         """Forget `session` if it is the registered one (a closed duplicate changes nothing)."""
         if self._by_id.get(session.session_id) is session:
@@ -131,12 +142,21 @@ class Sessions(Generic[SessionT]):
             session._server_lost(message)
 
 
-class _Directory(Protocol[ConnT]):
+class DirectoryState(Protocol):
+    """An engine's state for one project directory (`_OpenCodeDirectory`, `_AcpDirectory`), as
+    the shared parts (`DirectoryRegistry`, the session skeleton `TurnSession`) see it."""
+
     @property
-    def server(self) -> AgentServer[ConnT]: ...
+    def directory(self) -> Path: ...
+
+    @property
+    def server(self) -> AgentServer[Any]: ...
+
+    @property
+    def sessions(self) -> Sessions[Any]: ...
 
 
-StateT = TypeVar("StateT", bound=_Directory[Any])
+StateT = TypeVar("StateT", bound=DirectoryState)
 
 
 @final

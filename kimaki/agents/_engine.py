@@ -53,7 +53,7 @@ PermissionReply = Literal["once", "always", "reject"]
 
 
 class AttachedFile(Protocol):
-    """A file sent with a prompt (e.g. `kimaki.sessions.PromptFile`): images go as data URLs."""
+    """A file sent with a prompt (e.g. `kimaki.threads.PromptFile`): images go as data URLs."""
 
     @property
     def filename(self) -> str: ...
@@ -216,20 +216,29 @@ class EngineSession(Protocol):
         *,
         model: ModelRef | None = None,
         agent: str | None = None,
+        turn_id: str | None = None,
     ) -> str:
         """Start a turn; returns its id (the `turn_id` of its `TurnEnded`).
 
+        `turn_id`: an id from `new_turn_id()`, reserved (and recorded) before the send, so a
+        daemon killed during it can later ask `resume_turn` whether the agent has the turn.
         Raises `TurnInProgressError` while the previous turn runs, `EngineUnavailableError`
         when the agent server cannot be started.
         """
         ...
 
-    async def resume_turn(self, turn_id: str) -> None:
-        """Follow turn `turn_id`, started before the daemon restarted in place.
+    def new_turn_id(self) -> str:
+        """A fresh id for the next `prompt(turn_id=...)`."""
+        ...
+
+    async def resume_turn(self, turn_id: str) -> bool:
+        """Follow turn `turn_id`, started before the daemon restarted.
 
         Its events arrive on `events` as for a turn `prompt()` started, ending with its
         `TurnEnded`; parts finished before the restart are sent again with their ids (a
         renderer skips what it posted). A turn the agent no longer runs ends with an error.
+        Returns False, following nothing, when the agent never received the turn (the daemon
+        stopped before its prompt was sent): the caller sends it, with the same id.
         """
         ...
 

@@ -1,25 +1,24 @@
 """Turn bookkeeping every engine session shares, whatever its protocol.
 
 A session runs one turn at a time. Its mapper (wire events → engine events) tracks which turn
-runs and whether the person asked to abort it (`TurnTracker`); the session keeps the
-directory's server from an idle stop while the turn runs and wakes `abort()` when it ends
-(`TurnKeeper`). How a turn starts and ends on the wire is each engine's own.
+runs, whether the person asked to abort it and how it ends (`TurnTracker`, the `TurnMapper`
+the session skeleton drives); the session keeps the directory's server from an idle stop
+while the turn runs and wakes `abort()` when it ends (`TurnKeeper`). How a turn starts and
+ends on the wire is each engine's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar, final
+from typing import Any, Generic, Protocol, TypeVar, final
 
 import attrs
 import trio
 
 from kimaki.agents._engine import EventQueue
-from kimaki.agents._errors import first_line
-from kimaki.agents._events import EngineEvent, TurnEnded
+from kimaki.agents._events import EngineEvent, StopReason, TurnEnded
 from kimaki.agents._supervisor import AgentServer
 
-__all__ = ["Turn", "TurnKeeper", "TurnTracker"]
+__all__ = ["Turn", "TurnKeeper", "TurnMapper", "TurnTracker"]
 
 
 @attrs.define
@@ -30,14 +29,37 @@ class Turn:
     abort_requested: bool = False
 
 
+class TurnMapper(Protocol):
+    """A session's mapper as the turn skeleton (`kimaki.agents._session`) drives it."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def turn_id(self) -> str | None: ...
+
+    def begin_turn(self, turn_id: str) -> None:
+        """Call before sending the prompt of turn `turn_id`."""
+        ...
+
+    def cancel_turn(self) -> None: ...
+
+    def request_abort(self) -> None: ...
+
+    def end_turn(
+        self, turn_id: str, reason: StopReason, message: str | None = None
+    ) -> list[EngineEvent]: ...
+
+
 TurnT = TypeVar("TurnT", bound=Turn)
 
 
 class TurnTracker(Generic[TurnT]):
-    """The mapper's side: which turn runs (None between turns) and whether it was aborted.
+    """The mapper's side: which turn runs (None between turns), whether it was aborted, and
+    its end.
 
-    Subclasses set `_turn` (None in `__init__`, a new turn in their `begin_turn`, None again
-    when it ends), since what a new turn resets is theirs.
+    Subclasses set `_turn` (None in `__init__`, a new turn in their `begin_turn`), since what
+    a new turn resets is theirs; `end_turn` sets it to None again.
     """
 
     _turn: TurnT | None
@@ -57,6 +79,23 @@ class TurnTracker(Generic[TurnT]):
     def request_abort(self) -> None:
         if self._turn is not None:
             self._turn.abort_requested = True
+
+    def end_turn(
+        self, turn_id: str, reason: StopReason, message: str | None = None
+    ) -> list[EngineEvent]:
+        """End turn `turn_id` if it is still the running one: what it left open, then its
+        `TurnEnded`. Nothing for a turn that is over (a late end of an abandoned turn)."""
+        turn = self._turn
+        if turn is None or turn.id != turn_id:
+            return []
+        out = self._close_parts()
+        self._turn = None
+        out.append(TurnEnded(turn.id, reason, message))
+        return out
+
+    def _close_parts(self) -> list[EngineEvent]:
+        """The events that complete what the turn left open, sent before its end."""
+        return []
 
 
 @final
@@ -101,14 +140,3 @@ class TurnKeeper:
             self._events.send_nowait(event)
         if events and self._touch:
             self._server.touch()
-
-    def server_lost(
-        self, message: str, end_turn: Callable[[str], list[EngineEvent]], *, fallback: str
-    ) -> None:
-        """The server went away (crashed, hung, given up, stopped): the running turn ends
-        with one line, `end_turn` with the first line of `message` (or `fallback`).
-
-        Nothing is sent between turns: a notice left in the queue would be read as the end
-        of the next turn, and the next prompt starts the server again anyway.
-        """
-        self.emit(end_turn(first_line(message) if message else fallback))

@@ -2,63 +2,62 @@
 
 ```
 Bot.run (a nursery under the daemon's Discord nursery)
-├─ Router ........ MESSAGE_CREATE (in gateway order) → thread → ThreadRuntimes.submit
-├─ Interactions .. INTERACTION_CREATE (one task each, answered within 3 s)
-├─ Threads ....... thread runtimes; one ThreadTurns (the TurnHandler) per active thread:
-│                  engine session ⇄ renderer ⇄ ThreadWriter (ordered delivery), asks
-├─ command registration at READY and GUILD_CREATE (one bulk overwrite per guild)
+├─ Router ........ MESSAGE_CREATE (in gateway order) → its place, resolved once
+│                  (ProjectPlaces) → the thread pipeline (`kimaki.threads.Threads.submit`);
+│                  thread openings and replies in its own nursery
+├─ Interactions .. INTERACTION_CREATE (one task each, answered within 3 s) → a command group
+│                  (`commands`), or the clicks on a turn's asks → that thread's `Asks`
+│                  (`install_ask_buttons`); commands registered at READY and GUILD_CREATE (one
+│                  bulk overwrite per guild)
+├─ Threads ....... the thread pipeline (`kimaki.threads`): thread runtimes, one ThreadTurns
+│                  (the TurnHandler) per active thread
 ├─ HandledEvents . ids of the messages and interactions acted on (replays change nothing);
 │                  loaded at start, swept hourly
 └─ expired interaction keys deleted at start and hourly (`sweep_expired_keys`)
 ```
 
-`Bot` is also the bundle of services every handler receives (REST, store, guild cache, ids,
-engines), so nothing reaches for globals.
+The parts are built by the composition root (`compose_bot`, in `_compose.py`), which hands each
+only what it uses: narrow protocols defined where they are consumed (a store facet, a few REST
+calls, the engines, another part's one or two methods). `Bot` is the record of the parts, made
+once they all exist; no part receives it. The daemon and the tests hold it to run, stop and
+restart the bot, and to look at its parts.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, final
 
+import attrs
 import trio
 
-from kimaki.bot._engines import Engines
 from kimaki.bot._handled import HandledEvents
-from kimaki.bot._interactions import KEY_SWEEP_INTERVAL, Interactions, sweep_expired_keys
+from kimaki.bot._interactions import (
+    KEY_SWEEP_INTERVAL,
+    ExpiringKeys,
+    Interactions,
+    sweep_expired_keys,
+)
+from kimaki.bot._router import Router
 from kimaki.discord.models import Guild, Interaction, Message
-from kimaki.discord.rest import RESTClient
 from kimaki.dispatch import Dispatcher
-from kimaki.guilds import GuildCache
-from kimaki.store import ChannelRecord, Store
+from kimaki.projects import Projects
+from kimaki.threads import Threads, ThreadSettings
 
 __all__ = ["Bot", "BotConfig"]
 
-log = logging.getLogger("kimaki.bot")
-
 
 @final
+@attrs.frozen(kw_only=True)
 class BotConfig:
     """The settings the bot reads (a subset of `kimaki.settings.Settings`)."""
 
-    def __init__(
-        self,
-        *,
-        data_dir: Path,
-        projects_dir: Path,
-        thread_idle_timeout: float = 15 * 60,
-        permission_timeout: float = 10 * 60,
-        typing_interval: float = 8.0,
-        key_sweep_interval: float = KEY_SWEEP_INTERVAL,
-    ) -> None:
-        self.data_dir = data_dir
-        self.projects_dir = projects_dir
-        self.thread_idle_timeout = thread_idle_timeout
-        self.permission_timeout = permission_timeout
-        self.typing_interval = typing_interval
-        self.key_sweep_interval = key_sweep_interval
+    data_dir: Path
+    projects_dir: Path
+    thread_idle_timeout: float = 15 * 60
+    permission_timeout: float = 10 * 60
+    typing_interval: float = 8.0
+    key_sweep_interval: float = KEY_SWEEP_INTERVAL
 
     @property
     def attachments_dir(self) -> Path:
@@ -68,58 +67,41 @@ class BotConfig:
     def worktrees_dir(self) -> Path:
         return self.data_dir / "worktrees"
 
+    @property
+    def thread_settings(self) -> ThreadSettings:
+        """The values the thread pipeline reads."""
+        return ThreadSettings(
+            attachments_dir=self.attachments_dir,
+            worktrees_dir=self.worktrees_dir,
+            idle_timeout=self.thread_idle_timeout,
+            permission_timeout=self.permission_timeout,
+            typing_interval=self.typing_interval,
+        )
+
 
 @final
+@attrs.frozen(kw_only=True)
 class Bot:
-    """Create, `subscribe()` to the dispatcher, then `await nursery.start(bot.run)`."""
+    """The running bot's parts. Made by `compose_bot`; `subscribe()` to the dispatcher, then
+    `await nursery.start(bot.run)`."""
 
-    def __init__(
-        self,
-        *,
-        rest: RESTClient,
-        store: Store,
-        guilds: GuildCache,
-        application_id: int,
-        bot_user_id: int,
-        engines: Engines,
-        config: BotConfig,
-        current_sequence: Callable[[], int | None] = lambda: None,
-    ) -> None:
-        # Imported here: these modules need `Bot` for their type hints.
-        from kimaki.bot._router import Router
-        from kimaki.bot._threads import Threads
-        from kimaki.bot.commands import install_commands
-
-        self.rest = rest
-        self.store = store
-        self.guilds = guilds
-        self.application_id = application_id
-        self.bot_user_id = bot_user_id
-        self.engines = engines
-        self.config = config
-        self.typing_limiter = trio.CapacityLimiter(4)
-        self.handled = HandledEvents(store, current_sequence=current_sequence)
-        self.interactions = Interactions(self)
-        self.threads = Threads(self)
-        self.router = Router(self)
-        self._nursery: trio.Nursery | None = None
-        install_commands(self)
-
-    @property
-    def nursery(self) -> trio.Nursery:
-        """The bot's own nursery, for work that outlives one event (thread creation)."""
-        if self._nursery is None:
-            raise RuntimeError("Bot.run has not started")
-        return self._nursery
+    router: Router
+    interactions: Interactions
+    threads: Threads
+    handled: HandledEvents
+    projects: Projects
+    """The project operations the commands use; the daemon's lock-port routes use them too."""
+    keys: ExpiringKeys
+    key_sweep_interval: float = KEY_SWEEP_INTERVAL
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # Known before the first event: what earlier processes handled is not done again.
         await self.handled.load()
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             nursery.start_soon(self.handled.run)
+            await nursery.start(self.router.run)
             await nursery.start(self.threads.run)
-            await nursery.start(sweep_expired_keys, self.store, self.config.key_sweep_interval)
+            await nursery.start(sweep_expired_keys, self.keys, self.key_sweep_interval)
             task_status.started()
             await trio.sleep_forever()
 
@@ -132,39 +114,14 @@ class Bot:
         await self.threads.stop_turns(notice)
 
     def subscribe(self, dispatcher: Dispatcher) -> None:
-        dispatcher.on("MESSAGE_CREATE", self.router.on_message, model=Message)
+        dispatcher.on(
+            "MESSAGE_CREATE", self.router.on_message, model=Message, accept=self.router.accepts
+        )
         dispatcher.on(
             "INTERACTION_CREATE", self.interactions.handle, model=Interaction, concurrent=True
         )
         dispatcher.on("GUILD_CREATE", self._guild_available, model=Guild, concurrent=True)
         dispatcher.on("THREAD_DELETE", self._thread_deleted)
-
-    # ---- lookups every handler needs
-
-    async def project_of(self, channel_id: int) -> ChannelRecord | None:
-        """The project channel of `channel_id` (itself, or a thread's parent) if this bot owns it.
-
-        Channels mapped by another machine's bot (another application id) are not ours.
-        """
-        record = await self.store.get_channel(channel_id)
-        if record is None:
-            thread = await self.store.get_thread(channel_id)
-            parent_id = thread.channel_id if thread is not None else None
-            if parent_id is None:
-                parent_id = await self._parent_of(channel_id)
-            if parent_id is not None:
-                record = await self.store.get_channel(parent_id)
-        if record is None or record.app_id != self.application_id:
-            return None
-        return record
-
-    async def _parent_of(self, channel_id: int) -> int | None:
-        channel = self.guilds.channel(channel_id)
-        if channel is None or not channel.is_thread:
-            return None
-        return channel.parent_id
-
-    # ---- events
 
     async def _guild_available(self, guild: Guild) -> None:
         if not guild.unavailable:

@@ -10,12 +10,13 @@ from collections.abc import Mapping
 from typing import final
 
 from kimaki.agents import Engine
+from kimaki.errors import KimakiError
 
 __all__ = ["Engines", "UnknownEngineError"]
 
 
-class UnknownEngineError(LookupError):
-    """A channel or thread names an engine this daemon does not run."""
+class UnknownEngineError(KimakiError, LookupError):
+    """A channel or thread names an engine this daemon does not run (a `LookupError` too)."""
 
 
 @final

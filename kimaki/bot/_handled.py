@@ -7,7 +7,7 @@ Each one is recognised by its snowflake id:
 - **in memory**, on the hot path: `claim()` is a dict lookup, and says True only the first time
   an id is seen by this process (the ids recorded by earlier processes are loaded at start);
 - **in the store**, written at the point of no return: a message's id when its prompt is about
-  to reach the agent (the turn, `record_prompt`), or with the saved queue of an in-place
+  to be sent, with the turn's record (`begin_turn`), or with the saved queue of an in-place
   restart; an interaction's id before its handler runs (`claim_interaction`). A message still
   waiting in a queue when the process dies is not recorded, so its replay serves it then.
 
@@ -31,8 +31,8 @@ from typing import Final, final
 
 import trio
 
-from kimaki.sessions import Prompt
-from kimaki.store import Store
+from kimaki.store import HandledEventLog, RunningTurn
+from kimaki.threads import Prompt
 
 __all__ = [
     "INTERACTION_TOKEN_LIFETIME",
@@ -64,7 +64,7 @@ class HandledEvents:
 
     def __init__(
         self,
-        store: Store,
+        store: HandledEventLog,
         *,
         retention: float = RETENTION,
         sweep_interval: float = SWEEP_INTERVAL,
@@ -135,11 +135,14 @@ class HandledEvents:
         await self._store.record_handled([(event_id, kind) for event_id in ids], at=now)
         self.settle(ids)
 
-    async def record_prompt(self, prompt: Prompt) -> None:
-        """The prompt is about to reach the agent: its messages (every one that joined it) are
-        handled for good."""
-        if prompt.message_ids:
-            await self.record("message", prompt.message_ids)
+    async def begin_turn(self, prompt: Prompt, turn: RunningTurn) -> None:
+        """The prompt is about to be sent as `turn`: its messages (every one that joined it)
+        are handled for good, recorded with the running turn in one write."""
+        now = self._clock()
+        for event_id in prompt.message_ids:
+            self._seen.setdefault(event_id, now)
+        await self._store.begin_turn(turn, prompt.message_ids)
+        self.settle(prompt.message_ids)
 
     async def claim_interaction(self, interaction_id: int) -> bool:
         """True (and recorded) if the interaction should run now: seen for the first time and

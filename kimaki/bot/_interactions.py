@@ -2,7 +2,7 @@
 
 Every interaction gets an answer within Discord's 3 seconds, whatever its handler does: each
 runs in its own task next to a timer, and a handler that has not answered after
-`ACK_DEADLINE` seconds is deferred for it (a "thinking…" for commands, a silent deferred update
+`AUTO_DEFER_AFTER` seconds is deferred for it (a "thinking…" for commands, a silent deferred update
 for components). The handler's later `reply()` becomes a follow-up. Handlers never think about
 the deadline.
 
@@ -11,32 +11,35 @@ Kimaki role" (and no autocomplete choices). Commands act only in channels this b
 project channel, or a thread under one), unless declared `anywhere`.
 
 Buttons, selects and modals carry `k:<key>` custom ids: the key is a random string stored with
-its kind, payload and thread (`Store.create_interaction_key`). A custom id is looked up in the
-channel it was pressed in, so a key copied into another thread means nothing.
+its kind, payload and thread (`InteractionKeys.create_interaction_key`). A custom id is looked
+up in the channel it was pressed in, so a key copied into another thread means nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
 
 from kimaki.access import may_drive
-from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.discord.errors import HTTPError, RESTError
 from kimaki.discord.models import (
     ActionRow,
     ApplicationCommand,
     ApplicationCommandOption,
+    Channel,
     CommandChoice,
     CommandInteractionOption,
     Component,
+    Guild,
     Interaction,
     InteractionCallbackType,
     InteractionType,
     Label,
+    Message,
     MessageFlags,
     OptionValue,
     StringSelect,
@@ -44,16 +47,21 @@ from kimaki.discord.models import (
     User,
 )
 from kimaki.discord.rest import UNSET, File, Unset
-from kimaki.store import ChannelRecord, InteractionKey, Store
-
-if TYPE_CHECKING:
-    from kimaki.bot._bot import Bot
+from kimaki.store import ChannelRecord, InteractionKey
 
 __all__ = [
-    "ACK_DEADLINE",
+    "AUTO_DEFER_AFTER",
+    "AnswerREST",
     "ComponentHandler",
+    "CustomIdMaker",
+    "ExpiringKeys",
     "InteractionContext",
+    "InteractionGuilds",
+    "InteractionKeyStore",
+    "InteractionLog",
     "Interactions",
+    "InteractionsREST",
+    "ProjectLookup",
     "SlashCommand",
     "make_custom_id",
     "modal_values",
@@ -63,8 +71,9 @@ __all__ = [
 
 log = logging.getLogger("kimaki.interactions")
 
-ACK_DEADLINE: Final = 2.0
-"""Seconds a handler has to answer before it is deferred for it (Discord allows 3)."""
+AUTO_DEFER_AFTER: Final = 2.0
+"""Seconds a handler has to answer before it is deferred for it: the bot's margin inside
+Discord's 3-second limit, leaving a second for the defer itself to arrive."""
 
 NOT_ALLOWED: Final = "You need the Kimaki role to use this bot."
 NOT_A_PROJECT: Final = (
@@ -74,29 +83,85 @@ NOT_A_PROJECT: Final = (
 EXPIRED: Final = "This has expired or belongs to another thread."
 UNKNOWN_INTERACTION: Final = 10062
 """Discord's error code for an interaction it no longer accepts an answer to (past 3 s)."""
-NOT_VALID_HERE: Final = "This button is not valid here."
-"""A known key with a choice its message never offered: altered, not expired."""
 KEY_SWEEP_INTERVAL: Final = 3600.0
 """Seconds between deletions of expired interaction keys (they live a day by default)."""
 _CUSTOM_ID_PREFIX: Final = "k:"
 
 
+class AnswerREST(Protocol):
+    """The Discord calls that answer an interaction (`kimaki.discord.rest.RESTClient` is one)."""
+
+    async def create_interaction_response(
+        self,
+        interaction_id: int,
+        token: str,
+        response_type: InteractionCallbackType,
+        *,
+        content: str | Unset | None = ...,
+        components: Sequence[ActionRow | Label] | Unset = ...,
+        flags: MessageFlags | int | Unset = ...,
+        files: Sequence[File] = ...,
+        choices: Sequence[CommandChoice] | None = ...,
+        custom_id: str | None = ...,
+        title: str | None = ...,
+    ) -> None: ...
+
+    async def create_followup(
+        self,
+        application_id: int,
+        token: str,
+        content: str | None = ...,
+        *,
+        components: Sequence[ActionRow] | Unset = ...,
+        flags: MessageFlags | int | Unset = ...,
+        files: Sequence[File] = ...,
+    ) -> Message: ...
+
+    async def edit_message(
+        self,
+        channel_id: int,
+        message_id: int,
+        *,
+        content: str | Unset | None = ...,
+        components: Sequence[ActionRow] | Unset | None = ...,
+    ) -> Message: ...
+
+
+class CustomIdMaker(Protocol):
+    """Makes the custom id of a component posted in a channel (`Interactions` is one)."""
+
+    async def custom_id(
+        self, kind: str, channel_id: int, payload: Any, *, suffix: str = ..., ttl: float = ...
+    ) -> str: ...
+
+
 @final
 class InteractionContext:
-    """One interaction and the ways to answer it. Answers go out in order, one at a time."""
+    """One interaction and the ways to answer it. Answers go out in order, one at a time.
+
+    It carries the interaction and its responder (the Discord calls that answer it, and the
+    custom ids of the components an answer holds), nothing else: what a handler needs besides
+    is its command group's, given when the group was made.
+    """
 
     def __init__(
         self,
         interaction: Interaction,
-        bot: Bot,
+        *,
+        responder: AnswerREST,
+        custom_ids: CustomIdMaker,
         user: User,
         project: ChannelRecord | None,
+        in_thread: bool,
     ) -> None:
         self.interaction = interaction
-        self.bot = bot
         self.user = user
         self.project = project
         """The project channel this happened in (directly or in one of its threads)."""
+        self.in_thread = in_thread
+        """Whether it happened in a thread."""
+        self._responder = responder
+        self._custom_ids = custom_ids
         self._lock = trio.Lock()
         self._acknowledged = False
 
@@ -109,14 +174,6 @@ class InteractionContext:
     @property
     def guild_id(self) -> int | None:
         return self.interaction.guild_id
-
-    @property
-    def in_thread(self) -> bool:
-        channel = self.interaction.channel
-        if channel is not None:
-            return channel.is_thread
-        cached = self.bot.guilds.channel(self.channel_id)
-        return cached is not None and cached.is_thread
 
     @property
     def acknowledged(self) -> bool:
@@ -177,8 +234,7 @@ class InteractionContext:
                     files=files,
                 )
                 return
-            rest = self.bot.rest
-            await rest.create_followup(
+            await self._responder.create_followup(
                 self.interaction.application_id,
                 self.interaction.token,
                 content,
@@ -210,7 +266,7 @@ class InteractionContext:
             message = self.interaction.message
             if message is None:
                 return
-            await self.bot.rest.edit_message(
+            await self._responder.edit_message(
                 message.channel_id,
                 message.id,
                 content=content,
@@ -248,7 +304,7 @@ class InteractionContext:
         self, kind: str, payload: Any, *, suffix: str = "", ttl: float = 24 * 3600
     ) -> str:
         """A custom id for a component in this channel (see `Interactions.custom_id`)."""
-        return await self.bot.interactions.custom_id(
+        return await self._custom_ids.custom_id(
             kind, self.channel_id, payload, suffix=suffix, ttl=ttl
         )
 
@@ -271,7 +327,7 @@ class InteractionContext:
             )
 
     async def _respond(self, kind: InteractionCallbackType, **fields: Any) -> None:
-        await self.bot.rest.create_interaction_response(
+        await self._responder.create_interaction_response(
             self.interaction.id, self.interaction.token, kind, **fields
         )
         self._acknowledged = True
@@ -342,13 +398,71 @@ def modal_values(components: Sequence[Component]) -> dict[str, str | tuple[str, 
     return values
 
 
+class InteractionsREST(AnswerREST, Protocol):
+    """The Discord calls of the interactions: answering them, and registering the commands
+    (`kimaki.discord.rest.RESTClient` is one)."""
+
+    async def bulk_overwrite_guild_commands(
+        self, application_id: int, guild_id: int, commands: Sequence[ApplicationCommand]
+    ) -> object: ...
+
+
+class InteractionLog(Protocol):
+    """Which interactions were acted on already (the bot's `HandledEvents` is one)."""
+
+    def claim(self, event_id: int) -> bool: ...
+
+    async def claim_interaction(self, interaction_id: int) -> bool: ...
+
+
+class InteractionGuilds(Protocol):
+    """Guilds (for who may act) and channels (is it a thread?) as the gateway told of them
+    (`kimaki.guilds.GuildCache` is one)."""
+
+    def guild(self, guild_id: int) -> Guild | None: ...
+
+    def channel(self, channel_id: int) -> Channel | None: ...
+
+
+class ProjectLookup(Protocol):
+    """The project channel a channel belongs to, if this bot owns it (the bot's
+    `ProjectPlaces` is one)."""
+
+    async def project_of(self, channel_id: int) -> ChannelRecord | None: ...
+
+
+class InteractionKeyStore(Protocol):
+    """What the custom ids of components stand for (`kimaki.store.InteractionKeys` is one)."""
+
+    async def create_interaction_key(
+        self, *, thread_id: int, kind: str, payload: Any, ttl: float
+    ) -> InteractionKey: ...
+
+    async def get_interaction_key(self, key: str, *, thread_id: int) -> InteractionKey | None: ...
+
+
 @final
 class Interactions:
     """The registry of commands and component kinds, and the handler of INTERACTION_CREATE."""
 
-    def __init__(self, bot: Bot, *, ack_deadline: float = ACK_DEADLINE) -> None:
-        self._bot = bot
-        self._ack_deadline = ack_deadline
+    def __init__(
+        self,
+        *,
+        rest: InteractionsREST,
+        application_id: int,
+        handled: InteractionLog,
+        guilds: InteractionGuilds,
+        projects: ProjectLookup,
+        keys: InteractionKeyStore,
+        auto_defer_after: float = AUTO_DEFER_AFTER,
+    ) -> None:
+        self._rest = rest
+        self._application_id = application_id
+        self._handled = handled
+        self._guilds = guilds
+        self._projects = projects
+        self._keys = keys
+        self._auto_defer_after = auto_defer_after
         self._commands: dict[str, SlashCommand] = {}
         self._components: dict[str, ComponentHandler] = {}
         self._modals: dict[str, ComponentHandler] = {}
@@ -385,19 +499,18 @@ class Interactions:
         The store keeps what the key means and where it is valid; the suffix is public (which
         button of a set), so it must not carry anything a user could forge to their advantage.
         """
-        record = await self._bot.store.create_interaction_key(
+        record = await self._keys.create_interaction_key(
             thread_id=channel_id, kind=kind, payload=payload, ttl=ttl
         )
         return make_custom_id(record.key, suffix)
 
     async def register(self, guild_id: int) -> None:
         """Make the guild's commands exactly ours (one bulk overwrite)."""
-        bot = self._bot
         try:
-            await bot.rest.bulk_overwrite_guild_commands(
-                bot.application_id, guild_id, self.definitions()
+            await self._rest.bulk_overwrite_guild_commands(
+                self._application_id, guild_id, self.definitions()
             )
-        except (HTTPError, NetworkError) as exc:
+        except RESTError as exc:
             log.warning("could not register commands in guild %d: %s", guild_id, exc)
             return
         log.info("registered %d commands in guild %d", len(self._commands), guild_id)
@@ -412,7 +525,7 @@ class Interactions:
         """
         if interaction.type == InteractionType.PING:
             return
-        handled = self._bot.handled
+        handled = self._handled
         if interaction.type == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
             # Suggestions change nothing: known in memory only, no write per keystroke.
             if not handled.claim(interaction.id):
@@ -425,7 +538,7 @@ class Interactions:
         async with trio.open_nursery() as nursery:
 
             async def deadline() -> None:
-                await trio.sleep(self._ack_deadline)
+                await trio.sleep(self._auto_defer_after)
                 await _quietly(ctx._auto_defer())
 
             nursery.start_soon(deadline)
@@ -446,16 +559,24 @@ class Interactions:
                 nursery.cancel_scope.cancel()
 
     async def _context(self, interaction: Interaction) -> InteractionContext | None:
-        bot = self._bot
         if interaction.type == InteractionType.PING:
             return None
         user = interaction.author
         if user is None:
             return None
-        guild = bot.guilds.guild(interaction.guild_id or 0)
-        verdict = may_drive(guild, user, interaction.member)
-        project = await bot.project_of(interaction.channel_id or 0)
-        ctx = InteractionContext(interaction, bot, user, project)
+        guilds = self._guilds
+        verdict = may_drive(guilds.guild(interaction.guild_id or 0), user, interaction.member)
+        channel_id = interaction.channel_id or 0
+        project = await self._projects.project_of(channel_id)
+        channel = interaction.channel or guilds.channel(channel_id)
+        ctx = InteractionContext(
+            interaction,
+            responder=self._rest,
+            custom_ids=self,
+            user=user,
+            project=project,
+            in_thread=channel is not None and channel.is_thread,
+        )
         if not verdict:
             log.debug("interaction from %s (%d) refused: %s", user.username, user.id, verdict)
             if interaction.type == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
@@ -494,7 +615,7 @@ class Interactions:
         key, suffix = parse_custom_id(data.custom_id or "")
         record = None
         if key:
-            record = await self._bot.store.get_interaction_key(key, thread_id=ctx.channel_id)
+            record = await self._keys.get_interaction_key(key, thread_id=ctx.channel_id)
         handler = handlers.get(record.kind) if record is not None else None
         if record is None or handler is None:
             await ctx.reply(EXPIRED)
@@ -502,8 +623,14 @@ class Interactions:
         await handler(ctx, record, suffix)
 
 
+class ExpiringKeys(Protocol):
+    """What the sweeper deletes from (`kimaki.store.InteractionKeys` is one)."""
+
+    async def delete_expired_interaction_keys(self) -> int: ...
+
+
 async def sweep_expired_keys(
-    store: Store,
+    keys: ExpiringKeys,
     interval: float = KEY_SWEEP_INTERVAL,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -514,15 +641,15 @@ async def sweep_expired_keys(
     the database. `started()` after the first sweep, so what a previous run left is gone
     before the bot serves anything.
     """
-    await _sweep(store)
+    await _sweep(keys)
     task_status.started()
     while True:
         await trio.sleep(interval)
-        await _sweep(store)
+        await _sweep(keys)
 
 
-async def _sweep(store: Store) -> None:
-    swept = await store.delete_expired_interaction_keys()
+async def _sweep(keys: ExpiringKeys) -> None:
+    swept = await keys.delete_expired_interaction_keys()
     if swept:
         log.debug("deleted %d expired interaction key(s)", swept)
 
@@ -535,5 +662,5 @@ async def _quietly(answer: Awaitable[None]) -> None:
     """Send an answer whose failure must not hide the original problem."""
     try:
         await answer
-    except (HTTPError, NetworkError) as exc:
+    except RESTError as exc:
         log.warning("could not answer an interaction: %s", exc)

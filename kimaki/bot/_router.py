@@ -5,29 +5,48 @@ is submitted to that thread's runtime at once, so a thread's prompts keep the or
 wrote them in. A message in the channel itself opens a thread, which takes a REST call, so that
 happens in a task of its own and no other thread waits for it.
 
-Ignored without a word (logged at debug): our own messages, webhooks and system messages,
-channels this bot does not own (another machine's bot may share the guild), and people who may
-not drive the bot (`kimaki.access`).
+Ignored without a word: our own messages, webhooks and system messages, channels this bot
+does not own (another machine's bot may share the guild), and people who may not drive the bot
+(`kimaki.access`); logged at debug, a channel that is not a project once (a busy guild would
+otherwise write a line per message). Most messages a bot sees in a busy guild are of that
+kind, so `accepts` drops them from a `MessageHead` before the dispatcher builds a `Message`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final, final
+from collections.abc import Iterable
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
 
 from kimaki.access import may_drive
-from kimaki.discord.errors import HTTPError, NetworkError
-from kimaki.discord.models import Member, Message, MessageReference, MessageType, User
-from kimaki.sessions import AttachmentInfo, Prompt, QuotedMessage
-from kimaki.store import ChannelRecord
+from kimaki.discord.errors import ModelError, RESTError
+from kimaki.discord.models import (
+    Guild,
+    Member,
+    Message,
+    MessageHead,
+    MessageReference,
+    MessageType,
+    User,
+    structure,
+)
+from kimaki.store import ChannelRecord, ThreadRecord
+from kimaki.threads import AttachmentInfo, Place, Prompt, QuotedMessage
 
-if TYPE_CHECKING:
-    from kimaki.bot._bot import Bot
-
-__all__ = ["CONTENT_INTENT_HELP", "QUEUE_SUFFIX", "Router", "split_queue_suffix"]
+__all__ = [
+    "CONTENT_INTENT_HELP",
+    "QUEUE_SUFFIX",
+    "PlaceLookup",
+    "RoutedMessages",
+    "Router",
+    "RouterGuilds",
+    "RouterREST",
+    "RouterThreads",
+    "split_queue_suffix",
+]
 
 log = logging.getLogger("kimaki.router")
 
@@ -38,6 +57,8 @@ CONTENT_INTENT_HELP: Final = (
     "Intents → Message Content Intent), then write again."
 )
 _ROUTED_TYPES: Final = frozenset({MessageType.DEFAULT, MessageType.REPLY})
+# Channels already logged as not a project; forgotten all at once past this many.
+_QUIET_CHANNELS_LIMIT: Final = 4096
 
 
 def split_queue_suffix(text: str) -> tuple[str, bool]:
@@ -56,55 +77,186 @@ def display_name(user: User, member: Member | None) -> str:
     return user.display_name
 
 
+class PlaceLookup(Protocol):
+    """Where a message in a channel belongs (the bot's `ProjectPlaces` is one)."""
+
+    async def place_of(self, channel_id: int) -> Place | None: ...
+
+
+class RouterGuilds(Protocol):
+    """The guilds, for who may drive the bot (`kimaki.guilds.GuildCache` is one)."""
+
+    def guild(self, guild_id: int) -> Guild | None: ...
+
+
+class RoutedMessages(Protocol):
+    """Which messages were acted on, and which are held until their prompt reaches the agent
+    (the bot's `HandledEvents` is one)."""
+
+    def claim(self, event_id: int) -> bool: ...
+
+    def hold(self, event_id: int) -> None: ...
+
+    def settle(self, event_ids: Iterable[int]) -> None: ...
+
+    async def record(self, kind: str, event_ids: Iterable[int]) -> None: ...
+
+
+class RouterThreads(Protocol):
+    """The thread pipeline's door, as far as the router goes through it
+    (`kimaki.threads.Threads` is one)."""
+
+    def submit(self, thread_id: int, prompt: Prompt) -> int: ...
+
+    async def adopt_thread(self, project: ChannelRecord, thread_id: int) -> ThreadRecord: ...
+
+    async def open_existing_thread(
+        self, project: ChannelRecord, message_id: int, prompt: Prompt
+    ) -> bool: ...
+
+    async def start_thread(
+        self,
+        project: ChannelRecord,
+        *,
+        name: str,
+        prompt: Prompt | None = ...,
+        from_message_id: int | None = ...,
+    ) -> object: ...
+
+
+class RouterREST(Protocol):
+    """The router's one Discord call: a reply (`kimaki.discord.rest.RESTClient` is one)."""
+
+    async def create_message(
+        self, channel_id: int, content: str | None = ..., *, reply_to: MessageReference | None = ...
+    ) -> object: ...
+
+
 @final
 class Router:
-    def __init__(self, bot: Bot) -> None:
-        self._bot = bot
+    """Create, `subscribe` its `accepts` and `on_message`, then `await nursery.start(router.run)`
+    before the first message (the thread openings and replies run in its nursery)."""
+
+    def __init__(
+        self,
+        *,
+        bot_user_id: int,
+        places: PlaceLookup,
+        guilds: RouterGuilds,
+        handled: RoutedMessages,
+        threads: RouterThreads,
+        rest: RouterREST,
+    ) -> None:
+        self._bot_user_id = bot_user_id
+        self._places = places
+        self._guilds = guilds
+        self._handled = handled
+        self._threads = threads
+        self._rest = rest
+        self._nursery: trio.Nursery | None = None
+        self._quiet_channels: set[int] = set()
+        # The place `accepts` found for the message it let through (by message id), so that
+        # `on_message` does not resolve it again: once per routed message.
+        self._accepted: tuple[int, Place] | None = None
+
+    @property
+    def _tasks(self) -> trio.Nursery:
+        """The router's own nursery, for work that outlives one event (opening a thread)."""
+        if self._nursery is None:
+            raise RuntimeError("Router.run has not started")
+        return self._nursery
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def accepts(self, data: Any) -> bool:
+        """Whether a MESSAGE_CREATE's raw `data` is worth a `Message`: False for what
+        `on_message` would ignore before it looks past the channel, judged on its head alone.
+        A head that does not convert is let through, for the dispatcher to log as malformed."""
+        try:
+            head = structure(data, MessageHead)
+        except ModelError:
+            return True
+        if self._ignored(head.author, head.webhook_id, head.type) or head.guild_id is None:
+            return False
+        place = await self._places.place_of(head.channel_id)
+        if place is None:
+            self._not_a_project(head.id, head.channel_id)
+            return False
+        self._accepted = (head.id, place)
+        return True
+
+    def _ignored(self, author: User, webhook_id: int | None, kind: MessageType) -> bool:
+        """Our own messages, webhooks, system messages and types that are not a prompt."""
+        return (
+            author.id == self._bot_user_id
+            or webhook_id is not None
+            or author.system
+            or kind not in _ROUTED_TYPES
+        )
+
+    def _not_a_project(self, message_id: int, channel_id: int) -> None:
+        if channel_id in self._quiet_channels:
+            return
+        if len(self._quiet_channels) >= _QUIET_CHANNELS_LIMIT:
+            self._quiet_channels.clear()
+        self._quiet_channels.add(channel_id)
+        log.debug(
+            "message %d: channel %d is not a project (its messages are ignored; logged once)",
+            message_id,
+            channel_id,
+        )
 
     async def on_message(self, message: Message) -> None:
-        bot = self._bot
+        handled = self._handled
         author = message.author
-        if (
-            author.id == bot.bot_user_id
-            or message.webhook_id is not None
-            or author.system
-            or message.type not in _ROUTED_TYPES
-            or message.guild_id is None
-        ):
+        if self._ignored(author, message.webhook_id, message.type) or message.guild_id is None:
             return
-        project = await bot.project_of(message.channel_id)
-        if project is None:
-            log.debug("message %d: channel %d is not a project", message.id, message.channel_id)
+        # Resolved once (by `accepts`, when the dispatcher asked it first): the prompt carries
+        # it to the thread's turn.
+        accepted, self._accepted = self._accepted, None
+        if accepted is not None and accepted[0] == message.id:
+            place: Place | None = accepted[1]
+        else:
+            place = await self._places.place_of(message.channel_id)
+        if place is None:
+            self._not_a_project(message.id, message.channel_id)
             return
-        verdict = may_drive(bot.guilds.guild(message.guild_id), author, message.member)
+        project = place.project
+        verdict = may_drive(self._guilds.guild(message.guild_id), author, message.member)
         if not verdict:
             log.debug("message %d from %s ignored: %s", message.id, author.username, verdict.reason)
             return
         # Replayed after a crash (RESUME from a stale sequence) or taken over from the
         # previous process's queue: acted on once already.
-        if not bot.handled.claim(message.id):
+        if not handled.claim(message.id):
             log.debug("message %d: already handled (replayed)", message.id)
             return
         if not message.content and not message.attachments:
             if not message.embeds and not message.components:
-                bot.nursery.start_soon(self._explain_content_intent, message)
+                self._tasks.start_soon(self._explain_content_intent, message)
             return
         prompt = self._prompt(message)
         # Only in memory until its prompt reaches the agent: replayed if the process dies first.
-        bot.handled.hold(message.id)
+        handled.hold(message.id)
         if message.channel_id == project.channel_id:
-            bot.nursery.start_soon(self._new_thread, project, message, prompt)
+            self._tasks.start_soon(self._new_thread, project, message, prompt)
             return
         thread_id = message.channel_id
-        if await bot.store.get_thread(thread_id) is None:
-            await bot.threads.adopt_thread(project, thread_id)
+        if place.thread is None:
+            place = Place(project, await self._threads.adopt_thread(project, thread_id))
         try:
-            position = bot.threads.submit(thread_id, attrs.evolve(prompt, thread_id=thread_id))
+            position = self._threads.submit(
+                thread_id, attrs.evolve(prompt, thread_id=thread_id, place=place)
+            )
         except trio.ClosedResourceError:
             log.info("message %d not served: the bot is stopping", message.id)
             return
         if position > 0:
-            bot.nursery.start_soon(self._say_queued, thread_id, message.id, position)
+            self._tasks.start_soon(self._say_queued, thread_id, message.id, position)
 
     def _prompt(self, message: Message) -> Prompt:
         text, queued = split_queue_suffix(message.content)
@@ -137,16 +289,16 @@ class Router:
 
     async def _new_thread(self, project: ChannelRecord, message: Message, prompt: Prompt) -> None:
         name = prompt.text or (message.attachments[0].filename if message.attachments else "")
-        threads = self._bot.threads
+        threads = self._threads
         if await threads.open_existing_thread(project, message.id, prompt):
             return
         try:
-            await self._bot.threads.start_thread(
+            await threads.start_thread(
                 project, name=name, prompt=prompt, from_message_id=message.id
             )
-        except (HTTPError, NetworkError) as exc:
+        except RESTError as exc:
             log.warning("message %d: could not open a thread: %s", message.id, exc)
-            self._bot.handled.settle([message.id])  # answered: a replay must not try again
+            self._handled.settle([message.id])  # answered: a replay must not try again
             await self._reply(
                 message.channel_id, message.id, f"⚠️ I could not open a thread for this: {exc}"
             )
@@ -159,15 +311,15 @@ class Router:
 
     async def _explain_content_intent(self, message: Message) -> None:
         # Recorded first: a reply cannot be taken back, so a replay must not repeat it.
-        await self._bot.handled.record("message", [message.id])
+        await self._handled.record("message", [message.id])
         await self._reply(message.channel_id, message.id, CONTENT_INTENT_HELP)
 
     async def _reply(self, channel_id: int, message_id: int, content: str) -> None:
         try:
-            await self._bot.rest.create_message(
+            await self._rest.create_message(
                 channel_id,
                 content,
                 reply_to=MessageReference(message_id=message_id, fail_if_not_exists=False),
             )
-        except (HTTPError, NetworkError) as exc:
+        except RESTError as exc:
             log.warning("channel %d: could not reply: %s", channel_id, exc)

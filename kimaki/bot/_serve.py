@@ -1,4 +1,5 @@
-"""Connecting the bot: the gateway shard, the dispatcher, the guild cache and the bot, wired.
+"""Connecting the bot: the gateway shard, the dispatcher, the guild cache and the bot (its parts
+built by `compose_bot`), wired.
 
 The daemon and the tests' in-process harness both connect through `serve_bot`, so what the
 tests exercise is how the daemon is put together.
@@ -15,14 +16,15 @@ import trio
 
 from kimaki._backoff import Backoff
 from kimaki.bot._bot import Bot, BotConfig
+from kimaki.bot._compose import compose_bot
 from kimaki.bot._engines import Engines
-from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.discord.errors import RESTError
 from kimaki.discord.gateway import HANDSHAKE_TIMEOUT, GatewayEvent, GatewayShard
 from kimaki.discord.models import Application
 from kimaki.discord.rest import RESTClient
 from kimaki.dispatch import Dispatcher
 from kimaki.guilds import GuildCache
-from kimaki.store import Store
+from kimaki.store import GatewayCheckpoint, Store
 
 __all__ = ["BotConnection", "connection_state", "serve_bot"]
 
@@ -58,12 +60,12 @@ async def serve_bot(
     bot_user_id = application.bot.id if application.bot is not None else 0
     if not bot_user_id:
         bot_user_id = (await rest.get_current_user()).id
-    if await store.load_gateway_session() is not None:
-        await _fill_before_resume(guilds, rest, store)
+    if await store.gateway.load_gateway_session() is not None:
+        await _fill_before_resume(guilds, rest, store.gateway)
     events_send, events_receive = trio.open_memory_channel[GatewayEvent](256)
     dispatcher = Dispatcher()
     guilds.subscribe(dispatcher)
-    bot = Bot(
+    bot = compose_bot(
         rest=rest,
         store=store,
         guilds=guilds,
@@ -77,7 +79,7 @@ async def serve_bot(
         token=token,
         fetch_gateway=rest.get_gateway_bot,
         events=events_send,
-        session_store=store,
+        session_store=store.gateway,
         handshake_timeout=handshake_timeout,
         held=bot.handled.oldest_held,
     )
@@ -110,7 +112,9 @@ def connection_state(shard: GatewayShard | None, guilds: GuildCache) -> tuple[st
     return state, waiting
 
 
-async def _fill_before_resume(guilds: GuildCache, rest: RESTClient, store: Store) -> None:
+async def _fill_before_resume(
+    guilds: GuildCache, rest: RESTClient, checkpoint: GatewayCheckpoint
+) -> None:
     """Load the guilds over REST before RESUMEing a session this process did not start.
 
     No GUILD_CREATE comes after a RESUME, and replayed messages arrive before RESUMED, so who
@@ -122,7 +126,7 @@ async def _fill_before_resume(guilds: GuildCache, rest: RESTClient, store: Store
     for attempt in range(1, GUILD_FILL_ATTEMPTS + 1):
         try:
             filled = await guilds.fill(rest)
-        except (HTTPError, NetworkError) as exc:
+        except RESTError as exc:
             guilds.problem = f"the guild list: loading it over REST failed ({exc})"
             if attempt == GUILD_FILL_ATTEMPTS:
                 log.warning(
@@ -133,7 +137,7 @@ async def _fill_before_resume(guilds: GuildCache, rest: RESTClient, store: Store
                     exc,
                 )
                 guilds.problem = None
-                await store.save_gateway_session(None)
+                await checkpoint.save_gateway_session(None)
                 return
             delay = _GUILD_FILL_BACKOFF.delay(attempt, random.random())
             log.warning(

@@ -11,6 +11,10 @@ import json
 import zlib
 from typing import Any, Final, final
 
+import orjson
+
+from kimaki.errors import KimakiError
+
 __all__ = [
     "API_VERSION",
     "INTENTS",
@@ -75,15 +79,27 @@ def encode_payload(op: int, data: Any, **extra: Any) -> str:
 
 
 def decode_payload(text: str | bytes) -> dict[str, Any] | None:
-    """The payload object in `text`, or None when it is not JSON or not a JSON object."""
+    """The payload object in `text`, or None when it is not JSON or not a JSON object.
+
+    orjson parses it (about a third of the CPU time of `json.loads` on a typical message).
+    What orjson refuses and the standard library takes (NaN and infinities, a lone surrogate
+    escape, nesting past 1024 levels, UTF-16) is parsed again by `json.loads`, so what is
+    accepted is the standard library's, and so are the values, but for one case: an integer
+    beyond 64 bits becomes a float. Discord sends none (its ids are strings, because
+    JavaScript cannot hold them as numbers); checking the text for one first would cost more
+    than orjson saves.
+    """
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
     return value if isinstance(value, dict) else None
 
 
-class ZlibStreamCorrupt(Exception):
+class ZlibStreamCorrupt(KimakiError):
     """The zlib stream cannot be inflated any further; the connection must be replaced."""
 
 

@@ -12,10 +12,9 @@ KimakiError
 │   │   └── ServerError ....... 5xx still, after the client's bounded retries
 │   ├── NetworkError .......... no answer at all (connect, read, protocol), after retries
 │   └── DownloadTooLarge ...... an attachment bigger than the caller allows
-└── ModelError ................ a payload does not have the shape of the model asked for
-
-ValueError
-└── ContentTooLong ............ content over 2000 characters, refused before sending
+├── ModelError ................ a payload does not have the shape of the model asked for
+└── ContentTooLong ............ content over 2000 characters, refused before sending (also a
+                                ValueError: the caller passed a value it must split first)
 ```
 
 Statuses without a class of their own (405, 409, 413, ...) are raised as plain `HTTPError`.
@@ -197,7 +196,7 @@ class DownloadTooLarge(RESTError):
     """An attachment was larger than the caller's limit; the download was stopped."""
 
 
-class ContentTooLong(ValueError):
+class ContentTooLong(KimakiError, ValueError):
     """Message content over Discord's limit, refused before sending (split it first)."""
 
     def __init__(self, length: int, limit: int) -> None:

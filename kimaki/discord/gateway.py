@@ -50,14 +50,12 @@ import random
 import ssl
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal, Protocol, final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
 import trio
-import trio_websocket
 
 from kimaki._backoff import Backoff
 from kimaki._log import register_secret
@@ -72,8 +70,14 @@ from kimaki.discord._gateway_protocol import (
     decode_payload,
     encode_payload,
 )
+from kimaki.discord._websocket import (
+    CloseReason,
+    ConnectionClosed,
+    HandshakeError,
+    WebSocket,
+    open_websocket,
+)
 from kimaki.errors import ConfigError, CredentialsError, FatalError, KimakiError
-from kimaki.store import GatewaySession
 
 __all__ = [
     "FINAL_CLOSE_CODE",
@@ -112,6 +116,10 @@ SESSION_SAVE_INTERVAL: Final = 1.0  # at most one session write per second while
 # more than the daemon's event channel holds (256).
 _RECENT_SEQUENCES: Final = 1024
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+RECEIVE_BYTES: Final = 65536  # per socket read: a burst of events is parsed in one wake-up
+# Events parsed from one read before the reader lets the consumer run: a burst reaches the
+# dispatcher in batches instead of piling up behind a full channel.
+_EVENTS_PER_TURN: Final = 64
 _APP_SENDABLE: Final = frozenset(
     {
         Opcode.PRESENCE_UPDATE,
@@ -146,8 +154,22 @@ class GatewayEvent:
     data: Any
 
 
+@final
+@attrs.frozen
+class GatewaySession:
+    """What a restarted daemon needs to RESUME its gateway session instead of identifying.
+
+    `sequence` is the last event handed to the daemon, so anything received but not yet
+    handled when the process stopped is replayed by Discord.
+    """
+
+    session_id: str
+    sequence: int
+    resume_url: str
+
+
 class GatewaySessionStore(Protocol):
-    """Where the session is kept between runs (`kimaki.store.Store` is one)."""
+    """Where the session is kept between runs (the store's `gateway` facet is one)."""
 
     async def load_gateway_session(self) -> GatewaySession | None: ...
 
@@ -299,28 +321,6 @@ async def _open_stream(url: str) -> trio.SocketStream | trio.SSLStream[trio.Sock
             https_compatible=True,
         )
     return await trio.open_tcp_stream(host, parts.port or 80)
-
-
-@asynccontextmanager
-async def _cancellation_into() -> AsyncIterator[trio.CancelScope]:
-    """A scope that is cancelled when the surrounding code is, for use under a shield.
-
-    Code shielded from outside cancellation (to finish a close handshake) can still let that
-    cancellation stop the work it wraps in the yielded scope. When the block ends, a pending
-    outside cancellation is delivered as usual.
-    """
-    work = trio.CancelScope()
-
-    async def relay() -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            work.cancel()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(relay)
-        yield work
-        nursery.cancel_scope.cancel()
 
 
 @final
@@ -586,36 +586,24 @@ class GatewayShard:
         connection: _Connection | None = None
         failure: BaseException | None = None
         try:
-            # trio-websocket's own reader lives in `protocol_nursery` and must outlast our
-            # tasks by the close handshake, even when run() is cancelled: without it nobody
-            # reads the server's close frame and the close can only time out. So that nursery
-            # is shielded, and outside cancellation reaches our own work through `work`.
-            # The TCP stream is ours to close: trio-websocket leaves a client's stream open
-            # when the server closes first.
-            async with _cancellation_into() as work:
-                with trio.CancelScope(shield=True):
-                    async with trio.open_nursery() as protocol_nursery:
-                        ws: trio_websocket.WebSocketConnection | None = None
-                        try:
-                            with work:
-                                with trio.fail_after(CONNECT_TIMEOUT):
-                                    ws = await trio_websocket.wrap_client_stream(
-                                        protocol_nursery,
-                                        stream,
-                                        parts.netloc,
-                                        f"{parts.path}?{parts.query}",
-                                        max_message_size=MAX_MESSAGE_BYTES,
-                                        # Fewer task switches per event under a burst.
-                                        message_queue_size=256,
-                                        receive_buffer_size=65536,
-                                    )
-                                connection = _Connection(self, ws, resuming=resuming)
-                                await connection.run()
-                        finally:
-                            if ws is not None and connection is not None:
-                                await self._close_socket(ws, connection)
-                            protocol_nursery.cancel_scope.cancel()
-        except* (trio_websocket.HandshakeError, trio.TooSlowError, OSError) as group:
+            # Nothing of the websocket runs in the background: when run() is cancelled, the
+            # close handshake in `_close_socket` (shielded, bounded) reads the server's answer.
+            ws: WebSocket | None = None
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    ws = await open_websocket(
+                        stream,
+                        parts.netloc,
+                        f"{parts.path}?{parts.query}",
+                        max_message_size=MAX_MESSAGE_BYTES,
+                        receive_size=RECEIVE_BYTES,
+                    )
+                connection = _Connection(self, ws, resuming=resuming)
+                await connection.run()
+            finally:
+                if ws is not None and connection is not None:
+                    await self._close_socket(ws, connection)
+        except* (HandshakeError, trio.TooSlowError, OSError) as group:
             failure = group.exceptions[0]
         finally:
             with trio.CancelScope(shield=True):
@@ -626,9 +614,7 @@ class GatewayShard:
         log.info("gateway connection ended: %s", end.reason)
         return end, connection.healthy
 
-    async def _close_socket(
-        self, ws: trio_websocket.WebSocketConnection, connection: _Connection
-    ) -> None:
+    async def _close_socket(self, ws: WebSocket, connection: _Connection) -> None:
         if self._stop_code is not None:
             code = self._stop_code
         elif connection.end is not None:
@@ -773,10 +759,23 @@ class GatewayShard:
     # -- events -----------------------------------------------------------------------------
 
     async def _forward_events(self) -> None:
-        async for event, session_id in self._buffer_out:
+        """Hand the buffered events on, in order: as many as the channel has room for at once,
+        without a trip through the scheduler each, then each as soon as there is room."""
+        async for first in self._buffer_out:
             self._forwarding = True
+            item: tuple[GatewayEvent, str | None] | None = first
             try:
-                await self._events.send(event)
+                while item is not None:
+                    event, session_id = item
+                    try:
+                        self._events.send_nowait(event)
+                    except trio.WouldBlock:
+                        await self._events.send(event)
+                    self._handed_on(event, session_id)
+                    try:
+                        item = self._buffer_out.receive_nowait()
+                    except trio.WouldBlock:
+                        item = None
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.info("nobody reads gateway events any more; stopping the shard")
                 if self._stop_code is None:
@@ -785,7 +784,6 @@ class GatewayShard:
                 return
             finally:
                 self._forwarding = False
-            self._handed_on(event, session_id)
 
     def _hand_on(self, event: GatewayEvent) -> None:
         """Give `event` to the consumer: directly when it keeps up, else through the buffer.
@@ -895,9 +893,7 @@ class _Connection:
     and cancels the nursery; the supervisor reads `end` afterwards.
     """
 
-    def __init__(
-        self, shard: GatewayShard, ws: trio_websocket.WebSocketConnection, *, resuming: bool
-    ) -> None:
+    def __init__(self, shard: GatewayShard, ws: WebSocket, *, resuming: bool) -> None:
         self._shard = shard
         self._counters = shard._counters
         self._ws = ws
@@ -939,31 +935,39 @@ class _Connection:
     async def _read_loop(self) -> None:
         while True:
             try:
-                message = await self._ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
+                messages = await self._ws.receive_messages()
+            except ConnectionClosed as exc:
                 self.finish(self._end_for_close(exc.reason))
                 return
-            if isinstance(message, bytes):
-                try:
-                    raw = self._decoder.feed(message)
-                except ZlibStreamCorrupt as exc:
-                    self._counters.malformed_payloads += 1
-                    log.warning("the compressed gateway stream is corrupt (%s); reconnecting", exc)
-                    self.finish(_End("corrupt zlib stream", "resume"))
-                    return
-                if raw is None:
-                    continue
-            else:
-                raw = message.encode()
-            payload = decode_payload(raw)
-            if payload is None:
+            for index, message in enumerate(messages, start=1):
+                self._take(message)
+                if self.end is not None:
+                    return  # the rest of the read is not for this connection any more
+                if index % _EVENTS_PER_TURN == 0:
+                    await trio.lowlevel.checkpoint()
+
+    def _take(self, message: bytes | str) -> None:
+        if isinstance(message, bytes):
+            try:
+                raw = self._decoder.feed(message)
+            except ZlibStreamCorrupt as exc:
                 self._counters.malformed_payloads += 1
-                log.warning("skipped a gateway payload that is not a JSON object: %.200r", raw)
-                continue
-            self._handle(payload)
+                log.warning("the compressed gateway stream is corrupt (%s); reconnecting", exc)
+                self.finish(_End("corrupt zlib stream", "resume"))
+                return
+            if raw is None:
+                return
+        else:
+            raw = message.encode()
+        payload = decode_payload(raw)
+        if payload is None:
+            self._counters.malformed_payloads += 1
+            log.warning("skipped a gateway payload that is not a JSON object: %.200r", raw)
+            return
+        self._handle(payload)
 
     @staticmethod
-    def _end_for_close(reason: trio_websocket.CloseReason | None) -> _End:
+    def _end_for_close(reason: CloseReason | None) -> _End:
         code = reason.code if reason is not None else None
         detail = f"Discord closed the connection with {code}"
         if reason is not None and reason.reason:
@@ -1028,7 +1032,7 @@ class _Connection:
         self._window.record(trio.current_time())
         try:
             await self._ws.send_message(text)
-        except trio_websocket.ConnectionClosed:
+        except ConnectionClosed:
             return False  # the reader sees the close and ends the connection
         return True
 
@@ -1107,7 +1111,7 @@ class _Connection:
             self._window.record(now)
             try:
                 await self._ws.send_message(item.text)
-            except trio_websocket.ConnectionClosed:
+            except ConnectionClosed:
                 return  # the item stays queued for the next connection
             if shard._outbox and shard._outbox[0] is item:
                 shard._outbox.popleft()

@@ -1,36 +1,54 @@
-"""The daemon's SQLite store: typed records in, typed records out; no SQL anywhere else."""
+"""The daemon's SQLite store: typed records in, typed records out; no SQL anywhere else.
+
+`Store` is one facet per concern (`store.places`, `store.preferences`, `store.keys`,
+`store.credentials`, `store.gateway`, `store.handover`, `store.handled`, `store.schedules`)
+over one shared connection; each part of the daemon is handed the facet it uses.
+"""
 
 from __future__ import annotations
 
+from kimaki.store._credentials import Credentials
+from kimaki.store._database import StoreClosedError
+from kimaki.store._gateway import GatewayCheckpoint
+from kimaki.store._handled import HandledEventLog
+from kimaki.store._handover import Handover
+from kimaki.store._keys import InteractionKeys
+from kimaki.store._places import Places
+from kimaki.store._preferences import Preferences
 from kimaki.store._records import (
-    AgentServerHandover,
     ChannelRecord,
-    ChannelType,
-    GatewaySession,
     InteractionKey,
     Preference,
     PreferenceScope,
+    ProjectChannelKind,
     QueuedPrompt,
     RunningTurn,
     ScheduledTask,
     ThreadRecord,
     WorktreeRecord,
 )
+from kimaki.store._schedules import ScheduledTasks
 from kimaki.store._schema import LATEST_VERSION
-from kimaki.store._store import Store, StoreClosedError
+from kimaki.store._store import Store
 
 __all__ = [
     "LATEST_VERSION",
-    "AgentServerHandover",
     "ChannelRecord",
-    "ChannelType",
-    "GatewaySession",
+    "Credentials",
+    "GatewayCheckpoint",
+    "HandledEventLog",
+    "Handover",
     "InteractionKey",
+    "InteractionKeys",
+    "Places",
     "Preference",
     "PreferenceScope",
+    "Preferences",
+    "ProjectChannelKind",
     "QueuedPrompt",
     "RunningTurn",
     "ScheduledTask",
+    "ScheduledTasks",
     "Store",
     "StoreClosedError",
     "ThreadRecord",

@@ -1,4 +1,9 @@
-"""Records the store takes and gives: plain frozen attrs classes, no SQL types."""
+"""Records the store takes and gives: plain frozen attrs classes, no SQL types.
+
+The bot's records live here for now; the records of the layers below the store are theirs
+(`kimaki.discord.gateway.GatewaySession`, `kimaki.agents.AgentServerHandover`), persisted by
+the store.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,11 @@ from typing import Any, Literal, final
 import attrs
 
 __all__ = [
-    "AgentServerHandover",
     "ChannelRecord",
-    "ChannelType",
-    "GatewaySession",
     "InteractionKey",
     "Preference",
     "PreferenceScope",
+    "ProjectChannelKind",
     "QueuedPrompt",
     "RunningTurn",
     "ScheduledTask",
@@ -22,7 +25,9 @@ __all__ = [
     "WorktreeRecord",
 ]
 
-ChannelType = Literal["text", "voice"]
+ProjectChannelKind = Literal["text", "voice"]
+"""Which of a project's channels a record maps: its text channel or its voice channel (not
+Discord's numeric channel type, `kimaki.discord.models.ChannelType`)."""
 PreferenceScope = Literal["session", "channel", "global"]
 
 
@@ -39,7 +44,7 @@ class ChannelRecord:
     directory: Path = attrs.field(converter=Path)
     guild_id: int
     app_id: int
-    channel_type: ChannelType = "text"
+    channel_type: ProjectChannelKind = "text"
     engine: str | None = None
     verbosity: str | None = None
     auto_worktrees: bool = False
@@ -118,45 +123,12 @@ class InteractionKey:
 
 @final
 @attrs.frozen
-class GatewaySession:
-    """What a restarted daemon needs to RESUME its gateway session instead of identifying.
-
-    `sequence` is the last event handed to the daemon, so anything received but not yet
-    handled when the process stopped is replayed by Discord.
-    """
-
-    session_id: str
-    sequence: int
-    resume_url: str
-
-
-@final
-@attrs.frozen
-class AgentServerHandover:
-    """An agent server left running across an in-place restart, for the next process to adopt.
-
-    After `os.execv` the server is still a child of the same pid. `stdout_fd`/`stderr_fd` are
-    the read ends of its output pipes, kept open (inheritable) through the exec so the server
-    never writes into a closed pipe; None when the engine does not hand them over.
-    """
-
-    engine: str
-    directory: Path = attrs.field(converter=Path)
-    pid: int
-    port: int
-    password: str = attrs.field(repr=False)
-    started_at: float
-    stdout_fd: int | None = None
-    stderr_fd: int | None = None
-
-
-@final
-@attrs.frozen
 class RunningTurn:
     """A turn that was still running when the daemon restarted in place: continue it.
 
-    `turn_id` is the engine's id of the turn (what `EngineSession.prompt` returned);
-    `prompt_message_id` the Discord message that started it, when there was one.
+    `turn_id` is the engine's id of the turn (reserved before the prompt was sent);
+    `prompt_message_id` the Discord message that started it, when there was one; `prompt`
+    what was sent (JSON: text and files), to send it again if the agent never got it.
     """
 
     thread_id: int
@@ -164,6 +136,7 @@ class RunningTurn:
     turn_id: str
     started_at: float
     prompt_message_id: int | None = None
+    prompt: str | None = None
 
 
 @final

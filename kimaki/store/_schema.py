@@ -145,6 +145,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX handled_events_by_age ON handled_events (handled_at);
     """,
+    # 5: a running turn is recorded before its prompt is sent, with the prompt, so a daemon
+    # killed during the send can send it again when the agent never got it.
+    """
+    ALTER TABLE running_turns ADD COLUMN prompt TEXT;
+    """,
 )
 
 LATEST_VERSION: Final = len(MIGRATIONS)

@@ -5,11 +5,11 @@ python -m kimaki.testing.acp_agent --script SCRIPT.json [--record RECORD.jsonl] 
 ```
 
 The script (`AgentScript`, written with `AgentScript.write`) says what the agent advertises
-(capabilities, modes, config options, commands) and what each prompt does, as a list of actions:
-`Say`, `Think`, `Tool`, `AskPermission`, `Hold` (until `session/cancel`), `Stop` (a stop reason),
-`Fail` (an error answer), `Crash` (exit at once), `Malformed` (a raw line), `Unsupported` (a
-request the client does not offer), `ReadFile`/`WriteFile` (the client's `fs/*`), `PlanUpdate`,
-`UsageUpdate`, `Rename`, `Recall` (says the earlier prompts of the session). Prompts beyond the
+(capabilities, modes, config options, commands) and what each prompt does, as `TurnScript`s in
+the vocabulary of `kimaki.testing.script` (the one the fake engine and the fake OpenCode play
+too): every action but `Ask` and `DropStream`, which ACP has no way to say. A `Tool` with `ask`
+is `session/request_permission`, `Hold` lasts until `session/cancel`, `Fail` is an error answer,
+`Crash` exits at once, `ClientRequest`/`ReadFile`/`WriteFile` ask the client. Prompts beyond the
 script say "ok".
 
 Everything the client sends is appended to the record (one JSON object a line: `{"in": message}`,
@@ -35,181 +35,78 @@ import attrs
 import trio
 
 import kimaki
+from kimaki.testing.script import (
+    Action,
+    ClientRequest,
+    ContextUsage,
+    Crash,
+    Diff,
+    Fail,
+    Hold,
+    Malformed,
+    Plan,
+    ReadFile,
+    Recall,
+    Rename,
+    Say,
+    ScriptError,
+    Step,
+    Stop,
+    Think,
+    Tool,
+    TurnScript,
+    WriteFile,
+    from_json,
+    supported_by,
+    to_json,
+)
 
 __all__ = [
-    "DEFAULT_PERMISSION_OPTIONS",
+    "PLAYS",
     "AcpSchema",
     "AgentScript",
-    "AskPermission",
-    "Crash",
-    "Fail",
-    "Hold",
-    "Malformed",
-    "PlanUpdate",
-    "ReadFile",
-    "Recall",
-    "Rename",
-    "Say",
-    "Stop",
-    "Think",
-    "Tool",
-    "Unsupported",
-    "UsageUpdate",
-    "WriteFile",
     "default_schema_path",
     "fake_agent_argv",
     "main",
     "read_record",
 ]
 
-DEFAULT_PERMISSION_OPTIONS: Final = (
-    {"optionId": "allow-once", "name": "Allow once", "kind": "allow_once"},
-    {"optionId": "allow-always", "name": "Always allow", "kind": "allow_always"},
-    {"optionId": "reject-once", "name": "Reject", "kind": "reject_once"},
-    {"optionId": "reject-always", "name": "Always reject", "kind": "reject_always"},
+# What this wire can say of the script vocabulary.
+PLAYS: Final = (
+    Say,
+    Think,
+    Tool,
+    Plan,
+    ContextUsage,
+    Step,
+    Rename,
+    Hold,
+    Stop,
+    Fail,
+    Crash,
+    Malformed,
+    ClientRequest,
+    ReadFile,
+    WriteFile,
+    Recall,
 )
+# A stop reason as `session/prompt` answers it.
+_STOP_REASONS: Final = {
+    "end_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    "max_turn_requests": "max_turn_requests",
+    "refused": "refusal",
+    "aborted": "cancelled",
+}
 
 
-# ----------------------------------------------------------------------------- actions
-
-
-@attrs.frozen
-class _Action:
-    def to_json(self) -> dict[str, Any]:
-        data = attrs.asdict(self, recurse=False)
-        data["action"] = type(self).__name__
-        return data
-
-
-@final
-@attrs.frozen
-class Say(_Action):
-    text: str
-    chunk: int = 0
-    message_id: str | None = None
-
-
-@final
-@attrs.frozen
-class Think(_Action):
-    text: str
-
-
-@final
-@attrs.frozen
-class Tool(_Action):
-    """A tool call: `tool_call` (pending), `in_progress` with its input, then the end."""
-
-    id: str
-    title: str
-    kind: str = "other"
-    raw_input: Any = None
-    status: str = "completed"
-    output: str = ""
-    locations: tuple[str, ...] = ()
-    diff: tuple[str, str | None, str] | None = None  # path, old text, new text
-    finish: bool = True  # False: leave it running (a permission is asked next)
-
-
-@final
-@attrs.frozen
-class AskPermission(_Action):
-    """Ask about tool `tool_id`. Allowed: the tool completes with `output`; rejected: it fails
-    and the turn ends; cancelled: the turn ends `cancelled`."""
-
-    tool_id: str
-    title: str = ""
-    kind: str = "execute"
-    raw_input: Any = None
-    options: tuple[Mapping[str, str], ...] = DEFAULT_PERMISSION_OPTIONS
-    output: str = "done"
-
-
-@final
-@attrs.frozen
-class Hold(_Action):
-    """Wait for `session/cancel`, then answer the prompt `cancelled` (or `then`); with
-    `ignore_cancel`, wait until the process ends (an agent that never answers a cancel)."""
-
-    then: str = "cancelled"
-    ignore_cancel: bool = False
-
-
-@final
-@attrs.frozen
-class Stop(_Action):
-    reason: str
-
-
-@final
-@attrs.frozen
-class Fail(_Action):
-    code: int = -32603
-    message: str = "scripted failure"
-
-
-@final
-@attrs.frozen
-class Crash(_Action):
-    code: int = 3
-    stderr: str = "fake agent: scripted crash"
-
-
-@final
-@attrs.frozen
-class Malformed(_Action):
-    line: str
-
-
-@final
-@attrs.frozen
-class Unsupported(_Action):
-    method: str = "terminal/create"
-    params: Mapping[str, Any] = attrs.field(factory=dict)
-
-
-@final
-@attrs.frozen
-class ReadFile(_Action):
-    """Ask the client for a file and say what came back (`read: <text>` or
-    `read error <code>: <message>` and a newline)."""
-
-    path: str
-    line: int | None = None
-    limit: int | None = None
-
-
-@final
-@attrs.frozen
-class WriteFile(_Action):
-    path: str
-    content: str
-
-
-@final
-@attrs.frozen
-class PlanUpdate(_Action):
-    entries: tuple[tuple[str, str], ...]  # (content, status)
-
-
-@final
-@attrs.frozen
-class UsageUpdate(_Action):
-    used: int
-    size: int
-    cost: float | None = None
-
-
-@final
-@attrs.frozen
-class Rename(_Action):
-    title: str
-
-
-@final
-@attrs.frozen
-class Recall(_Action):
-    """Say the earlier prompts of this session, joined by ` | `."""
+def _playable(_script: Any, _field: Any, turns: tuple[TurnScript, ...]) -> None:
+    for turn in supported_by(turns, PLAYS, "the fake ACP agent"):
+        for action in turn.actions:
+            if isinstance(action, Stop) and (
+                action.reason not in _STOP_REASONS or action.message is not None
+            ):
+                raise ScriptError(f"ACP cannot end a turn with {action} (say Fail for an error)")
 
 
 @final
@@ -217,7 +114,7 @@ class Recall(_Action):
 class AgentScript:
     """What the fake agent advertises and does. `turns` are consumed in order across sessions."""
 
-    turns: tuple[tuple[_Action, ...], ...] = ()
+    turns: tuple[TurnScript, ...] = attrs.field(default=(), validator=_playable)
     load_session: bool = True
     resume: bool = False
     list_sessions: bool = False  # `session/list`, two sessions a page
@@ -233,7 +130,7 @@ class AgentScript:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "turns": [[action.to_json() for action in turn] for turn in self.turns],
+            "turns": [to_json(turn) for turn in self.turns],
             "load_session": self.load_session,
             "resume": self.resume,
             "list_sessions": self.list_sessions,
@@ -379,7 +276,7 @@ class _FakeAgent:
         self.script = script
         self.record_path = record
         self.state = state
-        self.turns: list[list[dict[str, Any]]] = [list(t) for t in script.get("turns", [])]
+        self.turns: list[TurnScript] = [from_json(t) for t in script.get("turns", [])]
         self.sessions: dict[str, _Session] = {}
         self.stdout = trio.lowlevel.FdStream(os.dup(1))
         self.stdin = trio.lowlevel.FdStream(os.dup(0))
@@ -387,6 +284,7 @@ class _FakeAgent:
         self.ids = itertools.count(1)
         self.waiting: dict[int, tuple[str, trio.Event, list[Any]]] = {}
         self.session_ids = itertools.count(1)
+        self.call_ids = itertools.count(1)
         if state is not None:
             state.mkdir(parents=True, exist_ok=True)
             self.turn_file = state / "turns-used"
@@ -444,11 +342,11 @@ class _FakeAgent:
         self.sessions[session_id] = session
         return session
 
-    def next_turn(self) -> list[dict[str, Any]]:
+    def next_turn(self) -> TurnScript:
         if self.state is not None:
             used = int(self.turn_file.read_text()) if self.turn_file.exists() else 0
             self.turn_file.write_text(str(used + 1))
-        return self.turns.pop(0) if self.turns else [Say("ok").to_json()]
+        return self.turns.pop(0) if self.turns else TurnScript(Say("ok"))
 
     # ---- the protocol
 
@@ -599,7 +497,7 @@ class _FakeAgent:
         self.save(session)  # the prompt is kept even if the turn dies
         reason = "end_turn"
         try:
-            for action in self.next_turn():
+            for action in self.next_turn().actions:
                 await self.run_action(session, action, earlier)
         except _EndTurn as end:
             reason = end.reason
@@ -624,106 +522,108 @@ class _FakeAgent:
         if kind == "agent_message_chunk":
             session.said.append(text)
 
-    async def run_action(
-        self, session: _Session, action: dict[str, Any], earlier: list[str]
-    ) -> None:
-        kind = action["action"]
+    async def run_action(self, session: _Session, action: Action, earlier: list[str]) -> None:
         if session.cancelled.is_set():
             raise _Cancelled
-        if kind == "Say":
-            await self.say(
-                session,
-                "agent_message_chunk",
-                action["text"],
-                action["chunk"],
-                action["message_id"],
-            )
-        elif kind == "Think":
-            await self.say(session, "agent_thought_chunk", action["text"], 0, None)
-        elif kind == "Recall":
-            await self.say(session, "agent_message_chunk", " | ".join(earlier), 0, None)
-        elif kind == "Tool":
-            await self.tool(session, action)
-        elif kind == "AskPermission":
-            await self.permission(session, action)
-        elif kind == "Hold":
-            if action["ignore_cancel"]:
-                await trio.sleep_forever()
-            await session.cancelled.wait()
-            raise _EndTurn(action["then"])
-        elif kind == "Stop":
-            raise _EndTurn(action["reason"])
-        elif kind == "Fail":
-            raise _RpcError(action["code"], action["message"])
-        elif kind == "Crash":
-            sys.stderr.write(action["stderr"] + "\n")
-            sys.stderr.flush()
-            os._exit(action["code"])
-        elif kind == "Malformed":
-            await self.write_raw(action["line"].encode() + b"\n")
-        elif kind == "Unsupported":
-            result, error = await self.ask(action["method"], dict(action["params"]))
-            self.record({"event": "unsupported", "result": result, "error": error})
-        elif kind == "ReadFile":
-            params = {"sessionId": session.id, "path": action["path"]}
-            params.update({k: action[k] for k in ("line", "limit") if action[k] is not None})
-            result, error = await self.ask("fs/read_text_file", params)
-            text = f"read: {result['content']}" if error is None else _error_line("read", error)
-            await self.say(session, "agent_message_chunk", text, 0, None)
-        elif kind == "WriteFile":
-            params = {"sessionId": session.id, "path": action["path"], "content": action["content"]}
-            result, error = await self.ask("fs/write_text_file", params)
-            text = "written\n" if error is None else _error_line("write", error)
-            await self.say(session, "agent_message_chunk", text, 0, None)
-        elif kind == "PlanUpdate":
-            entries = [
-                {"content": c, "status": s, "priority": "medium"} for c, s in action["entries"]
-            ]
-            await self.notify_update(session, {"sessionUpdate": "plan", "entries": entries})
-        elif kind == "UsageUpdate":
-            update: dict[str, Any] = {
-                "sessionUpdate": "usage_update",
-                "used": action["used"],
-                "size": action["size"],
-            }
-            if action["cost"] is not None:
-                update["cost"] = {"amount": action["cost"], "currency": "USD"}
-            await self.notify_update(session, update)
-        elif kind == "Rename":
-            await self.notify_update(
-                session, {"sessionUpdate": "session_info_update", "title": action["title"]}
-            )
+        match action:
+            case Say(text=text, chunk=chunk, message_id=message_id):
+                await self.say(session, "agent_message_chunk", text, chunk, message_id)
+            case Think(text=text):
+                await self.say(session, "agent_thought_chunk", text, 0, None)
+            case Recall():
+                await self.say(session, "agent_message_chunk", " | ".join(earlier), 0, None)
+            case Tool():
+                await self.tool(session, action)
+            case Hold(ignore_cancel=ignore_cancel):
+                if ignore_cancel:
+                    await trio.sleep_forever()
+                await session.cancelled.wait()
+                raise _EndTurn("cancelled")
+            case Stop(reason=reason):
+                raise _EndTurn(_STOP_REASONS[reason])
+            case Fail(code=code, message=message):
+                raise _RpcError(code, message)
+            case Crash(code=code, stderr=stderr):
+                sys.stderr.write(stderr + "\n")
+                sys.stderr.flush()
+                os._exit(code)
+            case Malformed(data=data):
+                await self.write_raw(data.encode() + b"\n")
+            case ClientRequest(method=method, params=asked):
+                result, error = await self.ask(method, dict(asked))
+                self.record({"event": "unsupported", "result": result, "error": error})
+            case ReadFile(path=path, line=line, limit=limit):
+                request: dict[str, Any] = {"sessionId": session.id, "path": path}
+                if line is not None:
+                    request["line"] = line
+                if limit is not None:
+                    request["limit"] = limit
+                result, error = await self.ask("fs/read_text_file", request)
+                text = f"read: {result['content']}" if error is None else _error_line("read", error)
+                await self.say(session, "agent_message_chunk", text, 0, None)
+            case WriteFile(path=path, content=content):
+                request = {"sessionId": session.id, "path": path, "content": content}
+                result, error = await self.ask("fs/write_text_file", request)
+                text = "written\n" if error is None else _error_line("write", error)
+                await self.say(session, "agent_message_chunk", text, 0, None)
+            case Plan(entries=entries):
+                plan = [
+                    {"content": e[0], "status": e[1], "priority": e[2] if len(e) > 2 else "medium"}
+                    for e in entries
+                ]
+                await self.notify_update(session, {"sessionUpdate": "plan", "entries": plan})
+            case ContextUsage(used=used, size=size, cost=cost):
+                update: dict[str, Any] = {
+                    "sessionUpdate": "usage_update",
+                    "used": used,
+                    "size": size,
+                }
+                if cost is not None:
+                    update["cost"] = {"amount": cost, "currency": "USD"}
+                await self.notify_update(session, update)
+            case Rename(title=title):
+                await self.notify_update(
+                    session, {"sessionUpdate": "session_info_update", "title": title}
+                )
+            case Step():
+                pass  # ACP has no model steps to say
 
-    async def tool(self, session: _Session, action: dict[str, Any]) -> None:
-        call = {"toolCallId": action["id"], "title": action["title"], "kind": action["kind"]}
-        locations = [{"path": p} for p in action["locations"]]
-        await self.notify_update(
-            session, {"sessionUpdate": "tool_call", **call, "status": "pending"}
-        )
-        update: dict[str, Any] = {
-            "sessionUpdate": "tool_call_update",
-            "toolCallId": action["id"],
-            "status": "in_progress",
-        }
-        if action["raw_input"] is not None:
-            update["rawInput"] = action["raw_input"]
-        if locations:
-            update["locations"] = locations
-        await self.notify_update(session, update)
-        if action["finish"]:
-            await self.finish_tool(
-                session, action["id"], action["status"], action["output"], action["diff"]
+    async def tool(self, session: _Session, action: Tool) -> None:
+        """`tool_call` (pending), `in_progress` with its input, the permission if it asks, then
+        its end."""
+        call_id = action.call_id or f"call-{next(self.call_ids)}"
+        if action.announce:
+            call = {"toolCallId": call_id, "title": action.title, "kind": action.name}
+            await self.notify_update(
+                session, {"sessionUpdate": "tool_call", **call, "status": "pending"}
             )
+            update: dict[str, Any] = {
+                "sessionUpdate": "tool_call_update",
+                "toolCallId": call_id,
+                "status": "in_progress",
+            }
+            if action.input is not None:
+                update["rawInput"] = dict(action.input)
+            if action.locations:
+                update["locations"] = [{"path": p} for p in action.locations]
+            await self.notify_update(session, update)
+        if action.ask:
+            await self.permission(session, action, call_id)
+        if action.error is not None:
+            await self.finish_tool(session, call_id, "failed", action.error)
+        else:
+            await self.finish_tool(session, call_id, "completed", action.output, action.diff)
 
     async def finish_tool(
-        self, session: _Session, tool_id: str, status: str, output: str, diff: Any = None
+        self, session: _Session, tool_id: str, status: str, output: str, diff: Diff | None = None
     ) -> None:
         content: list[dict[str, Any]] = []
         if output:
             content.append({"type": "content", "content": {"type": "text", "text": output}})
         if diff is not None:
-            path, old, new = diff
-            content.append({"type": "diff", "path": path, "oldText": old, "newText": new})
+            content.append(
+                {"type": "diff", "path": diff.path, "oldText": diff.old, "newText": diff.new}
+            )
         update = {
             "sessionUpdate": "tool_call_update",
             "toolCallId": tool_id,
@@ -732,30 +632,31 @@ class _FakeAgent:
         }
         await self.notify_update(session, update)
 
-    async def permission(self, session: _Session, action: dict[str, Any]) -> None:
+    async def permission(self, session: _Session, action: Tool, call_id: str) -> None:
+        """Ask; returns when allowed. Rejected, the tool fails and the turn ends; cancelled, the
+        turn ends cancelled."""
         tool_call: dict[str, Any] = {
-            "toolCallId": action["tool_id"],
-            "title": action["title"],
-            "kind": action["kind"],
+            "toolCallId": call_id,
+            "title": action.title,
+            "kind": action.name,
             "status": "pending",
         }
-        if action["raw_input"] is not None:
-            tool_call["rawInput"] = action["raw_input"]
+        if action.input is not None:
+            tool_call["rawInput"] = dict(action.input)
         params = {
             "sessionId": session.id,
             "toolCall": tool_call,
-            "options": [dict(o) for o in action["options"]],
+            "options": [dict(o) for o in action.options],
         }
         result, error = await self.ask("session/request_permission", params)
         outcome = (result or {}).get("outcome", {})
         self.record({"event": "permission", "outcome": outcome, "error": error})
         if outcome.get("outcome") != "selected":
             raise _Cancelled
-        chosen = [o for o in action["options"] if o["optionId"] == outcome.get("optionId")]
+        chosen = [o for o in action.options if o["optionId"] == outcome.get("optionId")]
         if chosen and chosen[0]["kind"].startswith("allow"):
-            await self.finish_tool(session, action["tool_id"], "completed", action["output"])
             return
-        await self.finish_tool(session, action["tool_id"], "failed", "rejected by the user")
+        await self.finish_tool(session, call_id, "failed", "rejected by the user")
         raise _EndTurn("end_turn")
 
     async def run(self) -> None:

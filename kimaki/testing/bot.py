@@ -8,8 +8,10 @@ async with open_discord_emulator() as emulator, open_fake_engine() as engine:
         reply = await emulator.wait_for_message(thread["id"])
 ```
 
-The wiring is the daemon's own (`kimaki.bot.serve_bot`): the same gateway shard, dispatcher,
-guild cache and bot, talking to the emulator over real sockets.
+The wiring is the daemon's own (`kimaki.bot.serve_bot`, its parts built by `compose_bot`): the
+same gateway shard, dispatcher, guild cache and bot, talking to the emulator over real sockets.
+The harness exposes the bot's parts (`harness.bot.threads`, `harness.bot.interactions`...) and
+the REST client, store and guild cache they were built over.
 """
 
 from __future__ import annotations
@@ -68,10 +70,13 @@ class BotHarness:
     """A running bot, its emulator workspace, and one project channel mapped to a directory."""
 
     bot: Bot
+    """The bot's parts (router, interactions, threads, handled events, projects)."""
     connection: BotConnection
     emulator: DiscordEmulator
     workspace: Workspace
     store: Store
+    rest: RESTClient
+    guilds: GuildCache
     project: ChannelRecord
     project_dir: Path
 
@@ -109,10 +114,10 @@ class BotHarness:
             channel_id=int(channel["id"]),
             directory=directory,
             guild_id=int(self.guild_id),
-            app_id=self.bot.application_id,
+            app_id=self.project.app_id,
             **fields,
         )
-        await self.store.put_channel(record)
+        await self.store.places.put_channel(record)
         return record
 
     async def thread_of(self, message: Mapping[str, Any]) -> str:
@@ -126,10 +131,13 @@ class BotHarness:
 @final
 @attrs.frozen
 class ConnectedBot:
-    """What `connect_bot` yields: the connection, its store, and the mapped project channel."""
+    """What `connect_bot` yields: the connection, the store, REST client and guild cache it
+    was built over, and the mapped project channel."""
 
     connection: BotConnection
     store: Store
+    rest: RESTClient
+    guilds: GuildCache
     project: ChannelRecord
 
 
@@ -164,7 +172,8 @@ async def connect_bot(
             app_id=application.id,
             **(channel_fields or {}),
         )
-        await store.put_channel(project)
+        await store.places.put_channel(project)
+        guilds = GuildCache()
         connection: BotConnection = await nursery.start(
             lambda task_status: serve_bot(
                 token=token,
@@ -173,11 +182,11 @@ async def connect_bot(
                 application=application,
                 engines=Engines(engines, default=default_engine),
                 config=bot_config,
-                guilds=GuildCache(),
+                guilds=guilds,
                 task_status=task_status,
             )
         )
-        yield ConnectedBot(connection, store, project)
+        yield ConnectedBot(connection, store, rest, guilds, project)
         nursery.cancel_scope.cancel()
 
 
@@ -214,6 +223,8 @@ async def running_bot(
             emulator=emulator,
             workspace=workspace,
             store=connected.store,
+            rest=connected.rest,
+            guilds=connected.guilds,
             project=connected.project,
             project_dir=connected.project.directory,
         )

@@ -46,7 +46,7 @@ async def map_project(
     channel = next(iter(workspace.channels.values()))
     await trio.Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     async with await Store.open(data_dir / "discord-sessions.db") as store:
-        await store.put_channel(
+        await store.places.put_channel(
             ChannelRecord(
                 channel_id=int(channel["id"]),
                 directory=directory,

@@ -6,27 +6,33 @@ refusing a second turn while one runs, `abort()` returning after the turn's `Tur
 `SessionNotFoundError` for a session it does not know, permissions and questions answered
 through the session.
 
-What the agent "does" in a turn is a responder: an async function given a `FakeTurn`, which
-emits events (`text`, `tool`, `step`), asks for permission or asks questions and waits for
-the answer, or `hang()`s until aborted. The default responder echoes the prompt's first line.
+What the agent "does" in a turn is said in the script vocabulary of `kimaki.testing.script`,
+the one the fake OpenCode and the fake ACP agent play too: `add_turns` queues `TurnScript`s for
+the next prompts, in order. Past them a responder runs: an async function given the
+`RunningTurn`, which `play`s actions and can act on an answer (`ask_permission`, `ask`). The
+default responder echoes the prompt's first line.
 
 ```python
 async with open_fake_engine() as engine:
-    async def responder(turn: FakeTurn) -> None:
+    engine.add_turns(TurnScript(Say("Let me look."), Tool("bash", "make test"), Say("Done.")))
+
+    async def responder(turn: RunningTurn) -> None:
         if await turn.ask_permission("bash", ["git push"]) == "reject":
-            turn.text("I will not push.")
+            await turn.play(Say("I will not push."))
+
     engine.responder = responder
 ```
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import attrs
 import trio
@@ -46,11 +52,15 @@ from kimaki.agents import (
     PermissionReply,
     PermissionRequested,
     PermissionResolved,
+    PlanEntry,
+    PlanUpdated,
     ProviderModels,
     Question,
     QuestionAsked,
     QuestionResolved,
+    ReasoningCompleted,
     SessionNotFoundError,
+    SessionRenamed,
     StepFinished,
     TextCompleted,
     ToolFinished,
@@ -60,13 +70,31 @@ from kimaki.agents import (
     Usage,
 )
 from kimaki.agents._events import StopReason
+from kimaki.testing.script import (
+    Action,
+    Ask,
+    ContextUsage,
+    Diff,
+    Fail,
+    Hold,
+    Plan,
+    Rename,
+    Say,
+    ScriptError,
+    Step,
+    Stop,
+    Think,
+    Tool,
+    TurnScript,
+    supported_by,
+)
 
 __all__ = [
     "FakeEngine",
     "FakeSession",
-    "FakeTurn",
     "PromptRecord",
     "Responder",
+    "RunningTurn",
     "drive_turn",
     "echo",
     "hold_long_jobs",
@@ -97,9 +125,17 @@ class PromptRecord:
         return next((line for line in self.text.splitlines() if line.strip()), "")
 
 
+class _TurnOver(Exception):
+    """Raised through a responder where the turn ends (`Stop`, `Fail`, a refused ask)."""
+
+
 @final
-class FakeTurn:
-    """One running turn, as a responder drives it."""
+class RunningTurn:
+    """One running turn, as a responder drives it: `play` the script vocabulary, or ask and act
+    on the answer."""
+
+    # What this wire can say of the script vocabulary (the rest are other wires' faults).
+    PLAYS: ClassVar = (Say, Think, Tool, Ask, Plan, ContextUsage, Step, Rename, Hold, Stop, Fail)
 
     def __init__(self, session: FakeSession, record: PromptRecord) -> None:
         self.session = session
@@ -110,6 +146,9 @@ class FakeTurn:
         self.end_message: str | None = None
         # Everything emitted, re-sent to a session that resumes the turn after a restart.
         self.history: list[EngineEvent] = []
+        # Something was said since the last step: a turn that ends normally ends that step,
+        # as a model's last step does.
+        self.open_step = False
 
     @property
     def prompt(self) -> str:
@@ -119,56 +158,90 @@ class FakeTurn:
         return f"{self.turn_id}-part-{next(self._parts)}"
 
     def emit(self, event: EngineEvent) -> None:
+        """Send one engine event as is (the wire itself, for what no action says)."""
         self.history.append(event)
         self.session.events.send_nowait(event)
 
-    def text(self, text: str, *, part_id: str | None = None) -> str:
-        part = part_id or self._part()
-        self.emit(TextCompleted(part, text))
-        return part
+    def _say(self, event: EngineEvent) -> None:
+        self.emit(event)
+        self.open_step = True
 
-    def tool(
-        self,
-        tool: str,
-        summary: str = "",
-        *,
-        status: str = "completed",
-        error: str | None = None,
-        diff: DiffStats | None = None,
-    ) -> None:
+    def _step(self) -> None:
+        self.emit(StepFinished(self._part(), "stop"))
+        self.emit(Usage(input_tokens=10, output_tokens=5, model="fake/model-1"))
+        self.open_step = False
+
+    def _ending(self, reason: StopReason, message: str | None = None) -> None:
+        self.stop_reason = reason
+        self.end_message = message
+
+    def _end(self, reason: StopReason, message: str | None = None) -> None:
+        self._ending(reason, message)
+        raise _TurnOver
+
+    async def play(self, *actions: Action) -> None:
+        """Do `actions` in order, as engine events. `Stop`, `Fail`, a rejected `Tool(ask=True)`
+        and a dismissed `Ask` end the turn there: neither the rest nor the responder goes on."""
+        supported_by([TurnScript(*actions)], self.PLAYS, "the fake engine")
+        for action in actions:
+            match action:
+                case Say(text=text):
+                    self._say(TextCompleted(self._part(), text))
+                case Think(text=text):
+                    self._say(ReasoningCompleted(self._part(), text))
+                case Tool():
+                    await self._tool(action)
+                case Ask(questions=questions):
+                    if await self.ask(questions) is None:
+                        self._end("end_turn")
+                case Plan(entries=entries):
+                    self.emit(PlanUpdated(tuple(PlanEntry(*entry) for entry in entries)))
+                case ContextUsage(used=used, size=size, cost=cost):
+                    self.emit(Usage(input_tokens=used, cost=cost or 0.0, context_limit=size))
+                case Step():
+                    self._step()
+                case Rename(title=title):
+                    self.session.title = title
+                    self.emit(SessionRenamed(title))
+                case Hold(ignore_cancel=ignore_cancel):
+                    if ignore_cancel:
+                        raise ScriptError("the fake engine's abort always ends a Hold")
+                    await self.session._engine._release.wait()
+                case Stop(reason=reason, message=message):
+                    self._end(reason, message)
+                case Fail(message=message):
+                    self._end("error", message)
+
+    async def _tool(self, tool: Tool) -> None:
         part = self._part()
-        call = f"call-{part}"
-        self.emit(
-            ToolStarted(
-                part_id=part,
-                call_id=call,
-                tool=tool,
-                title=summary,
-                input_summary=summary,
-                status="running",
-            )
-        )
+        fields: dict[str, Any] = {
+            "part_id": part,
+            "call_id": tool.call_id or f"call-{part}",
+            "tool": tool.name,
+            "title": tool.title,
+            "input_summary": tool.title,
+        }
+        self._say(ToolStarted(**fields, status="running"))
+        if tool.ask:
+            reply = await self.ask_permission(tool.name, tool.patterns, always=tool.always)
+            if reply == "reject":
+                self.emit(ToolFinished(**fields, status="error", error="rejected by the user"))
+                self._end("end_turn")
         self.emit(
             ToolFinished(
-                part_id=part,
-                call_id=call,
-                tool=tool,
-                title=summary,
-                input_summary=summary,
-                status="error" if status == "error" else "completed",
-                error=error,
-                diff=diff,
+                **fields,
+                status="completed" if tool.error is None else "error",
+                error=tool.error,
+                output=tool.output or None,
+                diff=None if tool.diff is None else _diff_stats(tool.diff),
             )
         )
-
-    def step(self, *, model: str | None = "fake/model-1") -> None:
-        self.emit(StepFinished(self._part(), "stop"))
-        self.emit(Usage(input_tokens=10, output_tokens=5, model=model))
 
     async def ask_permission(
         self, permission: str, patterns: Sequence[str] = (), *, always: Sequence[str] = ()
     ) -> PermissionReply:
-        """Ask and wait for the answer (`reply_permission` on the session)."""
+        """Ask and wait for the answer (`reply_permission` on the session), for a responder that
+        acts on it."""
         request_id = f"perm-{next(_ids)}"
         answered = self.session._open_request(request_id)
         self.emit(
@@ -191,23 +264,25 @@ class FakeTurn:
         answers: list[list[str]] | None = await answered.receive()
         return answers
 
-    async def hang(self) -> None:
-        """Work forever (until the turn is aborted)."""
-        await trio.sleep_forever()
 
-    def end(self, stop_reason: StopReason, message: str | None = None) -> None:
-        """End the turn with this reason when the responder returns."""
-        self.stop_reason = stop_reason
-        self.end_message = message
+def _diff_stats(diff: Diff) -> DiffStats:
+    """What a person is shown of a change: lines written, or lines added and removed."""
+    if diff.old is None:
+        return DiffStats(path=diff.path, lines=len(diff.new.splitlines()))
+    changes = [
+        line[0]
+        for line in difflib.ndiff(diff.old.splitlines(), diff.new.splitlines())
+        if line[:1] in "+-"
+    ]
+    return DiffStats(path=diff.path, additions=changes.count("+"), deletions=changes.count("-"))
 
 
-Responder = Callable[[FakeTurn], Awaitable[None]]
+Responder = Callable[[RunningTurn], Awaitable[None]]
 
 
-async def echo(turn: FakeTurn) -> None:
+async def echo(turn: RunningTurn) -> None:
     """The default agent: answers `echo: <first line of the prompt>`."""
-    turn.text(f"echo: {turn.record.first_line}")
-    turn.step()
+    await turn.play(Say(f"echo: {turn.record.first_line}"))
 
 
 def hold_long_jobs(engine: FakeEngine) -> trio.Event:
@@ -215,10 +290,9 @@ def hold_long_jobs(engine: FakeEngine) -> trio.Event:
     returned event is set, then echo; other prompts are echoed at once."""
     release = trio.Event()
 
-    async def long_turn(turn: FakeTurn) -> None:
+    async def long_turn(turn: RunningTurn) -> None:
         if "long" in turn.prompt:
-            turn.text("working")
-            turn.step()
+            await turn.play(Say("working"), Step())
             await release.wait()
         await echo(turn)
 
@@ -239,7 +313,7 @@ class FakeSession:
         self.events = EventQueue()
         self.closed = False
         self.closed_event = trio.Event()
-        self._turn: FakeTurn | None = None
+        self._turn: RunningTurn | None = None
         self._turn_scope: trio.CancelScope | None = None
         self._turn_over = trio.Event()
         self._requests: dict[str, trio.MemorySendChannel[Any]] = {}
@@ -255,13 +329,16 @@ class FakeSession:
         *,
         model: ModelRef | None = None,
         agent: str | None = None,
+        turn_id: str | None = None,
     ) -> str:
+        self._engine.sends += 1
+        self._engine._changed.unpark_all()
         await self._engine._answer()
         if self._engine.prompt_error is not None:
             raise self._engine.prompt_error
         if self._turn is not None:
             raise TurnInProgressError("the previous turn is still running")
-        turn_id = f"turn-{next(_ids)}"
+        turn_id = turn_id if turn_id is not None else self.new_turn_id()
         record = PromptRecord(
             self.session_id,
             turn_id,
@@ -273,21 +350,28 @@ class FakeSession:
             trio.current_time(),
             time.monotonic(),
         )
-        turn = FakeTurn(self, record)
+        turn = RunningTurn(self, record)
         self._turn = turn
         self._turn_over = trio.Event()
         self._engine._record(record)
         self._engine._nursery.start_soon(self._run_turn, turn)
         return turn_id
 
-    async def _run_turn(self, turn: FakeTurn) -> None:
+    async def _run_turn(self, turn: RunningTurn) -> None:
         self._engine._running[turn.turn_id] = turn
         with trio.CancelScope() as scope:
             self._turn_scope = scope
             try:
-                await self._engine.responder(turn)
+                if self._engine._scripts:
+                    await turn.play(*self._engine._scripts.pop(0).actions)
+                else:
+                    await self._engine.responder(turn)
+                if turn.open_step:
+                    turn._step()
+            except _TurnOver:
+                pass
             except Exception as exc:  # a responder's bug shows as the turn's error
-                turn.end("error", f"{type(exc).__name__}: {exc}")
+                turn._ending("error", f"{type(exc).__name__}: {exc}")
         del self._engine._running[turn.turn_id]
         # The turn may have moved to a session that resumed it after a restart.
         session = turn.session
@@ -302,7 +386,10 @@ class FakeSession:
         session.events.send_nowait(ended)
         session._turn_over.set()
 
-    async def resume_turn(self, turn_id: str) -> None:
+    def new_turn_id(self) -> str:
+        return f"turn-{next(_ids)}"
+
+    async def resume_turn(self, turn_id: str) -> bool:
         await trio.lowlevel.checkpoint()
         if self._turn is not None:
             raise TurnInProgressError("the previous turn is still running")
@@ -310,19 +397,21 @@ class FakeSession:
         self._engine._changed.unpark_all()
         turn = self._engine._running.get(turn_id)
         if turn is None:
-            # Over already (as OpenCode does, replay what it did), or never known here.
+            # Over already (as OpenCode does, replay what it did), or never prompted: as
+            # OpenCode, whose session then has no message of the turn, say so.
             finished = self._engine._finished.get(turn_id)
             if finished is None:
-                finished = (TurnEnded(turn_id, "error", "the turn did not survive the restart"),)
+                return False
             for event in finished:
                 self.events.send_nowait(event)
-            return
+            return True
         previous, turn.session = turn.session, self
         self._turn, self._turn_scope = turn, previous._turn_scope
         self._turn_over, self._requests = previous._turn_over, previous._requests
         previous._turn = previous._turn_scope = None
         for event in turn.history:
             self.events.send_nowait(event)
+        return True
 
     async def abort(self) -> None:
         self._engine.aborts += 1
@@ -388,6 +477,7 @@ class FakeEngine:
         self.question_answers: list[tuple[str, list[list[str]] | None]] = []
         self.aborts = 0
         self.resumed: list[str] = []
+        self.sends = 0  # calls of `prompt()` (counted before `held_until` is waited for)
         # Until this event is set, opening a session and taking a prompt wait for it, as with
         # an agent server still starting (after a restart) or slow to answer; a call cancelled
         # while it waits never reached the engine.
@@ -397,7 +487,9 @@ class FakeEngine:
         self.prompt_error: EngineError | None = None
         self._known: dict[str, tuple[Path, str]] = {}
         self._live: dict[str, FakeSession] = {}
-        self._running: dict[str, FakeTurn] = {}
+        self._running: dict[str, RunningTurn] = {}
+        self._scripts: list[TurnScript] = []
+        self._release = trio.Event()
         self._finished: dict[str, tuple[EngineEvent, ...]] = {}
         self._changed = trio.lowlevel.ParkingLot()
         self._ids = itertools.count(1)
@@ -406,6 +498,16 @@ class FakeEngine:
                 "fake", "Fake", (ModelInfo("model-1", "Model One"), ModelInfo("model-2", "Two"))
             ),
         )
+
+    def add_turns(self, *turns: TurnScript) -> None:
+        """Script the next prompts' turns, in order, across sessions (`ScriptError` for an
+        action this wire cannot say); the responder answers the prompts after them."""
+        self._scripts.extend(supported_by(turns, RunningTurn.PLAYS, "the fake engine"))
+
+    def release(self) -> None:
+        """Let every turn held by a `Hold` go on."""
+        self._release.set()
+        self._release = trio.Event()
 
     async def _answer(self) -> None:
         if self.held_until is None:
@@ -422,6 +524,11 @@ class FakeEngine:
         while len(self.prompts) < count:
             await self._changed.park()
         return self.prompts[:count]
+
+    async def wait_for_sends(self, count: int) -> None:
+        """Until `prompt()` was called `count` times (the bot is sending, or sent)."""
+        while self.sends < count:
+            await self._changed.park()
 
     async def wait_for_resume(self, count: int = 1) -> list[str]:
         """The ids of the first `count` turns resumed after a restart."""

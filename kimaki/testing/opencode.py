@@ -20,9 +20,10 @@ Two ways to run it:
   and `POST /__fake__/crash` exercise the supervisor with a real process; `hang()` makes the
   fake in this process stop answering without exiting.
 
-Scripts are lists of actions (`Say`, `Think`, `Tool`, `Ask`, `Todo`, `Hold`, `Fail`, `Rename`,
-`Malformed`, `DropStream`, `Crash`) making one `FakeTurn`; prompts without a script get
-`Say("ok")`.
+Turns are scripted in the vocabulary of `kimaki.testing.script` (`TurnScript(Say(...), ...)`),
+the one the fake engine and the fake ACP agent play too; this fake plays every action but the
+ACP-only ones (`ContextUsage`, `ClientRequest`, `ReadFile`, `WriteFile`, `Recall`). Prompts
+past the script get `Say("ok")`.
 """
 
 from __future__ import annotations
@@ -51,24 +52,31 @@ import attrs
 import trio
 
 from kimaki._http import Request, Response, serve_http
+from kimaki.testing.script import (
+    Action,
+    Ask,
+    Crash,
+    DropStream,
+    Fail,
+    Hold,
+    Malformed,
+    Plan,
+    Rename,
+    Say,
+    ScriptError,
+    Step,
+    Stop,
+    Think,
+    Tool,
+    TurnScript,
+    supported_by,
+)
 
 if TYPE_CHECKING:
     from kimaki.agents.opencode import OpenCodeConfig
 
 __all__ = [
-    "Ask",
-    "Crash",
-    "DropStream",
-    "Fail",
     "FakeOpenCode",
-    "FakeTurn",
-    "Hold",
-    "Malformed",
-    "Rename",
-    "Say",
-    "Think",
-    "Todo",
-    "Tool",
     "main",
     "process_running",
     "real_opencode_binary",
@@ -114,7 +122,7 @@ def stub_config(port: int, **options: Any) -> OpenCodeConfig:
 
 @asynccontextmanager
 async def running_fake_opencode(
-    directory: str | Path, *turns: FakeTurn
+    directory: str | Path, *turns: TurnScript
 ) -> AsyncIterator[tuple[FakeOpenCode, int]]:
     """A `FakeOpenCode` for `directory` playing `turns` (with a short plugin burst), and its
     port for `stub_command`/`stub_config`; it stops when the block ends."""
@@ -127,104 +135,38 @@ async def running_fake_opencode(
 
 # ----------------------------------------------------------------------------- scripts
 
-
-@final
-@attrs.frozen
-class Say:
-    text: str
-    chunk: int = 8
-    delay: float = 0.0
-
-
-@final
-@attrs.frozen
-class Think:
-    text: str
-
-
-@final
-@attrs.frozen
-class Tool:
-    """A tool call. `ask` makes it ask permission first (a reject fails it and ends the turn)."""
-
-    tool: str
-    input: dict[str, Any] = attrs.field(factory=dict, hash=False)
-    output: str = ""
-    title: str = ""
-    ask: bool = False
-    patterns: tuple[str, ...] = ()
-    always: tuple[str, ...] = ()
-    error: str | None = None
-    metadata: dict[str, Any] = attrs.field(factory=dict, hash=False)
+# What this wire can say of the script vocabulary.
+PLAYS: Final = (
+    Say,
+    Think,
+    Tool,
+    Ask,
+    Plan,
+    Step,
+    Rename,
+    Hold,
+    Stop,
+    Fail,
+    Crash,
+    Malformed,
+    DropStream,
+)
+# A stop reason as the finish of the turn's last step.
+_FINISH: Final = {"end_turn": "stop", "max_tokens": "length", "refused": "content-filter"}
 
 
-@final
-@attrs.frozen
-class Ask:
-    """The question tool: `questions` as OpenCode's QuestionInfo dicts."""
-
-    questions: tuple[dict[str, Any], ...] = attrs.field(hash=False)
-
-
-@final
-@attrs.frozen
-class Todo:
-    todos: tuple[dict[str, str], ...] = attrs.field(hash=False)
-
-
-@final
-@attrs.frozen
-class Hold:
-    """A stream that stalls until the test calls `release()` or the turn is aborted."""
-
-
-@final
-@attrs.frozen
-class Fail:
-    name: str = "APIError"
-    message: str = "scripted failure"
-
-
-@final
-@attrs.frozen
-class Rename:
-    title: str
-
-
-@final
-@attrs.frozen
-class Malformed:
-    """Raw SSE `data` that is not a valid event."""
-
-    data: str = "{not json"
-
-
-@final
-@attrs.frozen
-class DropStream:
-    """End every event stream; with `until_turn_end`, refuse new ones until the turn is over."""
-
-    until_turn_end: bool = True
-
-
-@final
-@attrs.frozen
-class Crash:
-    """The server dies (as a process: exits 70)."""
-
-
-Action = Say | Think | Tool | Ask | Todo | Hold | Fail | Rename | Malformed | DropStream | Crash
-
-
-@final
-@attrs.frozen
-class FakeTurn:
-    actions: tuple[Action, ...]
-    finish: str = "stop"
-
-    @classmethod
-    def of(cls, *actions: Action, finish: str = "stop") -> FakeTurn:
-        return cls(tuple(actions), finish)
+def _playable(turns: Iterable[TurnScript]) -> list[TurnScript]:
+    turns = supported_by(turns, PLAYS, "the fake OpenCode")
+    for turn in turns:
+        for action in turn.actions:
+            if isinstance(action, Hold) and action.ignore_cancel:
+                raise ScriptError("OpenCode's abort always ends a Hold")
+            if isinstance(action, Stop) and (
+                action.reason not in _FINISH
+                or (action.message is not None and action.reason != "refused")
+            ):
+                raise ScriptError(f"OpenCode cannot end a turn with {action}")
+    return turns
 
 
 @final
@@ -333,7 +275,7 @@ class FakeOpenCode:
     def __init__(
         self,
         *,
-        turns: Iterable[FakeTurn] = (),
+        turns: Iterable[TurnScript] = (),
         password: str | None = None,
         directory: str | None = None,
         plugin_burst: int = 45,
@@ -342,7 +284,7 @@ class FakeOpenCode:
         default_reply: str = "ok",
         on_crash: Callable[[], None] | None = None,
     ) -> None:
-        self._turns = list(turns)
+        self._turns = _playable(turns)
         self.password = password
         self.directory = directory or os.getcwd()
         self.plugin_burst = plugin_burst
@@ -365,8 +307,10 @@ class FakeOpenCode:
 
     # ------------------------------------------------------------------ test controls
 
-    def add_turns(self, *turns: FakeTurn) -> None:
-        self._turns.extend(turns)
+    def add_turns(self, *turns: TurnScript) -> None:
+        """Script the next prompts' turns, in order, across sessions (`ScriptError` for an
+        action this wire cannot say)."""
+        self._turns.extend(_playable(turns))
 
     def release(self) -> None:
         """Let every `Hold` go on."""
@@ -692,7 +636,7 @@ class FakeOpenCode:
             )
         session.busy = True
         self.emit("session.status", {"sessionID": session.id, "status": {"type": "busy"}})
-        turn = self._turns.pop(0) if self._turns else FakeTurn.of(Say(self.default_reply))
+        turn = self._turns.pop(0) if self._turns else TurnScript(Say(self.default_reply))
         run = session.run = _TurnRun(self, session, user_id, turn, model, agent)
         assert self._nursery is not None
         self._nursery.start_soon(run.run)
@@ -745,7 +689,7 @@ class _TurnRun:
         fake: FakeOpenCode,
         session: _Session,
         user_id: str,
-        turn: FakeTurn,
+        turn: TurnScript,
         model: dict[str, Any],
         agent: str,
     ) -> None:
@@ -840,20 +784,24 @@ class _TurnRun:
     async def run(self) -> None:
         with self.scope:
             try:
+                finish, message = "stop", None
                 for action in self.turn.actions:
+                    if isinstance(action, Stop):
+                        finish, message = _FINISH[action.reason], action.message
+                        break
                     if not await self._act(action):
                         self._finish_step("tool-calls")
                         self._end()
                         return
-                self._finish_step(self.turn.finish)
-                if self.turn.finish == "content-filter":
+                self._finish_step(finish)
+                if finish == "content-filter":
                     self.fake.emit(
                         "session.error",
                         {
                             "sessionID": self.session.id,
                             "error": {
                                 "name": "ContentFilterError",
-                                "data": {"message": "blocked by the content filter"},
+                                "data": {"message": message or "blocked by the content filter"},
                             },
                         },
                     )
@@ -890,11 +838,15 @@ class _TurnRun:
             return await self._tool(action)
         elif isinstance(action, Ask):
             return await self._ask(action)
-        elif isinstance(action, Todo):
+        elif isinstance(action, Plan):
             self._ensure_step()
-            self.fake.emit(
-                "todo.updated", {"sessionID": self.session.id, "todos": list(action.todos)}
-            )
+            todos = [
+                {"content": e[0], "status": e[1], "priority": e[2] if len(e) > 2 else "medium"}
+                for e in action.entries
+            ]
+            self.fake.emit("todo.updated", {"sessionID": self.session.id, "todos": todos})
+        elif isinstance(action, Step):
+            self._finish_step("stop")
         elif isinstance(action, Hold):
             await self.fake._release.wait()
         elif isinstance(action, Fail):
@@ -925,7 +877,7 @@ class _TurnRun:
         part = self._part(kind, text="", time={"start": _now_ms()})
         self.open_text = part
         self._emit_part(part)
-        chunk = action.chunk if isinstance(action, Say) else 16
+        chunk = (action.chunk or 8) if isinstance(action, Say) else 16
         delay = action.delay if isinstance(action, Say) else 0.0
         text = action.text
         for start in range(0, len(text), max(1, chunk)):
@@ -952,20 +904,21 @@ class _TurnRun:
 
     async def _tool(self, action: Tool) -> bool:
         self._ensure_step()
-        call_id = f"call_{next(_counter)}"
-        base = self._part("tool", tool=action.tool, callID=call_id)
+        call_id = action.call_id or f"call_{next(_counter)}"
+        tool_input = dict(action.input or {})
+        base = self._part("tool", tool=action.name, callID=call_id)
         self._emit_part({**base, "state": {"status": "pending", "input": {}, "raw": ""}})
         started = _now_ms()
-        running = {"status": "running", "input": action.input, "time": {"start": started}}
+        running = {"status": "running", "input": tool_input, "time": {"start": started}}
         self._emit_part({**base, "state": running})
         if action.ask:
             assert self.message is not None
             request = {
                 "id": _ascending("per"),
                 "sessionID": self.session.id,
-                "permission": action.tool,
-                "patterns": list(action.patterns or (str(action.input.get("command", "*")),)),
-                "metadata": dict(action.input),
+                "permission": action.name,
+                "patterns": list(action.patterns or (str(tool_input.get("command", "*")),)),
+                "metadata": tool_input,
                 "always": list(action.always or ("*",)),
                 "tool": {"messageID": self.message["info"]["id"], "callID": call_id},
             }
@@ -977,7 +930,7 @@ class _TurnRun:
             if reply == "reject":
                 state = {
                     "status": "error",
-                    "input": action.input,
+                    "input": tool_input,
                     "error": REJECTED,
                     "time": {"start": started, "end": _now_ms()},
                 }
@@ -986,14 +939,14 @@ class _TurnRun:
         await trio.lowlevel.checkpoint()
         end = {"start": started, "end": _now_ms()}
         if action.error is not None:
-            state = {"status": "error", "input": action.input, "error": action.error, "time": end}
+            state = {"status": "error", "input": tool_input, "error": action.error, "time": end}
         else:
             state = {
                 "status": "completed",
-                "input": action.input,
+                "input": tool_input,
                 "output": action.output,
-                "metadata": action.metadata or {"output": action.output},
-                "title": action.title or str(action.input.get("command", action.tool)),
+                "metadata": dict(action.metadata or {"output": action.output}),
+                "title": action.title or str(tool_input.get("command", action.name)),
                 "time": end,
             }
         self._emit_part({**base, "state": state})
@@ -1006,14 +959,24 @@ class _TurnRun:
         call_id = f"call_{next(_counter)}"
         base = self._part("tool", tool="question", callID=call_id)
         self._emit_part({**base, "state": {"status": "pending", "input": {}, "raw": ""}})
+        questions = [
+            {
+                "question": q.question,
+                "header": q.header,
+                "options": [{"label": o.label, "description": o.description} for o in q.options],
+                "multiple": q.multiple,
+                "custom": q.custom,
+            }
+            for q in action.questions
+        ]
         request = {
             "id": _ascending("que"),
             "sessionID": self.session.id,
-            "questions": list(action.questions),
+            "questions": questions,
             "tool": {"messageID": self.message["info"]["id"], "callID": call_id},
         }
         started = _now_ms()
-        tool_input = {"questions": list(action.questions)}
+        tool_input = {"questions": questions}
         reply = await self._wait_answer("question", request, running=(base, tool_input))
         end = {"start": started, "end": _now_ms()}
         if reply is None:

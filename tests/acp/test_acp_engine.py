@@ -41,16 +41,24 @@ from kimaki.agents import (
     Usage,
 )
 from kimaki.agents.acp import AcpConfig, AcpEngine, AgentCommand, McpServer, open_acp_engine
-from kimaki.sessions import PromptFile
 from kimaki.testing.acp_agent import (
     AcpSchema,
     AgentScript,
-    AskPermission,
+    default_schema_path,
+    fake_agent_argv,
+    read_record,
+)
+from kimaki.testing.engine import texts, until_turn_end
+from kimaki.testing.opencode import process_running
+from kimaki.testing.script import (
+    ClientRequest,
+    ContextUsage,
     Crash,
+    Diff,
     Fail,
     Hold,
     Malformed,
-    PlanUpdate,
+    Plan,
     ReadFile,
     Recall,
     Rename,
@@ -58,15 +66,10 @@ from kimaki.testing.acp_agent import (
     Stop,
     Think,
     Tool,
-    Unsupported,
-    UsageUpdate,
+    TurnScript,
     WriteFile,
-    default_schema_path,
-    fake_agent_argv,
-    read_record,
 )
-from kimaki.testing.engine import texts, until_turn_end
-from kimaki.testing.opencode import process_running
+from kimaki.threads import PromptFile
 
 SCHEMA = AcpSchema.from_path(default_schema_path()) if default_schema_path().is_file() else None
 
@@ -118,29 +121,32 @@ def kinds(events: list[EngineEvent]) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
+def ask_unannounced(call_id: str, command: str, **fields: Any) -> Tool:
+    """A command the agent asks permission for before announcing its tool call."""
+    return Tool(
+        "execute", call_id=call_id, input={"command": command}, ask=True, announce=False, **fields
+    )
+
+
 async def test_a_turn_streams_in_order_and_ends_after_the_last_update(tmp_path: Path) -> None:
     script = AgentScript(
         turns=(
-            (
+            TurnScript(
                 Think("Let me look."),
                 Say("Hello there, this is the fake agent.", chunk=5),
-                PlanUpdate((("read the code", "completed"), ("fix it", "in_progress"))),
+                Plan(("read the code", "completed"), ("fix it", "in_progress")),
                 Tool(
-                    "call-1",
-                    "bash",
-                    kind="execute",
-                    raw_input={"command": "ls -la"},
-                    output="a\nb",
+                    "execute", "bash", call_id="call-1", input={"command": "ls -la"}, output="a\nb"
                 ),
                 Tool(
-                    "call-2",
+                    "edit",
                     "Edit app.py",
-                    kind="edit",
-                    raw_input={"path": "app.py"},
-                    diff=("app.py", "one\ntwo\n", "one\n2\nthree\n"),
+                    call_id="call-2",
+                    input={"path": "app.py"},
+                    diff=Diff("app.py", "one\ntwo\n", "one\n2\nthree\n"),
                 ),
                 Say("Done.", chunk=2),
-                UsageUpdate(1200, 200_000, cost=0.25),
+                ContextUsage(1200, 200_000, cost=0.25),
                 Rename("Fixing the app"),
             ),
         )
@@ -232,13 +238,19 @@ async def test_permissions_map_to_the_agents_options(tmp_path: Path) -> None:
     )
     script = AgentScript(
         turns=(
-            (
-                Tool("t1", "bash", kind="execute", raw_input={"command": "make"}, finish=False),
-                AskPermission("t1", title="make", raw_input={"command": "make"}, output="built"),
+            TurnScript(
+                Tool(
+                    "execute",
+                    "make",
+                    call_id="t1",
+                    input={"command": "make"},
+                    output="built",
+                    ask=True,
+                ),
                 Say("Built."),
             ),
-            (AskPermission("t2", raw_input={"command": "make install"}, options=only_once),),
-            (AskPermission("t3", raw_input={"command": "rm -rf build"}), Say("never said")),
+            TurnScript(ask_unannounced("t2", "make install", options=only_once)),
+            TurnScript(ask_unannounced("t3", "rm -rf build"), Say("never said")),
         )
     )
     async with fake_agent(tmp_path, script) as fake:
@@ -286,9 +298,7 @@ async def test_permissions_map_to_the_agents_options(tmp_path: Path) -> None:
 
 
 async def test_abort_answers_pending_permissions_cancelled(tmp_path: Path) -> None:
-    script = AgentScript(
-        turns=((AskPermission("t1", raw_input={"command": "deploy"}), Say("deployed")),)
-    )
+    script = AgentScript(turns=(TurnScript(ask_unannounced("t1", "deploy"), Say("deployed")),))
     async with fake_agent(tmp_path, script) as fake:
         session = await fake.engine.open_session(fake.project)
         turn_id = await session.prompt("deploy")
@@ -309,7 +319,9 @@ async def test_abort_answers_pending_permissions_cancelled(tmp_path: Path) -> No
 
 
 async def test_abort_mid_turn_then_a_new_prompt(tmp_path: Path) -> None:
-    script = AgentScript(turns=((Say("working on it"), Hold(), Say("never")), (Say("fresh"),)))
+    script = AgentScript(
+        turns=(TurnScript(Say("working on it"), Hold(), Say("never")), TurnScript(Say("fresh")))
+    )
     async with fake_agent(tmp_path, script) as fake:
         session = await fake.engine.open_session(fake.project)
         turn_id = await session.prompt("long task")
@@ -328,7 +340,9 @@ async def test_abort_mid_turn_then_a_new_prompt(tmp_path: Path) -> None:
 
 
 async def test_an_agent_that_ignores_the_cancel_is_given_up_on(tmp_path: Path) -> None:
-    script = AgentScript(turns=((Hold(ignore_cancel=True),), (Say("still here"),)))
+    script = AgentScript(
+        turns=(TurnScript(Hold(ignore_cancel=True)), TurnScript(Say("still here")))
+    )
     async with fake_agent(tmp_path, script, abort_wait=0.2) as fake:
         session = await fake.engine.open_session(fake.project)
         turn_id = await session.prompt("hang")
@@ -342,13 +356,13 @@ async def test_an_agent_that_ignores_the_cancel_is_given_up_on(tmp_path: Path) -
     [
         (Stop("max_tokens"), "max_tokens", None),
         (Stop("max_turn_requests"), "max_turn_requests", None),
-        (Stop("refusal"), "refused", None),
-        (Stop("cancelled"), "aborted", None),
-        (Fail(-32603, "the model is overloaded"), "error", "fake: the model is overloaded"),
+        (Stop("refused"), "refused", None),  # ACP `refusal`
+        (Stop("aborted"), "aborted", None),  # ACP `cancelled`
+        (Fail("the model is overloaded", code=-32603), "error", "fake: the model is overloaded"),
     ],
 )
 async def test_stop_reasons(tmp_path: Path, action: Any, reason: str, message: str | None) -> None:
-    script = AgentScript(turns=((Say("partial"), action),))
+    script = AgentScript(turns=(TurnScript(Say("partial"), action),))
     async with fake_agent(tmp_path, script) as fake:
         session = await fake.engine.open_session(fake.project)
         events = await turn(session, "go")
@@ -359,7 +373,7 @@ async def test_stop_reasons(tmp_path: Path, action: Any, reason: str, message: s
 async def test_bad_lines_and_unsupported_requests_lose_nothing(tmp_path: Path) -> None:
     script = AgentScript(
         turns=(
-            (
+            TurnScript(
                 Say("before "),
                 Malformed("this is not json"),
                 Malformed('{"jsonrpc":"2.0","method":"session/update","params":{"update":1}}'),
@@ -368,8 +382,8 @@ async def test_bad_lines_and_unsupported_requests_lose_nothing(tmp_path: Path) -
                     '{"sessionId":"sess-1","update":{"sessionUpdate":"from_the_future"}}}'
                 ),
                 Malformed('{"jsonrpc":"2.0","method":"x/unknown_notification"}'),
-                Unsupported("terminal/create", {"sessionId": "sess-1", "command": "ls"}),
-                Unsupported("elicitation/create", {}),
+                ClientRequest("terminal/create", {"sessionId": "sess-1", "command": "ls"}),
+                ClientRequest("elicitation/create", {}),
                 ReadFile(str(tmp_path / "project" / "x.txt")),
                 Say("after"),
             ),
@@ -389,6 +403,33 @@ async def test_bad_lines_and_unsupported_requests_lose_nothing(tmp_path: Path) -
     assert [a["error"]["code"] for a in answers] == [-32601, -32601]
 
 
+async def test_malformed_requests_are_answered_invalid_params(tmp_path: Path) -> None:
+    script = AgentScript(
+        turns=(
+            TurnScript(
+                ClientRequest("fs/read_text_file", {"sessionId": "sess-1"}),
+                ClientRequest("fs/write_text_file", {"sessionId": "sess-1", "path": 3}),
+                ClientRequest("session/request_permission", {"toolCall": {}, "options": []}),
+                Say("still here"),
+            ),
+        )
+    )
+    async with fake_agent(tmp_path, script) as fake:
+        session = await fake.engine.open_session(fake.project)
+        events = await turn(session, "go")
+        answers = fake.events("unsupported")
+    assert texts(events) == ["still here"]
+    assert [(a["error"]["code"], a["error"]["message"]) for a in answers] == [
+        (-32602, "fs/read_text_file: required field missing @ $.path"),
+        (
+            -32602,
+            "fs/write_text_file: expected str, not int @ $.path; "
+            "required field missing @ $.content",
+        ),
+        (-32602, "session/request_permission: required field missing @ $.sessionId"),
+    ]
+
+
 async def test_files_are_served_only_inside_the_project(tmp_path: Path) -> None:
     outside = tmp_path / "secret.txt"
     outside.write_text("top secret")
@@ -398,7 +439,7 @@ async def test_files_are_served_only_inside_the_project(tmp_path: Path) -> None:
     (project / "link.txt").symlink_to(outside)
     script = AgentScript(
         turns=(
-            (
+            TurnScript(
                 ReadFile(str(project / "notes.txt"), line=2, limit=1),
                 ReadFile(str(outside)),
                 ReadFile(str(project / "link.txt")),
@@ -518,7 +559,10 @@ async def test_attachments_follow_the_prompt_capabilities(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("resume", [True, False])
 async def test_a_new_engine_resumes_a_session(tmp_path: Path, resume: bool) -> None:
-    script = AgentScript(resume=resume, turns=((Say("noted"),), (Say("and noted"),), (Recall(),)))
+    script = AgentScript(
+        resume=resume,
+        turns=(TurnScript(Say("noted")), TurnScript(Say("and noted")), TurnScript(Recall())),
+    )
     async with fake_agent(tmp_path, script) as fake:
         session = await fake.engine.open_session(fake.project)
         await turn(session, "the word is banana")
@@ -547,9 +591,9 @@ async def test_an_agent_that_cannot_resume_says_the_session_is_gone(tmp_path: Pa
 async def test_a_crash_ends_the_turn_and_the_session_goes_on(tmp_path: Path) -> None:
     script = AgentScript(
         turns=(
-            (Say("first"),),
-            (Say("about to fail"), Crash(3, "fake agent: out of memory")),
-            (Recall(),),
+            TurnScript(Say("first")),
+            TurnScript(Say("about to fail"), Crash(3, "fake agent: out of memory")),
+            TurnScript(Recall()),
         )
     )
     policy = RestartPolicy(initial_delay=0.05)
@@ -571,7 +615,9 @@ async def test_a_crash_ends_the_turn_and_the_session_goes_on(tmp_path: Path) -> 
 
 
 async def test_giving_up_tells_the_session_once(tmp_path: Path) -> None:
-    script = AgentScript(turns=((Crash(5, "fake agent: broken"),), (Say("back"),)))
+    script = AgentScript(
+        turns=(TurnScript(Crash(5, "fake agent: broken")), TurnScript(Say("back")))
+    )
     policy = RestartPolicy(max_crashes=1)
     async with fake_agent(tmp_path, script, policy=policy) as fake:
         session = await fake.engine.open_session(fake.project)
@@ -643,7 +689,7 @@ async def test_isolation_idle_stop_and_no_orphans(
 
 
 async def test_a_killed_agent_mid_permission_clears_the_question(tmp_path: Path) -> None:
-    script = AgentScript(turns=((AskPermission("t1", raw_input={"command": "wait"}),),))
+    script = AgentScript(turns=(TurnScript(ask_unannounced("t1", "wait")),))
     async with fake_agent(tmp_path, script, policy=RestartPolicy(initial_delay=0.05)) as fake:
         session = await fake.engine.open_session(fake.project)
         await session.prompt("ask")
@@ -663,7 +709,10 @@ async def test_a_killed_agent_mid_permission_clears_the_question(tmp_path: Path)
 
 
 async def test_sessions_are_listed_and_servers_restarted(tmp_path: Path) -> None:
-    script = AgentScript(list_sessions=True, turns=((Say("one"),), (Say("two"),), (Hold(),)))
+    script = AgentScript(
+        list_sessions=True,
+        turns=(TurnScript(Say("one")), TurnScript(Say("two")), TurnScript(Hold())),
+    )
     async with fake_agent(tmp_path, script) as fake:
         engine = fake.engine
         for text in ("fix the login bug", "write the docs", "fix the tests"):

@@ -19,6 +19,15 @@ from kimaki.agents import (
     TurnEnded,
 )
 from kimaki.agents.acp._mapping import Catalog, UpdateMapper, stop_reason, tool_summary
+from kimaki.agents.acp._wire import (
+    MalformedMessage,
+    SessionState,
+    ToolCallLocation,
+    ToolCallUpdate,
+    decode,
+    decode_answer,
+    decode_update,
+)
 
 
 def chunk(text: str, message_id: str | None = None, kind: str = "agent_message_chunk") -> Any:
@@ -29,7 +38,11 @@ def chunk(text: str, message_id: str | None = None, kind: str = "agent_message_c
 
 
 def feed(mapper: UpdateMapper, *updates: Any) -> list[Any]:
-    return [event for update in updates for event in mapper.handle(update)]
+    return [event for update in updates for event in mapper.handle(decode_update(update))]
+
+
+def tool_call(**fields: Any) -> ToolCallUpdate:
+    return decode(ToolCallUpdate, fields, "toolCall")
 
 
 def test_text_parts_end_where_something_else_begins() -> None:
@@ -139,11 +152,11 @@ def test_a_permissions_tool_call_fills_in_what_the_tool_call_lacked() -> None:
     # Same command, an older status and no locations: nothing a person would see changes.
     assert (
         mapper.permission_tool(
-            {"toolCallId": "c", "status": "pending", "locations": [], "rawInput": {"command": "ls"}}
+            tool_call(toolCallId="c", status="pending", locations=[], rawInput={"command": "ls"})
         )
         == []
     )
-    [update] = mapper.permission_tool({"toolCallId": "c", "title": "ls -la"})
+    [update] = mapper.permission_tool(tool_call(toolCallId="c", title="ls -la"))
     assert isinstance(update, ToolUpdated)
     assert (update.status, update.title) == ("running", "ls -la")
 
@@ -152,7 +165,7 @@ def test_summaries() -> None:
     assert tool_summary({"command": ["git", "status"]}, []) == "git status"
     assert tool_summary({"file_path": "/w/a.py"}, [], "/w") == "a.py"
     assert tool_summary({"file_path": "/elsewhere/a.py"}, [], "/w") == "/elsewhere/a.py"
-    assert tool_summary(None, [{"path": "/w/src/x.py", "line": 3}], "/w") == "src/x.py"
+    assert tool_summary(None, [ToolCallLocation("/w/src/x.py", 3)], "/w") == "src/x.py"
     assert tool_summary({"cwd": "/w", "n": 1}, [], "/w") == '{"n": 1}'
     assert tool_summary({"query": "x" * 300}, []).endswith("…")
 
@@ -171,7 +184,8 @@ def test_stop_reasons() -> None:
 
 def test_catalog_from_grouped_options_and_modes() -> None:
     catalog = Catalog("kiro")
-    catalog.take_session(
+    answer = decode_answer(
+        SessionState,
         {
             "sessionId": "s",
             "modes": {
@@ -205,8 +219,10 @@ def test_catalog_from_grouped_options_and_modes() -> None:
                 },
                 {"id": "fast", "name": "Fast", "type": "boolean", "currentValue": False},
             ],
-        }
+        },
+        "session/new",
     )
+    catalog.take_session(answer)
     models = catalog.models()
     assert [(p.provider_id, p.name, [m.id for m in p.models], p.default_model) for p in models] == [
         ("anthropic", "Anthropic", ["sonnet", "opus"], "sonnet"),
@@ -217,7 +233,9 @@ def test_catalog_from_grouped_options_and_modes() -> None:
     assert catalog.model_value(ModelRef("anthropic", "qwen")) is None
     assert catalog.agents() == [AgentInfo("ask", "Ask"), AgentInfo("code", "Code")]
     assert catalog.mode_choice("code") == ("mode", "code")
-    catalog.take_update({"sessionUpdate": "current_mode_update", "currentModeId": "code"})
+    catalog.take_update(
+        decode_update({"sessionUpdate": "current_mode_update", "currentModeId": "code"})
+    )
     assert catalog.current_agent() == "code"
 
 
@@ -290,7 +308,11 @@ def test_any_update_is_mapped_or_skipped_never_a_crash(updates: list[dict[str, A
     mapper = UpdateMapper()
     catalog = Catalog("agent")
     mapper.begin_turn("t")
-    for update in updates:
+    for raw in updates:
+        try:
+            update = decode_update(raw)
+        except MalformedMessage:
+            continue  # what the engine skips (and logs)
         mapper.handle(update)
         catalog.take_update(update)
     catalog.models()

@@ -23,7 +23,9 @@ from kimaki.agents import (
     PlanEntry,
     PlanUpdated,
     ProbePolicy,
+    Question,
     QuestionAsked,
+    QuestionOption,
     QuestionResolved,
     SessionNotFoundError,
     SessionRenamed,
@@ -37,27 +39,27 @@ from kimaki.agents import (
     Usage,
 )
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
-from kimaki.sessions import PromptFile
 from kimaki.testing.engine import texts, until_turn_end
-from kimaki.testing.opencode import (
+from kimaki.testing.opencode import FakeOpenCode, stub_command
+from kimaki.testing.script import (
     Ask,
     DropStream,
     Fail,
-    FakeOpenCode,
-    FakeTurn,
     Hold,
     Malformed,
+    Plan,
     Rename,
     Say,
-    Todo,
+    Stop,
     Tool,
-    stub_command,
+    TurnScript,
 )
+from kimaki.threads import PromptFile
 
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, *turns: FakeTurn, **config: Any
+    tmp_path: Path, *turns: TurnScript, **config: Any
 ) -> AsyncIterator[tuple[FakeOpenCode, OpenCodeEngine]]:
     fake = FakeOpenCode(turns=turns, directory=str(tmp_path), plugin_burst=3)
     async with trio.open_nursery() as nursery:
@@ -74,7 +76,7 @@ async def running(
 
 
 async def test_a_text_turn(tmp_path: Path) -> None:
-    turn = FakeTurn.of(Say("Hello there, this is a scripted reply.", chunk=8))
+    turn = TurnScript(Say("Hello there, this is a scripted reply.", chunk=8))
     async with running(tmp_path, turn) as (fake, engine):
         session = await engine.open_session(tmp_path, title="first")
         assert session.title == "first"
@@ -114,8 +116,10 @@ async def test_files_go_as_data_urls(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("reply", ["once", "reject"])
 async def test_permission_approved_or_rejected(tmp_path: Path, reply: str) -> None:
-    turn = FakeTurn.of(
-        Tool("bash", {"command": "echo hi", "description": "Say hi"}, output="hi\n", ask=True),
+    turn = TurnScript(
+        Tool(
+            "bash", input={"command": "echo hi", "description": "Say hi"}, output="hi\n", ask=True
+        ),
         Say("Ran it."),
     )
     async with running(tmp_path, turn) as (fake, engine):
@@ -148,12 +152,10 @@ async def test_permission_approved_or_rejected(tmp_path: Path, reply: str) -> No
 
 
 async def test_question_answered_then_one_rejected(tmp_path: Path) -> None:
-    question = {
-        "question": "Which color?",
-        "header": "Color",
-        "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": ""}],
-    }
-    turns = [FakeTurn.of(Ask((question,)), Say("Blue it is.")), FakeTurn.of(Ask((question,)))]
+    question = Question(
+        "Which color?", "Color", (QuestionOption("Red", "warm"), QuestionOption("Blue"))
+    )
+    turns = [TurnScript(Ask((question,)), Say("Blue it is.")), TurnScript(Ask((question,)))]
     async with running(tmp_path, *turns) as (_fake, engine):
         session = await engine.open_session(tmp_path)
         for answer in (["Blue"], None):
@@ -176,7 +178,7 @@ async def test_question_answered_then_one_rejected(tmp_path: Path) -> None:
 
 
 async def test_abort_during_a_slow_stream_then_the_next_turn_is_clean(tmp_path: Path) -> None:
-    turns = [FakeTurn.of(Say("slow stream "), Hold()), FakeTurn.of(Say("fresh"))]
+    turns = [TurnScript(Say("slow stream "), Hold()), TurnScript(Say("fresh"))]
     async with running(tmp_path, *turns) as (_fake, engine):
         session = await engine.open_session(tmp_path)
         first = await session.prompt("go slow")
@@ -196,7 +198,7 @@ async def test_abort_during_a_slow_stream_then_the_next_turn_is_clean(tmp_path: 
 
 
 async def test_prompting_during_a_turn_is_refused(tmp_path: Path) -> None:
-    async with running(tmp_path, FakeTurn.of(Hold())) as (fake, engine):
+    async with running(tmp_path, TurnScript(Hold())) as (fake, engine):
         session = await engine.open_session(tmp_path)
         await session.prompt("one")
         with pytest.raises(TurnInProgressError):
@@ -206,7 +208,7 @@ async def test_prompting_during_a_turn_is_refused(tmp_path: Path) -> None:
 
 
 async def test_a_turn_that_ends_while_the_stream_is_down_still_ends(tmp_path: Path) -> None:
-    turn = FakeTurn.of(Say("before"), DropStream(until_turn_end=True), Say("while away"))
+    turn = TurnScript(Say("before"), DropStream(until_turn_end=True), Say("while away"))
     async with running(tmp_path, turn) as (fake, engine):
         session = await engine.open_session(tmp_path)
         turn_id = await session.prompt("go")
@@ -217,7 +219,7 @@ async def test_a_turn_that_ends_while_the_stream_is_down_still_ends(tmp_path: Pa
 
 
 async def test_malformed_events_are_skipped(tmp_path: Path) -> None:
-    turn = FakeTurn.of(
+    turn = TurnScript(
         Malformed("{broken"),
         Malformed('{"type": "message.part.delta", "properties": {"sessionID": 5}}'),
         Say("still fine"),
@@ -233,17 +235,17 @@ async def test_malformed_events_are_skipped(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("turn", "reason", "message"),
     [
-        (FakeTurn.of(Fail("APIError", "rate limited")), "error", "rate limited"),
-        (FakeTurn.of(Say("cut"), finish="length"), "max_tokens", None),
+        (TurnScript(Fail("rate limited", name="APIError")), "error", "rate limited"),
+        (TurnScript(Say("cut"), Stop("max_tokens")), "max_tokens", None),  # finish `length`
         (
-            FakeTurn.of(Say("no"), finish="content-filter"),
+            TurnScript(Say("no"), Stop("refused")),  # finish `content-filter`
             "refused",
             "blocked by the content filter",
         ),
     ],
 )
 async def test_stop_reasons(
-    tmp_path: Path, turn: FakeTurn, reason: str, message: str | None
+    tmp_path: Path, turn: TurnScript, reason: str, message: str | None
 ) -> None:
     async with running(tmp_path, turn) as (_fake, engine):
         session = await engine.open_session(tmp_path)
@@ -253,9 +255,9 @@ async def test_stop_reasons(
 
 
 async def test_rename_and_todos(tmp_path: Path) -> None:
-    turn = FakeTurn.of(
+    turn = TurnScript(
         Rename("A better title"),
-        Todo(({"content": "Do a", "status": "pending", "priority": "high"},)),
+        Plan(("Do a", "pending", "high")),
         Say("ok"),
     )
     async with running(tmp_path, turn) as (_fake, engine):
@@ -281,11 +283,28 @@ async def test_resuming_a_session(tmp_path: Path) -> None:
         assert texts(await until_turn_end(again.events)) == ["ok"]
 
 
+async def test_a_reserved_turn_is_known_only_once_sent(tmp_path: Path) -> None:
+    # A daemon killed between recording a turn and sending it asks the session afterwards.
+    async with running(tmp_path) as (_fake, engine):
+        session = await engine.open_session(tmp_path)
+        turn_id = session.new_turn_id()
+        assert not await session.resume_turn(turn_id)  # never sent: nothing to follow
+        assert await session.prompt("hello", turn_id=turn_id) == turn_id
+        events = await until_turn_end(session.events)
+        assert events[-1] == TurnEnded(turn_id, "end_turn")
+        await session.aclose()
+        again = await engine.open_session(tmp_path, resume_id=session.session_id)
+        assert await again.resume_turn(turn_id)  # sent: followed (here, replayed to its end)
+        replayed = await until_turn_end(again.events)
+        assert texts(replayed) == ["ok"]
+        assert replayed[-1] == TurnEnded(turn_id, "end_turn")
+
+
 async def test_a_crash_mid_turn_ends_the_turn_and_the_next_prompt_restarts(tmp_path: Path) -> None:
     from kimaki.agents import RestartPolicy, ServerState
 
     policy = RestartPolicy(initial_delay=0.01)
-    async with running(tmp_path, FakeTurn.of(Say("working"), Hold()), policy=policy) as (
+    async with running(tmp_path, TurnScript(Say("working"), Hold()), policy=policy) as (
         fake,
         engine,
     ):
@@ -356,7 +375,7 @@ async def _until_text(session: Any, text: str) -> None:
 
 
 async def test_a_silent_but_healthy_server_is_probed_and_left_alone(tmp_path: Path) -> None:
-    async with running(tmp_path, FakeTurn.of(Say("thinking"), Hold()), probe=HANG_PROBE) as (
+    async with running(tmp_path, TurnScript(Say("thinking"), Hold()), probe=HANG_PROBE) as (
         fake,
         engine,
     ):
@@ -380,7 +399,7 @@ async def test_a_silent_but_healthy_server_is_probed_and_left_alone(tmp_path: Pa
 async def test_a_server_that_hangs_mid_turn_ends_the_turn_and_is_restarted(
     tmp_path: Path,
 ) -> None:
-    async with running(tmp_path, FakeTurn.of(Say("working"), Hold()), probe=HANG_PROBE) as (
+    async with running(tmp_path, TurnScript(Say("working"), Hold()), probe=HANG_PROBE) as (
         fake,
         engine,
     ):

@@ -23,7 +23,8 @@ from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode
 from kimaki.testing.bot import BotHarness, bot_paragraphs, running_bot
 from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
 from kimaki.testing.engine import FakeEngine
-from kimaki.testing.opencode import Crash, FakeTurn, Say, running_fake_opencode, stub_command
+from kimaki.testing.opencode import running_fake_opencode, stub_command
+from kimaki.testing.script import Crash, Say, TurnScript
 
 FAKE = (sys.executable, "-m", "kimaki.testing.opencode")
 FAST = RestartPolicy(initial_delay=0.01, max_delay=0.05, max_crashes=3)
@@ -126,7 +127,7 @@ async def test_a_server_given_up_says_so_once_and_the_next_message_is_served(
     tmp_path: Path,
 ) -> None:
     project = tmp_path / "data" / "project"
-    async with running_fake_opencode(project, FakeTurn.of(Say("working"), Crash())) as (
+    async with running_fake_opencode(project, TurnScript(Say("working"), Crash())) as (
         fake,
         port,
     ):

@@ -8,22 +8,22 @@ from typing import Any
 import trio
 
 from kimaki.agents import Question, QuestionOption
-from kimaki.bot._asks import OTHER_VALUE
 from kimaki.testing.bot import BotHarness, bot_paragraphs, running_bot, said
 from kimaki.testing.discord import open_discord_emulator
 from kimaki.testing.discord._actors import iter_components
-from kimaki.testing.engine import FakeEngine, FakeTurn, echo
+from kimaki.testing.engine import FakeEngine, RunningTurn, echo
+from kimaki.testing.script import Say
+from kimaki.threads import OTHER_VALUE
 
 Json = dict[str, Any]
 
 
-async def _permission_then_report(turn: FakeTurn) -> None:
+async def _permission_then_report(turn: RunningTurn) -> None:
     if "push" not in turn.prompt:
         await echo(turn)
         return
     reply = await turn.ask_permission("bash", ["git push origin main"], always=["git push *"])
-    turn.text(f"permission: {reply}")
-    turn.step()
+    await turn.play(Say(f"permission: {reply}"))
 
 
 def _custom_ids(message: Json) -> dict[str, str]:
@@ -198,13 +198,12 @@ QUESTIONS = (
 )
 
 
-async def _ask_questions(turn: FakeTurn) -> None:
+async def _ask_questions(turn: RunningTurn) -> None:
     if "ask" not in turn.prompt:
         await echo(turn)
         return
     answers = await turn.ask(QUESTIONS[: 1 if "one" in turn.prompt else 2])
-    turn.text(f"answers: {answers}")
-    turn.step()
+    await turn.play(Say(f"answers: {answers}"))
 
 
 async def test_questions_are_answered_from_menus(
@@ -255,10 +254,9 @@ async def test_a_long_option_list_is_capped_at_discords_25(
 ) -> None:
     many = Question("Which file?", "File", tuple(QuestionOption(f"file{n}.py") for n in range(30)))
 
-    async def ask_many(turn: FakeTurn) -> None:
+    async def ask_many(turn: RunningTurn) -> None:
         answers = await turn.ask([many])
-        turn.text(f"answers: {answers}")
-        turn.step()
+        await turn.play(Say(f"answers: {answers}"))
 
     fake_engine.responder = ask_many
     message = harness.alice.send_message(harness.channel_id, "pick a file")

@@ -117,7 +117,7 @@ async def test_channels_of_another_bot_or_unmapped_are_ignored(
 ) -> None:
     emulator = harness.emulator
     other = await harness.map_channel("other-machine", tmp_path)
-    await harness.store.put_channel(
+    await harness.store.places.put_channel(
         ChannelRecord(
             channel_id=other.channel_id,
             directory=tmp_path,
@@ -165,7 +165,7 @@ async def test_a_thread_opened_by_hand_under_a_project_gets_a_session(
     thread = harness.alice.start_thread(harness.channel_id, "by hand")
     harness.alice.send_message(thread["id"], "hello there")
     await harness.emulator.wait_for_message(thread["id"], said("echo: hello there"))
-    record = await harness.store.get_thread(int(thread["id"]))
+    record = await harness.store.places.get_thread(int(thread["id"]))
     assert record is not None
     assert record.session_id == fake_engine.prompts[0].session_id
 

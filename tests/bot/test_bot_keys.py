@@ -33,22 +33,24 @@ async def test_expired_keys_are_deleted_at_start_and_on_a_timer(
         # Each sweep reports, once done, the time it began: the store works in a thread, and
         # meanwhile the autojump clock moves on to the sweeper's next hour.
         swept_send, swept = trio.open_memory_channel[float](math.inf)
-        delete = store.delete_expired_interaction_keys
+        keys = store.keys
 
-        async def delete_and_report() -> int:
-            began = trio.current_time()
-            deleted = await delete()
-            swept_send.send_nowait(began)
-            return deleted
+        class ReportingKeys:
+            async def delete_expired_interaction_keys(self) -> int:
+                began = trio.current_time()
+                deleted = await keys.delete_expired_interaction_keys()
+                swept_send.send_nowait(began)
+                return deleted
 
-        store.delete_expired_interaction_keys = delete_and_report  # type: ignore[method-assign]
         start = trio.current_time()
-        left_over = await store.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=-1)
-        await nursery.start(sweep_expired_keys, store, 3600)
+        left_over = await store.keys.create_interaction_key(
+            thread_id=1, kind="q", payload=1, ttl=-1
+        )
+        await nursery.start(sweep_expired_keys, ReportingKeys(), 3600)
         assert await swept.receive() < start + 3600  # the first sweep, at once
         assert left_over.key not in await stored_keys(db)
-        await store.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=-1)
-        live = await store.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=86400)
+        await store.keys.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=-1)
+        live = await store.keys.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=86400)
         created = trio.current_time()
         while (began := await swept.receive()) < created:
             pass  # a sweep that began before the keys were there
@@ -63,8 +65,8 @@ async def test_the_bot_sweeps_what_a_previous_run_left(
     data = tmp_path / "data"
     await trio.Path(data).mkdir()
     async with await Store.open(data / "kimaki.db") as store:
-        old = await store.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=-1)
-        live = await store.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=86400)
+        old = await store.keys.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=-1)
+        live = await store.keys.create_interaction_key(thread_id=1, kind="q", payload=1, ttl=86400)
     assert await stored_keys(data / "kimaki.db") == {old.key, live.key}
     async with (
         open_discord_emulator() as emulator,

@@ -5,22 +5,28 @@ from __future__ import annotations
 import attrs
 import trio
 
-from kimaki.agents import DiffStats, ModelRef
-from kimaki.bot import INTERRUPTED
+from kimaki.agents import ModelRef
 from kimaki.discord.rest import File
 from kimaki.store import Preference
 from kimaki.testing.bot import BotHarness, bot_paragraphs, said
-from kimaki.testing.engine import FakeEngine, FakeTurn
+from kimaki.testing.engine import FakeEngine, RunningTurn
+from kimaki.testing.script import Diff, Fail, Hold, Say, Step, Stop, Tool, TurnScript
+from kimaki.threads import INTERRUPTED
 
 
-async def _tools(turn: FakeTurn) -> None:
-    turn.tool("read", "src/app.py")
-    turn.tool("bash", "git status")
-    turn.tool("edit", "", diff=DiffStats(path="src/app.py", additions=12, deletions=3))
-    turn.tool("write", "", diff=DiffStats(path="notes.md", lines=40))
-    turn.tool("grep", "TODO", status="error", error="no such directory")
-    turn.text("done")
-    turn.step()
+def _lines(word: str, count: int) -> str:
+    return "".join(f"{word} {n}\n" for n in range(count))
+
+
+async def _tools(turn: RunningTurn) -> None:
+    await turn.play(
+        Tool("read", "src/app.py"),
+        Tool("bash", "git status"),
+        Tool("edit", diff=Diff("src/app.py", _lines("old", 3), _lines("new", 12))),  # +12 -3
+        Tool("write", diff=Diff("notes.md", None, _lines("line", 40))),  # 40 lines
+        Tool("grep", "TODO", error="no such directory"),
+        Say("done"),
+    )
 
 
 async def _run(harness: BotHarness, text: str) -> list[str]:
@@ -48,10 +54,10 @@ async def test_tools_verbosity_shows_every_tool_and_text_shows_none(
     harness: BotHarness, fake_engine: FakeEngine
 ) -> None:
     fake_engine.responder = _tools
-    await harness.store.put_channel(attrs.evolve(harness.project, verbosity="tools"))
+    await harness.store.places.put_channel(attrs.evolve(harness.project, verbosity="tools"))
     lines = await _run(harness, "all tools")
     assert "┣ read _src/app.py_" in lines
-    await harness.store.put_channel(attrs.evolve(harness.project, verbosity="text"))
+    await harness.store.places.put_channel(attrs.evolve(harness.project, verbosity="text"))
     lines = await _run(harness, "text only")
     # Text only, but a failed tool is always worth knowing about.
     assert [line for line in lines if line.startswith("┣")] == ["┣ grep _TODO_ ✗ no such directory"]
@@ -62,10 +68,10 @@ async def test_footer_names_directory_branch_model_and_agent(
     harness: BotHarness, fake_engine: FakeEngine
 ) -> None:
     await trio.run_process(["git", "init", "-q", "-b", "trunk", str(harness.project_dir)])
-    await harness.store.set_preference(
+    await harness.store.preferences.set_preference(
         Preference(scope="channel", scope_id=harness.channel_id, agent="plan")
     )
-    await harness.store.set_preference(
+    await harness.store.preferences.set_preference(
         Preference(scope="global", scope_id="", model="fake/model-2")
     )
     message = harness.alice.send_message(harness.channel_id, "hello")
@@ -82,11 +88,7 @@ async def test_footer_names_directory_branch_model_and_agent(
 async def test_no_footer_when_the_turn_ends_in_error(
     harness: BotHarness, fake_engine: FakeEngine
 ) -> None:
-    async def fails(turn: FakeTurn) -> None:
-        turn.text("trying")
-        turn.end("error", "the model provider said 401")
-
-    fake_engine.responder = fails
+    fake_engine.add_turns(TurnScript(Say("trying"), Fail("the model provider said 401")))
     message = harness.alice.send_message(harness.channel_id, "go")
     thread_id = await harness.thread_of(message)
     await harness.emulator.wait_for_message(thread_id, said("⚠️ the model provider said 401"))
@@ -99,11 +101,7 @@ async def test_long_answers_are_split_with_fences_kept(
     code = "\n".join(f"print({i})" for i in range(400))
     answer = f"Here is the script:\n\n```python\n{code}\n```\n\nRun it."
 
-    async def long_answer(turn: FakeTurn) -> None:
-        turn.text(answer)
-        turn.step()
-
-    fake_engine.responder = long_answer
+    fake_engine.add_turns(TurnScript(Say(answer)))
     message = harness.alice.send_message(harness.channel_id, "write a script")
     thread_id = await harness.thread_of(message)
     await harness.emulator.wait_for_message(thread_id, lambda m: "Run it." in m["content"])
@@ -132,11 +130,7 @@ async def test_agent_output_pings_users_only_and_never_unfurls(
     role = harness.emulator.create_role(harness.guild_id, "Ops")
     text = f"@everyone <@&{role['id']}> <@{harness.alice.id}> see https://example.com"
 
-    async def pings(turn: FakeTurn) -> None:
-        turn.text(text)
-        turn.step()
-
-    fake_engine.responder = pings
+    fake_engine.add_turns(TurnScript(Say(text)))
     message = harness.alice.send_message(harness.channel_id, "ping people")
     thread_id = await harness.thread_of(message)
     reply = await harness.emulator.wait_for_message(thread_id, said(text))
@@ -160,12 +154,10 @@ async def test_undeliverable_message_is_skipped_and_the_turn_goes_on(
 ) -> None:
     emulator = harness.emulator
 
-    async def two_steps(turn: FakeTurn) -> None:
-        turn.text("first step")
-        turn.step()
+    async def two_steps(turn: RunningTurn) -> None:
+        await turn.play(Say("first step"), Step())
         await emulator.wait_until(lambda: True if emulator.statistics().scripted_faults else None)
-        turn.text("second step")
-        turn.step()
+        await turn.play(Say("second step"))
 
     fake_engine.responder = two_steps
     harness.emulator.rest.script_error("POST /channels/{channel_id}/messages", status=403)
@@ -179,11 +171,7 @@ async def test_secrets_never_reach_discord(harness: BotHarness, fake_engine: Fak
     token = harness.emulator.token
     leak = f"the .env says DISCORD_TOKEN={token} and Authorization: Bot {token}"
 
-    async def leaks(turn: FakeTurn) -> None:
-        turn.text(leak)
-        turn.step()
-
-    fake_engine.responder = leaks
+    fake_engine.add_turns(TurnScript(Say(leak)))
     message = harness.alice.send_message(harness.channel_id, "show me the env")
     thread_id = await harness.thread_of(message)
     reply = await harness.emulator.wait_for_message(
@@ -196,7 +184,7 @@ async def test_secrets_never_reach_discord(harness: BotHarness, fake_engine: Fak
 async def test_secrets_in_uploaded_text_files_are_redacted(harness: BotHarness) -> None:
     token = harness.emulator.token
     diff = f"+DISCORD_TOKEN={token}\n".encode()
-    sent = await harness.bot.rest.create_message(
+    sent = await harness.rest.create_message(
         harness.project.channel_id, "the diff", files=[File("changes.diff", diff, "text/x-diff")]
     )
     [attachment] = sent.attachments
@@ -209,13 +197,11 @@ async def test_a_cancel_from_the_agent_is_said_and_an_interrupt_only_once(
 ) -> None:
     notice = "⚠️ the agent cancelled the turn on its side"
 
-    async def agent_cancels_or_hangs(turn: FakeTurn) -> None:
+    async def agent_cancels_or_hangs(turn: RunningTurn) -> None:
         if "hang" in turn.prompt:
-            turn.text("working")
-            turn.step()
-            await turn.hang()
-        turn.text("half an answer")
-        turn.end("aborted")  # ACP `stopReason: cancelled` that nobody asked for
+            await turn.play(Say("working"), Step(), Hold())
+        # ACP `stopReason: cancelled` that nobody asked for
+        await turn.play(Say("half an answer"), Stop("aborted"))
 
     fake_engine.responder = agent_cancels_or_hangs
     message = harness.alice.send_message(harness.channel_id, "go")

@@ -19,13 +19,14 @@ import pytest
 import trio
 
 from kimaki.bot._handled import INTERACTION_TOKEN_LIFETIME, HandledEvents, snowflake_time
-from kimaki.sessions import Prompt
 from kimaki.store import Store
 from kimaki.testing.bot import BotHarness, bot_paragraphs, running_bot, said
 from kimaki.testing.daemon import within
 from kimaki.testing.discord import open_discord_emulator
 from kimaki.testing.discord._actors import iter_components
-from kimaki.testing.engine import FakeEngine, FakeTurn, echo, hold_long_jobs
+from kimaki.testing.engine import FakeEngine, RunningTurn, echo, hold_long_jobs
+from kimaki.testing.script import Say
+from kimaki.threads import Prompt
 
 Json = dict[str, Any]
 
@@ -33,10 +34,10 @@ Json = dict[str, Any]
 async def crash(harness: BotHarness) -> None:
     """Stop `harness` as a SIGKILL would leave things: no queue or turn handed over, Discord's
     session still resumable, the stored sequence back at READY (1)."""
-    stored = await harness.store.load_gateway_session()
+    stored = await harness.store.gateway.load_gateway_session()
     assert stored is not None
     await harness.connection.shard.close(resumable=True)  # 4900: the session stays resumable
-    await harness.store.save_gateway_session(attrs.evolve(stored, sequence=1))
+    await harness.store.gateway.save_gateway_session(attrs.evolve(stored, sequence=1))
 
 
 async def _queue_behind_a_long_job(harness: BotHarness) -> str:
@@ -49,13 +50,12 @@ async def _queue_behind_a_long_job(harness: BotHarness) -> str:
     return thread
 
 
-async def _push_asks_permission(turn: FakeTurn) -> None:
+async def _push_asks_permission(turn: RunningTurn) -> None:
     if "push" not in turn.prompt:
         await echo(turn)
         return
     reply = await turn.ask_permission("bash", ["git push origin main"])
-    turn.text(f"permission: {reply}")
-    turn.step()
+    await turn.play(Say(f"permission: {reply}"))
 
 
 def _button(message: Json, label: str) -> str:
@@ -158,13 +158,13 @@ async def test_a_thread_already_opened_from_the_message_is_used(
     )
     assert str(thread.id) == message["id"]
     await harness.emulator.wait_for_message(message["id"], said("echo: look at this"))
-    assert await harness.store.get_thread(thread.id) is not None
+    assert await harness.store.places.get_thread(thread.id) is not None
 
 
 @asynccontextmanager
 async def handled_events(store: Store, **options: Any) -> AsyncIterator[HandledEvents]:
     """`HandledEvents` over `store`, loaded, with its writer (and sweeper) running."""
-    handled = HandledEvents(store, **options)
+    handled = HandledEvents(store.handled, **options)
     await handled.load()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handled.run)
@@ -206,14 +206,14 @@ async def test_handled_ids_are_swept_after_a_day_on_a_timer(
         await handled.record("message", [11, 12])
         wall[0] += 25 * 3600
         await handled.record("message", [13])
-        assert set(await store.handled_events()) == {11, 12, 13}  # not swept per event
+        assert set(await store.handled.handled_events()) == {11, 12, 13}  # not swept per event
         await trio.testing.wait_all_tasks_blocked()
         mock_clock.jump(3600)
         for _ in range(100):  # until the sweep's write is done
-            if set(await store.handled_events()) == {13}:
+            if set(await store.handled.handled_events()) == {13}:
                 break
             await trio.testing.wait_all_tasks_blocked()
-        assert set(await store.handled_events()) == {13}
+        assert set(await store.handled.handled_events()) == {13}
         assert handled.claim(11)  # forgotten in memory too
         assert not handled.claim(13)
 
@@ -223,7 +223,7 @@ async def test_recording_does_not_wait_behind_the_store_queue(tmp_path: Path) ->
     async with await Store.open(tmp_path / "db") as store, handled_events(store) as handled:
 
         async def slow_write(n: int) -> None:
-            await store.record_posted_parts(n, [(f"prt_{i}", None) for i in range(300)])
+            await store.handover.record_posted_parts(n, [(f"prt_{i}", None) for i in range(300)])
             finished.append(n)
 
         async with trio.open_nursery() as nursery:
@@ -233,7 +233,7 @@ async def test_recording_does_not_wait_behind_the_store_queue(tmp_path: Path) ->
             await handled.record("message", [7])
             # Written by the first call that started after it, not after all 50.
             assert len(finished) < 25
-        assert set(await store.handled_events()) == {7}
+        assert set(await store.handled.handled_events()) == {7}
 
 
 @pytest.fixture
@@ -257,11 +257,11 @@ async def test_messages_not_yet_prompted_are_replayed_after_a_crash_whatever_was
             other_thread = await first.thread_of(other)
             await emulator.wait_for_message(other_thread, said("echo: other work"))
             await trio.sleep(5)  # virtual: the gateway saves its checkpoint meanwhile
-            periodic = await first.store.load_gateway_session()
+            periodic = await first.store.gateway.load_gateway_session()
             assert periodic is not None
             # SIGKILL: no handover, the stored sequence as the periodic save left it.
             await first.connection.shard.close(resumable=True)
-            await first.store.save_gateway_session(periodic)
+            await first.store.gateway.save_gateway_session(periodic)
 
         async with running_bot(emulator, fake_engine, tmp_path, workspace=first.workspace):
             await fake_engine.wait_for_resume()

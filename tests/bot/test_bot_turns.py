@@ -9,12 +9,13 @@ from typing import Any
 
 import trio
 
-from kimaki.bot import INTERRUPTED
 from kimaki.testing.bot import BotHarness, bot_paragraphs, running_bot, said
 from kimaki.testing.discord import open_discord_emulator
 from kimaki.testing.discord._actors import Actor
 from kimaki.testing.discord._state import File
-from kimaki.testing.engine import FakeEngine, FakeTurn, echo
+from kimaki.testing.engine import FakeEngine, RunningTurn, echo
+from kimaki.testing.script import Hold, Say, Step, Tool
+from kimaki.threads import INTERRUPTED
 
 
 async def test_a_new_message_interrupts_the_running_turn(
@@ -22,15 +23,15 @@ async def test_a_new_message_interrupts_the_running_turn(
 ) -> None:
     late_output = trio.Event()
 
-    async def slow_then_echo(turn: FakeTurn) -> None:
+    async def slow_then_echo(turn: RunningTurn) -> None:
         if "slow" in turn.prompt:
-            turn.text("working on it")
-            turn.step()
+            await turn.play(Say("working on it"), Step())
             try:
-                await turn.hang()
+                await turn.play(Hold())
             finally:
-                # What an aborted agent still sends on its way out must not reach the thread.
-                turn.text("late words of the aborted turn")
+                # What an aborted agent still sends on its way out must not reach the thread
+                # (saying it does not wait, so the cancelled turn can).
+                await turn.play(Say("late words of the aborted turn"))
                 late_output.set()
         else:
             await echo(turn)
@@ -52,10 +53,9 @@ async def test_a_new_message_interrupts_the_running_turn(
 async def test_partial_output_is_flushed_with_the_interrupted_line(
     harness: BotHarness, fake_engine: FakeEngine
 ) -> None:
-    async def tool_then_hang(turn: FakeTurn) -> None:
+    async def tool_then_hang(turn: RunningTurn) -> None:
         if "first" in turn.prompt:
-            turn.tool("bash", "make test")
-            await turn.hang()
+            await turn.play(Tool("bash", "make test"), Hold())
         await echo(turn)
 
     fake_engine.responder = tool_then_hang
@@ -75,7 +75,7 @@ async def test_queue_suffix_waits_for_the_running_turn(
 ) -> None:
     release = trio.Event()
 
-    async def gated(turn: FakeTurn) -> None:
+    async def gated(turn: RunningTurn) -> None:
         if "long" in turn.prompt:
             await release.wait()
         await echo(turn)
@@ -146,7 +146,7 @@ async def test_after_a_restart_the_thread_keeps_its_session(
             notices = [line for line in lines if "no longer had this thread's session" in line]
             assert len(notices) == 1
             assert lines.index(notices[0]) < lines.index("echo: and now?")
-            record = await third.store.get_thread(int(thread_id))
+            record = await third.store.places.get_thread(int(thread_id))
             assert record is not None
             assert record.session_id == new_session
 
@@ -226,11 +226,9 @@ async def test_two_messages_on_an_idle_thread_reach_the_agent_as_one_prompt_in_o
 async def test_two_messages_on_a_busy_thread_interrupt_it_once_and_arrive_in_order(
     harness: BotHarness, fake_engine: FakeEngine
 ) -> None:
-    async def slow_then_echo(turn: FakeTurn) -> None:
+    async def slow_then_echo(turn: RunningTurn) -> None:
         if "slow" in turn.prompt:
-            turn.text("working on it")
-            turn.step()
-            await turn.hang()
+            await turn.play(Say("working on it"), Step(), Hold())
         await echo(turn)
 
     fake_engine.responder = slow_then_echo
@@ -329,5 +327,5 @@ async def test_every_message_of_a_joined_prompt_is_recorded_as_handled(
     await fake_engine.wait_for_prompts(2)
     # Both reached the agent in one prompt: a replay of either after a crash must not prompt
     # again.
-    handled = await harness.store.handled_events()
+    handled = await harness.store.handled.handled_events()
     assert {int(first["id"]), int(second["id"])} <= handled.keys()

@@ -14,7 +14,6 @@ import trio
 
 from kimaki.agents import Engine
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
-from kimaki.bot.commands import install_commands
 from kimaki.testing.bot import BotHarness, running_bot
 from kimaki.testing.discord import (
     DiscordEmulator,
@@ -31,12 +30,8 @@ LOADING = 1 << 7
 
 
 async def ensure_commands(harness: BotHarness) -> None:
-    """The commands installed and registered in the workspace's guild (once the lead's
-    `Bot.__init__` installs them, GUILD_CREATE has registered them already)."""
-    bot = harness.bot
-    if "abort" not in {d.name for d in bot.interactions.definitions()}:
-        install_commands(bot)
-        await bot.interactions.register(int(harness.guild_id))
+    """The commands registered in the workspace's guild (the composition root installs them;
+    GUILD_CREATE registers them)."""
     await harness.emulator.wait_until(
         lambda: (
             True

@@ -47,7 +47,7 @@ async def test_a_stranger_is_refused_and_gets_no_choices(tmp_path: Path) -> None
         # The same person's command in a project channel does nothing to the bot's state.
         reply = await command(harness, "verbosity", {"level": "text"}, actor=mallory)
         assert "Kimaki role" in reply["content"]
-        project = await harness.store.get_channel(harness.project.channel_id)
+        project = await harness.store.places.get_channel(harness.project.channel_id)
         assert project is not None
         assert project.verbosity is None
 

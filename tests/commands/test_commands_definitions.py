@@ -7,11 +7,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from commands_support import commands_bot
 
 from kimaki.bot import Interactions
-from kimaki.bot.commands import install_commands
+from kimaki.bot.commands import (
+    EngineCommands,
+    MaintenanceCommands,
+    PreferenceCommands,
+    ProjectCommands,
+    SessionCommands,
+    WorktreeCommands,
+    install_commands,
+)
 from kimaki.discord.models import ApplicationCommand, unstructure
 from kimaki.testing.discord import RequestValidator, default_openapi_path
 from kimaki.testing.engine import open_fake_engine
@@ -43,17 +52,32 @@ EXPECTED = {
 }
 
 
-class _Registry:
-    """Just enough of a Bot for `install_commands`: its interaction registry."""
-
-    def __init__(self) -> None:
-        self.interactions = Interactions(self)  # type: ignore[arg-type]
+# In the order the composition root installs them.
+GROUPS = (
+    ProjectCommands,
+    SessionCommands,
+    PreferenceCommands,
+    MaintenanceCommands,
+    WorktreeCommands,
+    EngineCommands,
+)
+_UNUSED: Any = None  # what registering commands never touches
 
 
 def definitions() -> list[ApplicationCommand]:
-    registry = _Registry()
-    install_commands(registry)  # type: ignore[arg-type]
-    return registry.interactions.definitions()
+    """What the groups register in the bot's registry, each group and the registry made
+    without their parts (registering uses none of them)."""
+    interactions = Interactions(
+        rest=_UNUSED,
+        application_id=0,
+        handled=_UNUSED,
+        guilds=_UNUSED,
+        projects=_UNUSED,
+        keys=_UNUSED,
+    )
+    groups = [group(**{f.alias: _UNUSED for f in attrs.fields(group)}) for group in GROUPS]
+    install_commands(interactions, groups)
+    return interactions.definitions()
 
 
 def test_every_command_of_the_issue_is_there() -> None:

@@ -55,7 +55,7 @@ async def test_a_new_thread_runs_on_the_chosen_engine(tmp_path: Path) -> None:
         reply = await command(harness, "engine", {"engine": "acp:x"})
         assert ephemeral(reply)
         assert reply["content"] == f"New threads in <#{harness.channel_id}> run on `acp:x`."
-        channel = await harness.store.get_channel(int(harness.channel_id))
+        channel = await harness.store.places.get_channel(int(harness.channel_id))
         assert channel is not None
         assert channel.engine == "acp:x"
 
@@ -63,7 +63,7 @@ async def test_a_new_thread_runs_on_the_chosen_engine(tmp_path: Path) -> None:
         [prompt] = await prompts(acp, 1)
         assert "hello acp" in prompt.text
         assert default.prompts == []
-        record = await harness.store.get_thread(int(thread_id))
+        record = await harness.store.places.get_thread(int(thread_id))
         assert record is not None
         assert record.engine == "acp:x"
 
@@ -93,7 +93,7 @@ async def test_an_unknown_engine_changes_nothing_and_says_what_to_fix(tmp_path: 
         assert "There is no engine `acp:nobody` here" in reply["content"]
         assert "`fake`, `acp:x`" in reply["content"]
         assert "KIMAKI_AGENTS" in reply["content"]
-        channel = await harness.store.get_channel(int(harness.channel_id))
+        channel = await harness.store.places.get_channel(int(harness.channel_id))
         assert channel is not None
         assert channel.engine is None
 
@@ -106,7 +106,7 @@ async def test_default_follows_the_daemons_default_again(tmp_path: Path) -> None
         await command(harness, "engine", {"engine": "acp:x"})
         reply = await command(harness, "engine", {"engine": "default"})
         assert "the daemon's default engine (now `fake`)" in reply["content"]
-        channel = await harness.store.get_channel(int(harness.channel_id))
+        channel = await harness.store.places.get_channel(int(harness.channel_id))
         assert channel is not None
         assert channel.engine is None
 

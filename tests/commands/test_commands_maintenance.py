@@ -18,7 +18,8 @@ from commands_support import (
 from kimaki.agents import ServerState
 from kimaki.testing.bot import BotHarness, said
 from kimaki.testing.engine import open_fake_engine
-from kimaki.testing.opencode import FakeOpenCode, FakeTurn, Hold, Say
+from kimaki.testing.opencode import FakeOpenCode
+from kimaki.testing.script import Hold, Say, TurnScript
 
 __all__ = ["git_identity"]
 
@@ -47,10 +48,10 @@ def user_messages(fake: FakeOpenCode, session_id: str) -> list[str]:
 
 async def test_undo_and_redo(tmp_path: Path) -> None:
     async with opencode_bot(tmp_path) as (_, fake, _, harness):
-        fake.add_turns(FakeTurn.of(Say("one")), FakeTurn.of(Say("two")))
+        fake.add_turns(TurnScript(Say("one")), TurnScript(Say("two")))
         thread_id = await turn(harness, harness.channel_id, "first step", "one")
         await turn(harness, thread_id, "second step", "two")
-        record = await harness.store.get_thread(int(thread_id))
+        record = await harness.store.places.get_thread(int(thread_id))
         assert record is not None
         first, second = user_messages(fake, record.session_id)
 
@@ -80,7 +81,7 @@ async def test_undo_and_redo(tmp_path: Path) -> None:
 async def test_compact_uses_the_sessions_model(tmp_path: Path) -> None:
     async with opencode_bot(tmp_path) as (_, fake, _, harness):
         thread_id = await turn(harness, harness.channel_id, "hello", "ok")
-        record = await harness.store.get_thread(int(thread_id))
+        record = await harness.store.places.get_thread(int(thread_id))
         assert record is not None
         reply = await command(harness, "compact", channel_id=thread_id)
         assert not ephemeral(reply)
@@ -92,7 +93,7 @@ async def test_compact_uses_the_sessions_model(tmp_path: Path) -> None:
 
 async def test_restart_agent_server_ends_the_running_turn(tmp_path: Path) -> None:
     async with opencode_bot(tmp_path) as (project, fake, engine, harness):
-        fake.add_turns(FakeTurn.of(Say("working"), Hold()))
+        fake.add_turns(TurnScript(Say("working"), Hold()))
         message = harness.alice.send_message(harness.channel_id, "long job")
         thread_id = await harness.thread_of(message)
         await harness.emulator.wait_for_message(thread_id, lambda m: "working" in m["content"])

@@ -58,7 +58,7 @@ async def test_model_step_by_step_for_the_channel(tmp_path: Path) -> None:
         assert "`fake/model-2`" in done["content"]
         assert done["components"] == []
 
-        stored = await harness.store.get_preference("channel", harness.channel_id)
+        stored = await harness.store.preferences.get_preference("channel", harness.channel_id)
         assert stored is not None
         assert stored.model == "fake/model-2"
         assert await prompt_model(harness, engine, harness.channel_id, "go") == ModelRef(
@@ -125,13 +125,13 @@ async def test_verbosity(tmp_path: Path) -> None:
         reply = await command(harness, "verbosity", {"level": "text"})
         assert ephemeral(reply)
         assert "the agent's text only" in reply["content"]
-        record = await harness.store.get_channel(harness.project.channel_id)
+        record = await harness.store.places.get_channel(harness.project.channel_id)
         assert record is not None
         assert record.verbosity == "text"
         # In a thread it sets the thread's channel.
         message = harness.alice.send_message(harness.channel_id, "hi")
         thread_id = await harness.thread_of(message)
         await command(harness, "verbosity", {"level": "tools"}, channel_id=thread_id)
-        record = await harness.store.get_channel(harness.project.channel_id)
+        record = await harness.store.places.get_channel(harness.project.channel_id)
         assert record is not None
         assert record.verbosity == "tools"

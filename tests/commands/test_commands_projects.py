@@ -34,7 +34,7 @@ async def test_add_project_with_autocomplete(tmp_path: Path) -> None:
         assert "Added" in reply["content"]
         mapped = [
             r
-            for r in await harness.store.list_channels()
+            for r in await harness.store.places.list_channels()
             if r.directory == (projects / "website").resolve()
         ]
         assert {r.channel_type for r in mapped} == {"text", "voice"}
@@ -58,17 +58,17 @@ async def test_add_project_with_autocomplete(tmp_path: Path) -> None:
 
 async def test_add_project_errors_are_ephemeral_and_change_nothing(tmp_path: Path) -> None:
     async with open_fake_engine() as engine, commands_bot(tmp_path, engine) as harness:
-        before = await harness.store.list_channels()
+        before = await harness.store.places.list_channels()
         for typed in ("missing", "../../..", str(tmp_path)):
             reply = await command(harness, "add-project", {"project": typed})
             assert ephemeral(reply)
             assert reply["content"].startswith("Cannot add")
-        assert await harness.store.list_channels() == before
+        assert await harness.store.places.list_channels() == before
 
 
 async def test_add_project_refuses_paths_too_long_for_the_filesystem(tmp_path: Path) -> None:
     async with open_fake_engine() as engine, commands_bot(tmp_path, engine) as harness:
-        before = await harness.store.list_channels()
+        before = await harness.store.places.list_channels()
         too_long_a_name = str(tmp_path / ("x" * 300))  # one name past the filesystem's 255
         too_long_a_path = "/" + "/".join(["d" * 200] * 25)  # 5000 characters, past PATH_MAX
         for typed in (too_long_a_name, too_long_a_path):
@@ -81,7 +81,7 @@ async def test_add_project_refuses_paths_too_long_for_the_filesystem(tmp_path: P
         reply = await command(harness, "add-project", {"project": missing})
         assert reply["content"].startswith("Cannot add")
         assert reply["content"].endswith("does not exist")
-        assert await harness.store.list_channels() == before
+        assert await harness.store.places.list_channels() == before
 
 
 async def test_create_new_project(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ async def test_remove_project_asks_before_deleting_the_channel(tmp_path: Path) -
     async with open_fake_engine() as engine, commands_bot(tmp_path, engine) as harness:
         await command(harness, "add-project", {"project": "one"})
         await command(harness, "add-project", {"project": "two"})
-        records = await harness.store.list_channels()
+        records = await harness.store.places.list_channels()
         one = next(r for r in records if r.directory.name == "one" and r.channel_type == "text")
         two = next(r for r in records if r.directory.name == "two" and r.channel_type == "text")
 
@@ -116,7 +116,7 @@ async def test_remove_project_asks_before_deleting_the_channel(tmp_path: Path) -
         reply = await command(harness, "remove-project", {"project": str(one.channel_id)})
         assert ephemeral(reply)
         assert "Unmapped" in reply["content"]
-        assert await harness.store.get_channel(one.channel_id) is None
+        assert await harness.store.places.get_channel(one.channel_id) is None
         press = harness.alice.click_button(reply, buttons(reply)["Keep them"])
         after = await updated(harness.emulator, press)
         assert "Kept" in after["content"]

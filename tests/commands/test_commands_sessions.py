@@ -15,11 +15,12 @@ from commands_support import (
 from kimaki.bot.commands._common import IN_THREAD_ONLY
 from kimaki.store import Preference
 from kimaki.testing.bot import BotHarness, said
-from kimaki.testing.engine import FakeEngine, FakeTurn, echo, open_fake_engine
+from kimaki.testing.engine import FakeEngine, RunningTurn, echo, open_fake_engine
+from kimaki.testing.script import Hold
 
 
-async def hang(turn: FakeTurn) -> None:
-    await turn.hang()
+async def hang(turn: RunningTurn) -> None:
+    await turn.play(Hold())
 
 
 async def thread_with_turn(harness: BotHarness, engine: FakeEngine, text: str) -> str:
@@ -60,10 +61,10 @@ async def test_new_session_with_an_agent(tmp_path: Path) -> None:
         await command(harness, "new-session", {"prompt": "think first", "agent": "plan"})
         [prompt] = await engine.wait_for_prompts(1)
         assert prompt.agent == "plan"
-        stored = await harness.store.get_preference("session", prompt.session_id)
+        stored = await harness.store.preferences.get_preference("session", prompt.session_id)
         assert stored == Preference("session", prompt.session_id, agent="plan")
         # Only this session: the channel keeps the engine's default.
-        assert await harness.store.get_preference("channel", harness.channel_id) is None
+        assert await harness.store.preferences.get_preference("channel", harness.channel_id) is None
 
 
 async def test_abort(tmp_path: Path) -> None:
@@ -125,7 +126,7 @@ async def test_session_id_shows_the_opencode_terminal_command(tmp_path: Path) ->
         message = harness.alice.send_message(harness.channel_id, "hello")
         thread_id = await harness.thread_of(message)
         await harness.emulator.wait_for_message(thread_id, lambda m: "ok" in m["content"])
-        record = await harness.store.get_thread(int(thread_id))
+        record = await harness.store.places.get_thread(int(thread_id))
         assert record is not None
         assert record.session_id.startswith("ses")
         reply = await command(harness, "session-id", channel_id=thread_id)
@@ -157,7 +158,7 @@ async def test_resume_binds_a_thread_and_replays_history(tmp_path: Path) -> None
         thread = await harness.emulator.wait_for_thread(harness.channel_id)
         assert thread["name"] == "Refactor the parser"
         assert f"<#{thread['id']}>" in reply["content"]
-        record = await harness.store.get_thread(int(thread["id"]))
+        record = await harness.store.places.get_thread(int(thread["id"]))
         assert record is not None
         assert record.session_id == old.id
         history = await harness.emulator.wait_for_message(

@@ -45,7 +45,7 @@ async def new_worktree(
         for c in harness.emulator.state.channels
         if c not in before and harness.emulator.state.channels[c]["type"] == 11
     ]
-    record = await harness.store.get_worktree(int(thread_id))
+    record = await harness.store.places.get_worktree(int(thread_id))
     assert record is not None
     return thread_id, record
 
@@ -205,7 +205,7 @@ async def test_worktrees_lists_and_toggles_automatic_worktrees(tmp_path: Path) -
             harness.emulator, harness.alice.click_button(reply, buttons(reply)["Turn them on"])
         )
         assert "**on**" in after["content"]
-        channel = await harness.store.get_channel(harness.project.channel_id)
+        channel = await harness.store.places.get_channel(harness.project.channel_id)
         assert channel is not None
         assert channel.auto_worktrees
 
@@ -213,7 +213,7 @@ async def test_worktrees_lists_and_toggles_automatic_worktrees(tmp_path: Path) -
         message = harness.alice.send_message(harness.channel_id, "automatic one")
         thread_id = await harness.thread_of(message)
         [prompt] = await engine.wait_for_prompts(1)
-        automatic = await harness.store.get_worktree(int(thread_id))
+        automatic = await harness.store.places.get_worktree(int(thread_id))
         assert automatic is not None
         assert prompt.directory == automatic.directory
 
@@ -223,6 +223,6 @@ async def test_worktrees_lists_and_toggles_automatic_worktrees(tmp_path: Path) -
             harness.alice.click_button(reply, buttons(reply)["Turn automatic worktrees off"]),
         )
         assert "**off**" in off["content"]
-        channel = await harness.store.get_channel(harness.project.channel_id)
+        channel = await harness.store.places.get_channel(harness.project.channel_id)
         assert channel is not None
         assert not channel.auto_worktrees

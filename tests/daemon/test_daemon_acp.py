@@ -7,18 +7,19 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from kimaki.testing.acp_agent import AgentScript, Say, fake_agent_argv, read_record
+from kimaki.testing.acp_agent import AgentScript, fake_agent_argv, read_record
 from kimaki.testing.bot import said
 from kimaki.testing.daemon import map_project, running_daemon
 from kimaki.testing.discord import open_discord_emulator
 from kimaki.testing.opencode import process_running
+from kimaki.testing.script import Say, TurnScript
 
 
 async def test_a_message_is_answered_by_the_configured_acp_agent(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     data = tmp_path / "data"
-    script = AgentScript(turns=((Say("hello over ACP"),),)).write(tmp_path / "script.json")
+    script = AgentScript(turns=(TurnScript(Say("hello over ACP")),)).write(tmp_path / "script.json")
     record = tmp_path / "record.jsonl"
     agent = shlex.join(fake_agent_argv(script, record=record))
     async with open_discord_emulator() as emulator:

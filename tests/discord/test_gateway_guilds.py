@@ -42,7 +42,7 @@ async def _stop_resumably(emulator: DiscordEmulator, engine: FakeEngine, data: P
     """A first run that leaves a resumable gateway session in the store, as a restart does."""
     async with running_bot(emulator, engine, data) as first:
         await first.connection.shard.close(resumable=True)
-        assert await first.store.load_gateway_session() is not None
+        assert await first.store.gateway.load_gateway_session() is not None
         return first.workspace
 
 
@@ -55,11 +55,11 @@ async def test_a_failed_guild_list_is_retried_before_resuming(
         async with running_bot(emulator, fake_engine, tmp_path, workspace=workspace) as bot:
             assert len(emulator.gateway.resumes) == 1  # the session was kept
             assert len(emulator.gateway.identifies) == 1
-            assert bot.bot.guilds.guild(int(bot.guild_id)) is not None
+            assert bot.guilds.guild(int(bot.guild_id)) is not None
             message = bot.owner.send_message(bot.channel_id, "still there?")
             thread_id = await bot.thread_of(message)
             await emulator.wait_for_message(thread_id, lambda m: m["content"].startswith("echo:"))
-            assert connection_state(bot.connection.shard, bot.bot.guilds) == ("ready", [])
+            assert connection_state(bot.connection.shard, bot.guilds) == ("ready", [])
 
 
 async def test_a_guild_list_that_cannot_be_loaded_drops_the_session_and_identifies(
@@ -82,7 +82,7 @@ async def test_a_guild_list_that_cannot_be_loaded_drops_the_session_and_identifi
             message = bot.owner.send_message(bot.channel_id, "hello after the outage")
             thread_id = await bot.thread_of(message)
             await emulator.wait_for_message(thread_id, lambda m: m["content"].startswith("echo:"))
-            assert bot.bot.guilds.guild(int(bot.guild_id)) is not None
+            assert bot.guilds.guild(int(bot.guild_id)) is not None
     assert f"could not load the guild list before resuming ({GUILD_FILL_ATTEMPTS} attempts" in (
         caplog.text
     )

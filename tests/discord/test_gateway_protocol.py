@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import zlib
 
 import hypothesis.strategies as st
@@ -88,6 +89,44 @@ def test_zlib_decoder_reports_corruption() -> None:
 def test_decode_payload_never_raises(raw: str | bytes) -> None:
     result = decode_payload(raw)
     assert result is None or isinstance(result, dict)
+
+
+def _stdlib(raw: str | bytes) -> object:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"op":0,"d":{"id":"1","flags":4096},"s":7,"t":"MESSAGE_CREATE"}',
+        b'{"content":"caf\xc3\xa9 \xf0\x9f\x8e\x89"}',
+        '{"x":NaN,"y":-Infinity}',  # not JSON, but the standard library takes it
+        '{"s":"\\ud800 alone"}',  # a lone surrogate escape
+        '{"a":1,"a":2}',
+        "\ufeff" + '{"bom":true}',
+        '{"deep":' + "[" * 2000 + "]" * 2000 + "}",
+        "[1, 2]",
+        '{"unterminated":',
+        b"\xff\xfe{",
+    ],
+)
+def test_decode_payload_accepts_what_the_standard_library_accepts(raw: str | bytes) -> None:
+    assert decode_payload(raw) == _stdlib(raw)
+
+
+@given(raw=st.text() | st.binary())
+def test_decode_payload_agrees_with_the_standard_library(raw: str | bytes) -> None:
+    assert decode_payload(raw) == _stdlib(raw)
+
+
+def test_an_integer_beyond_64_bits_is_the_one_difference() -> None:
+    # Discord sends no such integer (ids are strings); orjson reads one as a float.
+    raw = '{"n":123456789012345678901234567890,"ok":9223372036854775807}'
+    assert decode_payload(raw) == {"n": 1.2345678901234568e29, "ok": 9223372036854775807}
 
 
 @given(

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import trio
 
-from kimaki.bot import INTERRUPTED
 from kimaki.testing.bot import bot_paragraphs, said
 from kimaki.testing.daemon import map_project, running_daemon
 from kimaki.testing.discord import open_discord_emulator
 from kimaki.testing.discord._actors import iter_components
 from kimaki.testing.model_server import ModelServer, Reply, opencode_config
 from kimaki.testing.opencode import real_opencode_binary
+from kimaki.threads import INTERRUPTED
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from kimaki.agents._errors import INSTALL_COMMANDS
+from kimaki.agents import INSTALL_COMMANDS
 
 
 def executable(directory: Path, name: str) -> Path:

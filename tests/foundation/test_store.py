@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from kimaki.discord.gateway import GatewaySession
 from kimaki.store import (
     LATEST_VERSION,
     ChannelRecord,
-    GatewaySession,
     Preference,
     ScheduledTask,
     Store,
@@ -32,7 +32,7 @@ CHANNEL = ChannelRecord(
 async def test_new_database_is_private_wal_and_at_latest_version(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     async with await Store.open(path) as store:
-        await store.set_bot_token("secret-token-value-xyz")
+        await store.credentials.set_bot_token("secret-token-value-xyz")
         assert _mode(path) == 0o600
         assert _mode(Path(f"{path}-wal")) == 0o600  # holds the token until checkpointed
     conn = sqlite3.connect(path)
@@ -65,10 +65,10 @@ async def test_migrates_from_every_earlier_version(tmp_path: Path, version: int)
             )
         conn.close()
     async with await Store.open(path) as store:
-        await store.put_channel(CHANNEL)
-        assert await store.get_channel(CHANNEL.channel_id) == CHANNEL
+        await store.places.put_channel(CHANNEL)
+        assert await store.places.get_channel(CHANNEL.channel_id) == CHANNEL
         if version >= 1:
-            kept = await store.get_channel(5)
+            kept = await store.places.get_channel(5)
             assert kept is not None
             assert kept.directory == Path("/p")
     conn = sqlite3.connect(path)
@@ -99,19 +99,19 @@ async def test_channel_round_trip_and_listing(tmp_path: Path) -> None:
         )
         other_bot = ChannelRecord(channel_id=2001, directory="/x", guild_id=42, app_id=8)
         for record in (CHANNEL, voice, other_bot):
-            await store.put_channel(record)
-        assert await store.get_channel(1002) == voice
-        assert await store.list_channels(app_id=7) == [CHANNEL, voice]
-        assert await store.list_channels(guild_id=42) == [CHANNEL, voice, other_bot]
-        assert await store.get_channel(999) is None
-        assert await store.delete_channel(1002)
-        assert not await store.delete_channel(1002)
-        assert await store.list_channels(app_id=7) == [CHANNEL]
+            await store.places.put_channel(record)
+        assert await store.places.get_channel(1002) == voice
+        assert await store.places.list_channels(app_id=7) == [CHANNEL, voice]
+        assert await store.places.list_channels(guild_id=42) == [CHANNEL, voice, other_bot]
+        assert await store.places.get_channel(999) is None
+        assert await store.places.delete_channel(1002)
+        assert not await store.places.delete_channel(1002)
+        assert await store.places.list_channels(app_id=7) == [CHANNEL]
 
 
 async def test_thread_and_worktree_round_trip(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "db") as store:
-        await store.put_channel(CHANNEL)
+        await store.places.put_channel(CHANNEL)
         thread = ThreadRecord(
             thread_id=5,
             session_id="ses_1",
@@ -119,13 +119,13 @@ async def test_thread_and_worktree_round_trip(tmp_path: Path) -> None:
             directory="/srv/app",
             channel_id=1001,
         )
-        await store.put_thread(thread)
-        assert await store.get_thread(5) == thread
+        await store.places.put_thread(thread)
+        assert await store.places.get_thread(5) == thread
         moved = ThreadRecord(
             thread_id=5, session_id="ses_2", engine="acp:kiro", directory="/w", channel_id=1001
         )
-        await store.put_thread(moved)
-        assert await store.get_thread(5) == moved
+        await store.places.put_thread(moved)
+        assert await store.places.get_thread(5) == moved
 
         worktree = WorktreeRecord(
             thread_id=5,
@@ -134,14 +134,13 @@ async def test_thread_and_worktree_round_trip(tmp_path: Path) -> None:
             branch="kimaki/fix-login",
             base_branch="main",
         )
-        await store.put_worktree(worktree)
-        assert await store.get_worktree(5) == worktree
-        assert await store.delete_worktree(5)
-        assert await store.get_worktree(5) is None
+        await store.places.put_worktree(worktree)
+        assert await store.places.get_worktree(5) == worktree
+        assert await store.places.get_worktree(6) is None
 
         # Unmapping a channel keeps its threads (they still know their session), unlinked.
-        await store.delete_channel(1001)
-        unlinked = await store.get_thread(5)
+        await store.places.delete_channel(1001)
+        unlinked = await store.places.get_thread(5)
         assert unlinked is not None
         assert unlinked.channel_id is None
         assert unlinked.session_id == "ses_2"
@@ -149,35 +148,37 @@ async def test_thread_and_worktree_round_trip(tmp_path: Path) -> None:
 
 async def test_preferences_resolve_session_then_channel_then_global(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "db") as store:
-        effective = await store.effective_preference(session_id="s", channel_id=1)
+        effective = await store.preferences.effective_preference(session_id="s", channel_id=1)
         assert (effective.model, effective.agent) == (None, None)
 
-        await store.set_preference(Preference("global", "", model="p/global", agent="build"))
-        await store.set_preference(Preference("channel", "1", model="p/channel"))
-        effective = await store.effective_preference(session_id="s", channel_id=1)
+        await store.preferences.set_preference(
+            Preference("global", "", model="p/global", agent="build")
+        )
+        await store.preferences.set_preference(Preference("channel", "1", model="p/channel"))
+        effective = await store.preferences.effective_preference(session_id="s", channel_id=1)
         assert (effective.model, effective.agent) == ("p/channel", "build")
 
-        await store.set_preference(Preference("session", "s", agent="plan"))
-        effective = await store.effective_preference(session_id="s", channel_id=1)
+        await store.preferences.set_preference(Preference("session", "s", agent="plan"))
+        effective = await store.preferences.effective_preference(session_id="s", channel_id=1)
         assert (effective.model, effective.agent) == ("p/channel", "plan")
 
-        other = await store.effective_preference(session_id="t", channel_id=2)
+        other = await store.preferences.effective_preference(session_id="t", channel_id=2)
         assert (other.model, other.agent) == ("p/global", "build")
 
-        assert await store.get_preference("channel", "1") == Preference(
+        assert await store.preferences.get_preference("channel", "1") == Preference(
             "channel", "1", model="p/channel"
         )
         # A preference with nothing in it is a "clear override".
-        await store.set_preference(Preference("channel", "1"))
-        assert await store.get_preference("channel", "1") is None
-        effective = await store.effective_preference(session_id="s", channel_id=1)
+        await store.preferences.set_preference(Preference("channel", "1"))
+        assert await store.preferences.get_preference("channel", "1") is None
+        effective = await store.preferences.effective_preference(session_id="s", channel_id=1)
         assert (effective.model, effective.agent) == ("p/global", "plan")
 
 
 async def test_scheduled_tasks(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "db") as store:
-        await store.put_channel(CHANNEL)
-        daily = await store.add_scheduled_task(
+        await store.places.put_channel(CHANNEL)
+        daily = await store.schedules.add_scheduled_task(
             ScheduledTask(
                 channel_id=1001,
                 prompt="run the tests",
@@ -186,7 +187,7 @@ async def test_scheduled_tasks(tmp_path: Path) -> None:
                 schedule="0 9 * * *",
             )
         )
-        once = await store.add_scheduled_task(
+        once = await store.schedules.add_scheduled_task(
             ScheduledTask(
                 channel_id=1001, thread_id=5, prompt="remind", next_run_at=100.0, created_by=9
             )
@@ -194,78 +195,80 @@ async def test_scheduled_tasks(tmp_path: Path) -> None:
         assert daily.task_id is not None
         assert once.task_id is not None
         assert daily.task_id != once.task_id
-        assert await store.due_scheduled_tasks(150.0) == [once]
-        assert await store.list_scheduled_tasks(channel_id=1001) == [once, daily]
+        assert await store.schedules.due_scheduled_tasks(150.0) == [once]
+        assert await store.schedules.list_scheduled_tasks(channel_id=1001) == [once, daily]
 
-        await store.reschedule_task(once.task_id, None)
-        await store.reschedule_task(daily.task_id, 300.0)
-        assert await store.due_scheduled_tasks(250.0) == []
-        assert [t.next_run_at for t in await store.due_scheduled_tasks(300.0)] == [300.0]
+        await store.schedules.reschedule_task(once.task_id, None)
+        await store.schedules.reschedule_task(daily.task_id, 300.0)
+        assert await store.schedules.due_scheduled_tasks(250.0) == []
+        assert [t.next_run_at for t in await store.schedules.due_scheduled_tasks(300.0)] == [300.0]
 
         # Tasks belong to their channel: unmapping it removes them.
-        await store.delete_channel(1001)
-        assert await store.list_scheduled_tasks() == []
+        await store.places.delete_channel(1001)
+        assert await store.schedules.list_scheduled_tasks() == []
 
 
 async def test_bot_token_and_gateway_session(tmp_path: Path) -> None:
     path = tmp_path / "db"
     async with await Store.open(path) as store:
-        assert await store.get_bot_token() is None
-        await store.set_bot_token("first-token-abcdefghijkl")
-        await store.set_bot_token("second-token-abcdefghijkl")
-        assert await store.load_gateway_session() is None
-        await store.save_gateway_session(
+        assert await store.credentials.get_bot_token() is None
+        await store.credentials.set_bot_token("first-token-abcdefghijkl")
+        await store.credentials.set_bot_token("second-token-abcdefghijkl")
+        assert await store.gateway.load_gateway_session() is None
+        await store.gateway.save_gateway_session(
             GatewaySession(session_id="abc", sequence=41, resume_url="wss://resume")
         )
     # A new process (a restart) sees what the last one saved.
     async with await Store.open(path) as store:
-        assert await store.get_bot_token() == "second-token-abcdefghijkl"
-        assert await store.load_gateway_session() == GatewaySession("abc", 41, "wss://resume")
-        await store.save_gateway_session(None)
-        assert await store.load_gateway_session() is None
-        assert await store.clear_bot_token()
-        assert await store.get_bot_token() is None
+        assert await store.credentials.get_bot_token() == "second-token-abcdefghijkl"
+        assert await store.gateway.load_gateway_session() == GatewaySession(
+            "abc", 41, "wss://resume"
+        )
+        await store.gateway.save_gateway_session(None)
+        assert await store.gateway.load_gateway_session() is None
+        assert await store.credentials.clear_bot_token()
+        assert await store.credentials.get_bot_token() is None
 
 
 async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db")
     await store.aclose()
     with pytest.raises(StoreClosedError):
-        await store.get_channel(1)
+        await store.places.get_channel(1)
 
 
 async def test_interaction_keys_are_bound_to_their_thread_and_expire(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "db") as store:
-        record = await store.create_interaction_key(
+        record = await store.keys.create_interaction_key(
             thread_id=5, kind="permission", payload={"request": "per_1", "tool": "bash"}, ttl=600
         )
         assert len(record.key) >= 16
-        other = await store.create_interaction_key(
+        other = await store.keys.create_interaction_key(
             thread_id=5, kind="permission", payload={}, ttl=600
         )
         assert other.key != record.key
 
-        found = await store.get_interaction_key(record.key, thread_id=5)
+        found = await store.keys.get_interaction_key(record.key, thread_id=5)
         assert found == record
         assert found is not None
         assert found.payload == {"request": "per_1", "tool": "bash"}
         # The same custom id pressed in another thread (forged or copied) means nothing there.
-        assert await store.get_interaction_key(record.key, thread_id=6) is None
-        assert await store.get_interaction_key("made-up", thread_id=5) is None
+        assert await store.keys.get_interaction_key(record.key, thread_id=6) is None
+        assert await store.keys.get_interaction_key("made-up", thread_id=5) is None
 
-        expired = await store.create_interaction_key(thread_id=5, kind="q", payload=1, ttl=-1)
-        assert await store.get_interaction_key(expired.key, thread_id=5) is None
-        assert await store.delete_expired_interaction_keys() == 1
-        assert await store.delete_interaction_key(record.key)
-        assert await store.get_interaction_key(record.key, thread_id=5) is None
+        expired = await store.keys.create_interaction_key(thread_id=5, kind="q", payload=1, ttl=-1)
+        assert await store.keys.get_interaction_key(expired.key, thread_id=5) is None
+        assert await store.keys.delete_expired_interaction_keys() == 1
+        assert await store.keys.delete_interaction_key(record.key)
+        assert await store.keys.get_interaction_key(record.key, thread_id=5) is None
 
 
 async def test_thread_of_a_session(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "db") as store:
-        await store.put_channel(CHANNEL)
-        assert await store.thread_of_session("ses_x") is None
+        await store.places.put_channel(CHANNEL)
+        assert await store.places.thread_of_session("ses_x") is None
         first = ThreadRecord(thread_id=1, session_id="ses_x", engine="opencode", directory="/a")
-        await store.put_thread(first)
-        assert await store.thread_of_session("ses_x") == first
-        assert await store.thread_of_session("ses_y") is None
-        assert await store.thread_of_session("") is None  # a thread not started yet
+        await store.places.put_thread(first)
+        assert await store.places.thread_of_session("ses_x") == first
+        assert await store.places.thread_of_session("ses_y") is None
+        assert await store.places.thread_of_session("") is None  # a thread not started yet

@@ -18,20 +18,17 @@ from typing import Any
 import pytest
 import trio
 
-from kimaki.agents import EventQueue, ServerState, TextCompleted, TurnEnded
+from kimaki.agents import AgentServerHandover, EventQueue, ServerState, TextCompleted, TurnEnded
 from kimaki.agents.opencode import open_opencode_engine
-from kimaki.store import AgentServerHandover
 from kimaki.testing.engine import until_turn_end
 from kimaki.testing.opencode import (
-    FakeTurn,
-    Hold,
-    Say,
     process_running,
     real_opencode_binary,
     running_fake_opencode,
     stub_config,
     wait_for_exit,
 )
+from kimaki.testing.script import Hold, Say, TurnScript
 
 
 def open_pipes() -> set[str]:
@@ -74,7 +71,7 @@ async def hand_over_an_idle_server(tmp_path: Path, port: int) -> list[AgentServe
 
 
 async def test_a_live_server_is_adopted_and_its_turn_continues(tmp_path: Path) -> None:
-    turn = FakeTurn.of(Say("before the restart"), Hold(), Say("after the restart"))
+    turn = TurnScript(Say("before the restart"), Hold(), Say("after the restart"))
     async with running_fake_opencode(tmp_path, turn) as (fake, port):
         handovers, session_id, turn_id, before = await hand_over_a_running_turn(tmp_path, port)
         [handover] = handovers
@@ -112,7 +109,7 @@ async def test_a_live_server_is_adopted_and_its_turn_continues(tmp_path: Path) -
 
 
 async def test_a_server_that_died_during_the_restart_is_replaced(tmp_path: Path) -> None:
-    turn = FakeTurn.of(Say("before the restart"), Hold(), Say("never said"))
+    turn = TurnScript(Say("before the restart"), Hold(), Say("never said"))
     async with running_fake_opencode(tmp_path, turn) as (fake, port):
         handovers, session_id, turn_id, _ = await hand_over_a_running_turn(tmp_path, port)
         [handover] = handovers
@@ -190,12 +187,12 @@ async def before_exec():
             connection = await engine.server(directory).connection()
             say(phase="first", pid=os.getpid(), server=connection.process.pid)
             handovers = await engine.handover()
-        await store.save_agent_servers(handovers)
+        await store.handover.save_agent_servers(handovers)
     return [fd for h in handovers for fd in (h.stdout_fd, h.stderr_fd) if fd is not None]
 
 async def after_exec():
     async with await Store.open(database) as store:
-        handovers = await store.take_agent_servers()
+        handovers = await store.handover.take_agent_servers()
     async with open_opencode_engine(config, adopt=handovers) as engine:
         server = engine.server(directory)
         connection = await server.connection()

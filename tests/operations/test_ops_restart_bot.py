@@ -29,14 +29,12 @@ from kimaki.testing.discord import DiscordEmulator, open_discord_emulator
 from kimaki.testing.discord._actors import Actor
 from kimaki.testing.opencode import (
     FakeOpenCode,
-    FakeTurn,
-    Hold,
-    Say,
     process_running,
     running_fake_opencode,
     stub_command,
     wait_for_exit,
 )
+from kimaki.testing.script import Hold, Say, TurnScript
 
 
 @attrs.define
@@ -63,7 +61,7 @@ class Setup:
 
 @asynccontextmanager
 async def daemon_with_bot(
-    tmp_path: Path, *turns: FakeTurn, ignore_sigterm: bool = False
+    tmp_path: Path, *turns: TurnScript, ignore_sigterm: bool = False
 ) -> AsyncIterator[Setup]:
     data, project = tmp_path / "data", tmp_path / "project"
     project.mkdir()
@@ -87,7 +85,7 @@ async def daemon_with_bot(
 
 
 async def test_sigterm_with_a_running_turn_stops_within_10_s(tmp_path: Path) -> None:
-    turn = FakeTurn.of(Say("working on it"), Hold())
+    turn = TurnScript(Say("working on it"), Hold())
     async with daemon_with_bot(tmp_path, turn, ignore_sigterm=True) as setup:
         await setup.open_thread("do something long", "working on it")
         server = await setup.server_pid()
@@ -103,7 +101,7 @@ async def test_sigterm_with_a_running_turn_stops_within_10_s(tmp_path: Path) -> 
 
 
 async def test_sigterm_aborts_running_turns_with_a_notice(tmp_path: Path) -> None:
-    turn = FakeTurn.of(Say("working on it"), Hold())
+    turn = TurnScript(Say("working on it"), Hold())
     async with daemon_with_bot(tmp_path, turn) as setup:
         thread = await setup.open_thread("do something long", "working on it")
         assert await setup.daemon.stop() == 0
@@ -159,7 +157,7 @@ async def test_messages_sent_during_the_restart_are_answered_once_in_order(
 async def test_a_running_turn_continues_across_the_restart_without_repeats(
     tmp_path: Path,
 ) -> None:
-    turn = FakeTurn.of(Say("before the restart"), Hold(), Say("after the restart"))
+    turn = TurnScript(Say("before the restart"), Hold(), Say("after the restart"))
     async with daemon_with_bot(tmp_path, turn) as setup:
         thread = await setup.open_thread("do something long", "before the restart")
         setup.daemon.send_signal(signal.SIGUSR2)
@@ -175,7 +173,7 @@ async def test_a_running_turn_continues_across_the_restart_without_repeats(
 async def test_a_turn_whose_server_died_during_the_restart_ends_with_an_error(
     tmp_path: Path,
 ) -> None:
-    turn = FakeTurn.of(Say("before the restart"), Hold(), Say("never said"))
+    turn = TurnScript(Say("before the restart"), Hold(), Say("never said"))
     async with daemon_with_bot(tmp_path, turn) as setup:
         thread = await setup.open_thread("do something long", "before the restart")
         server = await setup.server_pid()

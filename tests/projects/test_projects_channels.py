@@ -43,15 +43,16 @@ async def projects_on(
             RESTClient(emulator.token, base_url=emulator.api_url) as rest,
         ):
             application = await rest.get_current_application()
+            known = tuple(int(g) for g in guild_ids)
             yield (
                 emulator,
                 Projects(
                     rest=rest,
-                    store=store,
+                    store=store.places,
                     app_id=application.id,
                     data_dir=tmp_path / "data",
                     projects_dir=tmp_path / "data" / "projects",
-                    guild_ids=[int(g) for g in guild_ids],
+                    guild_ids=lambda: known,
                 ),
                 guild_ids,
             )

@@ -102,7 +102,7 @@ async def test_without_a_daemon(tmp_path: Path) -> None:
         assert text_id in emulator.state.channels  # kept: not asked to delete
         assert folder.is_dir()
         async with await Store.open(data_dir / "discord-sessions.db") as store:
-            assert await store.list_channels() == []
+            assert await store.places.list_channels() == []
 
         result = await kimaki(emulator, data_dir, port, "remove", text_id)
         assert result.returncode == 64
@@ -125,7 +125,8 @@ async def test_through_the_running_daemon(tmp_path: Path) -> None:
             data_dir=data_dir,
             health=lambda: {"pid": os.getpid(), "data_dir": str(data_dir)},
         )
-        await install_project_routes(control, harness.bot)
+        # The daemon's wiring: the routes use the bot's own project operations.
+        await install_project_routes(control, harness.bot.projects)
         port = await nursery.start(control.serve)
         token_file = data_dir / CONTROL_TOKEN_FILE
         assert token_file.stat().st_mode & 0o777 == 0o600
@@ -140,7 +141,7 @@ async def test_through_the_running_daemon(tmp_path: Path) -> None:
         result = await kimaki(emulator, data_dir, port, "add", str(folder))
         assert result.returncode == 0, result.stderr
         records = [
-            r for r in await harness.store.list_channels() if r.directory == folder.resolve()
+            r for r in await harness.store.places.list_channels() if r.directory == folder.resolve()
         ]
         assert {r.channel_type for r in records} == {"text", "voice"}
         text = next(r for r in records if r.channel_type == "text")
@@ -156,7 +157,7 @@ async def test_through_the_running_daemon(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert str(text.channel_id) not in emulator.state.channels
-        assert await harness.store.get_channel(text.channel_id) is None
+        assert await harness.store.places.get_channel(text.channel_id) is None
         assert folder.is_dir()
 
         # Errors come back as the one line the daemon wrote.

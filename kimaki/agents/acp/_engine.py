@@ -8,7 +8,7 @@ open_acp_engine(AcpConfig(agent=...)) (owns the engine nursery; engine name `acp
      serve: until the agent closes its output
      per session (AcpSession): `session/new` | `session/resume` | `session/load`, then turns:
         prompt() ─► `session/prompt` (a task in the process nursery; returns once written)
-                    `session/update`s ─► UpdateMapper ─► EventQueue
+                    `session/update`s ─► decoded (_wire) ─► UpdateMapper ─► EventQueue
                     the answer's stopReason ─► TurnEnded (after the updates before it)
         abort()  ─► `session/cancel`; pending permission requests answered `cancelled`
         agent requests: `session/request_permission` ─► PermissionRequested, answered by
@@ -35,7 +35,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
 from urllib.parse import quote
 
 import attrs
@@ -54,39 +54,57 @@ from kimaki.agents._engine import (
     CommandInfo,
     Engine,
     EngineSession,
-    EventQueue,
     ModelRef,
     PermissionReply,
     ProviderModels,
 )
 from kimaki.agents._errors import (
     AgentLoginRequiredError,
-    EngineError,
     EngineRequestError,
     EngineUnavailableError,
     SessionNotFoundError,
-    TurnInProgressError,
     login_fix,
 )
 from kimaki.agents._events import (
-    EngineEvent,
     PermissionRequested,
     PermissionResolved,
     TurnEnded,
 )
 from kimaki.agents._extras import SessionSummary
 from kimaki.agents._process import AgentProcess, LaunchSpec
+from kimaki.agents._session import SendTurn, TurnRequest, TurnSession
 from kimaki.agents._supervisor import AgentServer, RestartPolicy
-from kimaki.agents._turns import TurnKeeper
 from kimaki.agents.acp._agents import AgentCommand
 from kimaki.agents.acp._files import FileRequestError, read_text, write_text
 from kimaki.agents.acp._jsonrpc import (
+    INVALID_PARAMS,
     METHOD_NOT_FOUND,
     ConnectionClosedError,
     JsonRpcConnection,
     JsonRpcError,
 )
 from kimaki.agents.acp._mapping import Catalog, UpdateMapper, stop_reason, tool_summary
+from kimaki.agents.acp._wire import (
+    AvailableCommandsUpdate,
+    EmptyAnswer,
+    Implementation,
+    InitializeResult,
+    JsonValue,
+    MalformedMessage,
+    PermissionOption,
+    PermissionRequest,
+    PromptResult,
+    ReadTextFile,
+    SessionInfo,
+    SessionList,
+    SessionNotification,
+    SessionState,
+    SessionUpdate,
+    WriteTextFile,
+    auth_methods,
+    decode,
+    decode_answer,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -100,6 +118,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("kimaki.acp")
+
+T = TypeVar("T")
 
 PROTOCOL_VERSION: Final = 1
 AUTH_REQUIRED: Final = -32000
@@ -184,60 +204,38 @@ class AgentCapabilities:
     auth_methods: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, result: Any) -> AgentCapabilities:
-        if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), int):
-            raise EngineUnavailableError(f"the agent's initialize answer is malformed: {result!r}")
-        caps = _dict(result.get("agentCapabilities"))
-        prompt = _dict(caps.get("promptCapabilities"))
-        mcp = _dict(caps.get("mcpCapabilities"))
-        session = _dict(caps.get("sessionCapabilities"))
-        info = _dict(result.get("agentInfo"))
+    def of(cls, answer: InitializeResult) -> AgentCapabilities:
+        caps = answer.agent_capabilities
+        session = caps.session_capabilities
+        info = answer.agent_info or Implementation()
         return cls(
-            protocol_version=result["protocolVersion"],
-            name=str(info.get("name") or ""),
-            version=str(info.get("version") or ""),
-            load_session=caps.get("loadSession") is True,
-            resume=isinstance(session.get("resume"), dict),
-            list_sessions=isinstance(session.get("list"), dict),
-            image=prompt.get("image") is True,
-            embedded_context=prompt.get("embeddedContext") is True,
-            mcp_http=mcp.get("http") is True,
-            mcp_sse=mcp.get("sse") is True,
-            auth_methods=_auth_methods(result.get("authMethods")),
+            protocol_version=answer.protocol_version,
+            name=info.name,
+            version=info.version,
+            load_session=caps.load_session,
+            resume=session.resume is not None,
+            list_sessions=session.list is not None,
+            image=caps.prompt_capabilities.image,
+            embedded_context=caps.prompt_capabilities.embedded_context,
+            mcp_http=caps.mcp_capabilities.http,
+            mcp_sse=caps.mcp_capabilities.sse,
+            auth_methods=tuple(method.label for method in answer.auth_methods),
         )
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _auth_methods(methods: Any) -> tuple[str, ...]:
-    """The names of `authMethods` (in `initialize`'s answer, or an error's data)."""
-    if isinstance(methods, dict):
-        methods = methods.get("authMethods")
-    return tuple(
-        str(m.get("description") or m.get("name") or m.get("id"))
-        for m in (methods if isinstance(methods, list) else [])
-        if isinstance(m, dict)
-    )
-
-
-def _session_summary(info: Any) -> SessionSummary | None:
-    if not isinstance(info, dict) or not isinstance(info.get("sessionId"), str):
-        return None
+def _session_summary(info: SessionInfo) -> SessionSummary:
     updated = 0.0
-    if isinstance(info.get("updatedAt"), str):
+    if info.updated_at is not None:
         with suppress(ValueError):
-            updated = datetime.datetime.fromisoformat(info["updatedAt"]).timestamp()
-    title = info.get("title") if isinstance(info.get("title"), str) else ""
-    return SessionSummary(info["sessionId"], title or "", updated)
+            updated = datetime.datetime.fromisoformat(info.updated_at).timestamp()
+    return SessionSummary(info.session_id, info.title or "", updated)
 
 
 @final
 class AcpConnection:
     """A ready agent process: its JSON-RPC connection and what it can do."""
 
-    def __init__(self, directory: _Directory, process: AgentProcess, nursery: trio.Nursery):
+    def __init__(self, directory: _AcpDirectory, process: AgentProcess, nursery: trio.Nursery):
         if process.stdin is None or process.stdout is None:
             raise EngineUnavailableError("the agent has no stdin/stdout")
         self.process = process
@@ -260,17 +258,17 @@ class AcpConnection:
         finally:
             self.closed.set()
 
-    async def _on_request(self, method: str, params: Any) -> Any:
+    async def _on_request(self, method: str, params: object) -> JsonValue:
         return await self._directory.agent_request(self, method, params)
 
-    async def _on_notification(self, method: str, params: Any) -> None:
+    async def _on_notification(self, method: str, params: object) -> None:
         self._directory.agent_notification(method, params)
         await trio.lowlevel.checkpoint()
 
 
 @attrs.define
 class _PendingPermission:
-    options: list[dict[str, Any]]
+    options: tuple[PermissionOption, ...]
     done: trio.Event = attrs.Factory(trio.Event)
     option_id: str | None = None
 
@@ -279,8 +277,8 @@ class _PendingPermission:
             return
         for kind in _ALLOW.get(reply or "", ()):
             for option in self.options:
-                if option.get("kind") == kind:
-                    self.option_id = str(option["optionId"])
+                if option.kind == kind:
+                    self.option_id = option.option_id
                     break
             if self.option_id is not None:
                 break
@@ -288,7 +286,7 @@ class _PendingPermission:
 
 
 @final
-class _Directory:
+class _AcpDirectory:
     """One project directory: its supervised agent process (the hooks) and its sessions."""
 
     def __init__(self, engine: AcpEngine, directory: Path) -> None:
@@ -337,11 +335,16 @@ class _Directory:
             result = await connection.rpc.request("initialize", params)
         except JsonRpcError as exc:
             if exc.code == AUTH_REQUIRED:
-                raise self.login_required(_auth_methods(exc.data)) from None
+                methods = tuple(method.label for method in auth_methods(exc.data))
+                raise self.login_required(methods) from None
             raise EngineUnavailableError(f"initialize failed: {exc.message}") from None
         except ConnectionClosedError:
             raise EngineUnavailableError("the agent closed its output during initialize") from None
-        capabilities = AgentCapabilities.parse(result)
+        try:
+            answer = decode_answer(InitializeResult, result, "initialize")
+        except MalformedMessage as exc:
+            raise EngineUnavailableError(f"the agent gave a malformed answer to {exc}") from None
+        capabilities = AgentCapabilities.of(answer)
         if capabilities.protocol_version != PROTOCOL_VERSION:
             raise EngineUnavailableError(
                 f"the agent speaks ACP version {capabilities.protocol_version}; "
@@ -379,34 +382,46 @@ class _Directory:
 
     # ------------------------------------------------------------------ from the agent
 
-    def agent_notification(self, method: str, params: Any) -> None:
+    def agent_notification(self, method: str, params: object) -> None:
         if method != "session/update":
             log.debug("%s: ignoring %s", self.server.name, method)
             return
-        session_id, update = _dict(params).get("sessionId"), _dict(params).get("update")
-        if not isinstance(session_id, str) or not isinstance(update, dict):
-            log.warning("%s: skipping a malformed session/update: %.200r", self.server.name, params)
+        try:
+            notification = decode(SessionNotification, params, method)
+        except MalformedMessage as exc:
+            log.warning("%s: skipping a malformed %s (%.200r)", self.server.name, exc, params)
             return
+        session_id, update = notification.session_id, notification.update
         if session_id in self._loading:
             return  # a replayed history: already shown when it happened
         self.catalog.take_update(update)
-        if update.get("sessionUpdate") == "available_commands_update":
+        if isinstance(update, AvailableCommandsUpdate):
             self._commands_seen.set()
         session = self.sessions.get(session_id)
         if session is not None:
             session._update(update)
 
-    async def agent_request(self, connection: AcpConnection, method: str, params: Any) -> Any:
-        session_id = _dict(params).get("sessionId")
-        session = self.sessions.get(session_id) if isinstance(session_id, str) else None
-        if method == "session/request_permission":
-            if session is None:
-                return {"outcome": {"outcome": "cancelled"}}
-            return await session._permission(connection, _dict(params))
-        if method in ("fs/read_text_file", "fs/write_text_file") and self.config.serve_files:
-            if session is None:
-                raise JsonRpcError(-32602, f"unknown session {session_id!r}")
-            return await session._file_request(method, _dict(params))
+    async def agent_request(
+        self, connection: AcpConnection, method: str, params: object
+    ) -> JsonValue:
+        """Answer what the agent asks; a malformed request is answered invalid-params."""
+        try:
+            if method == "session/request_permission":
+                request = decode(PermissionRequest, params, method)
+                session = self.sessions.get(request.session_id)
+                if session is None:
+                    return _CANCELLED
+                return await session._permission(connection, request)
+            if method in _FILE_REQUESTS and self.config.serve_files:
+                file_request = decode(_FILE_REQUESTS[method], params, method)
+                session = self.sessions.get(file_request.session_id)
+                if session is None:
+                    raise JsonRpcError(
+                        INVALID_PARAMS, f"unknown session {file_request.session_id!r}"
+                    )
+                return await session._file_request(method, file_request)
+        except MalformedMessage as exc:
+            raise JsonRpcError(INVALID_PARAMS, str(exc)) from None
         log.info(
             "%s: the agent asked for %s, which kimaki does not offer", self.server.name, method
         )
@@ -433,14 +448,17 @@ class _Directory:
             out.append(server.to_wire())
         return out
 
-    async def call(self, connection: AcpConnection, method: str, params: Any) -> Any:
-        """A request whose failure a person should read: engine errors, not JSON-RPC ones.
+    async def call(
+        self, connection: AcpConnection, method: str, params: object, answer: type[T]
+    ) -> T:
+        """A request whose failure a person should read: engine errors, not JSON-RPC ones;
+        its answer decoded as `answer`.
 
         The server counts as busy meanwhile: an idle stop never cuts a request short.
         """
         try:
             with self.server.busy():
-                return await connection.rpc.request(method, params)
+                result = await connection.rpc.request(method, params)
         except ConnectionClosedError:
             raise EngineUnavailableError(
                 f"{self.agent.name} stopped while answering {method}"
@@ -451,6 +469,11 @@ class _Directory:
             raise EngineRequestError(
                 f"{self.agent.name} refused {method}: {exc.message}", status=exc.code
             ) from None
+        try:
+            return decode_answer(answer, result, method)
+        except MalformedMessage as exc:
+            name = self.agent.name
+            raise EngineRequestError(f"{name} gave a malformed answer to {exc}") from None
 
     def login_required(self, methods: Sequence[str]) -> AgentLoginRequiredError:
         """The agent answered `auth_required` (-32000): one line naming how to log it in."""
@@ -460,14 +483,13 @@ class _Directory:
             f"{self.agent.name} needs a login first: {login_fix(self.agent.name, how, home=home)}"
         )
 
-    async def new_session(self, connection: AcpConnection) -> tuple[str, Any]:
+    async def new_session(self, connection: AcpConnection) -> tuple[str, SessionState]:
         params = {"cwd": str(self.directory), "mcpServers": self.mcp_servers(connection)}
-        result = await self.call(connection, "session/new", params)
-        session_id = _dict(result).get("sessionId")
-        if not isinstance(session_id, str) or not session_id:
+        state = await self.call(connection, "session/new", params, SessionState)
+        if not state.session_id:
             raise EngineRequestError(f"{self.agent.name} answered session/new without an id")
-        self.catalog.take_session(result)
-        return session_id, result
+        self.catalog.take_session(state)
+        return state.session_id, state
 
     async def attach(self, session: AcpSession, connection: AcpConnection) -> None:
         """Make `session` known to this process (after a restart, or on a resume)."""
@@ -487,7 +509,7 @@ class _Directory:
         self._loading.add(session.session_id)
         try:
             with self.server.busy():
-                result = await self.call(connection, method, params)
+                state = await self.call(connection, method, params, SessionState)
                 await connection.rpc.notifications_delivered()
         except EngineRequestError as exc:
             if exc.status == AUTH_REQUIRED:
@@ -496,8 +518,8 @@ class _Directory:
             raise SessionNotFoundError(session.session_id) from None
         finally:
             self._loading.discard(session.session_id)
-        self.catalog.take_session(result)
-        session.catalog.take_session(result)
+        self.catalog.take_session(state)
+        session.catalog.take_session(state)
         session._connection = connection
 
     async def ready(self, session: AcpSession) -> AcpConnection:
@@ -521,6 +543,11 @@ class _Directory:
 
 
 _turn_ids = itertools.count(1)
+_CANCELLED: Final[JsonValue] = {"outcome": {"outcome": "cancelled"}}
+_FILE_REQUESTS: Final[Mapping[str, type[ReadTextFile] | type[WriteTextFile]]] = {
+    "fs/read_text_file": ReadTextFile,
+    "fs/write_text_file": WriteTextFile,
+}
 
 
 def _new_id(prefix: str) -> str:
@@ -528,30 +555,22 @@ def _new_id(prefix: str) -> str:
 
 
 @final
-class AcpSession:
+class AcpSession(TurnSession[_AcpDirectory, UpdateMapper]):
     """One ACP session (implements `kimaki.agents.EngineSession`)."""
 
-    def __init__(self, directory: _Directory, session_id: str, title: str) -> None:
-        self._dir = directory
-        self.session_id = session_id
-        self.directory = directory.directory
-        self.events = EventQueue()
+    def __init__(self, directory: _AcpDirectory, session_id: str, title: str) -> None:
+        super().__init__(
+            directory,
+            session_id,
+            UpdateMapper(title=title, directory=str(directory.directory)),
+            touch=True,
+            abort_wait=directory.config.abort_wait,
+            lost_fallback="the agent stopped",
+        )
         self.catalog = Catalog(directory.agent.name)
         self.catalog.copy_from(directory.catalog)
-        self._mapper = UpdateMapper(title=title, directory=str(directory.directory))
         self._connection: AcpConnection | None = None
-        self._prompt_lock = trio.Lock()
-        self._turns = TurnKeeper(directory.server, self.events, touch=True)
-        self._closed = False
         self._permissions: dict[str, _PendingPermission] = {}
-
-    @property
-    def title(self) -> str:
-        return self._mapper.title
-
-    @property
-    def turn_id(self) -> str | None:
-        return self._mapper.turn_id
 
     @property
     def current_model(self) -> ModelRef | None:
@@ -563,41 +582,14 @@ class AcpSession:
 
     # ------------------------------------------------------------------ the interface
 
-    async def prompt(
-        self,
-        text: str,
-        files: Sequence[AttachedFile] = (),
-        *,
-        model: ModelRef | None = None,
-        agent: str | None = None,
-    ) -> str:
-        async with self._prompt_lock:
-            if self._closed:
-                raise EngineError("this session was closed")
-            if self._mapper.turn_id is not None:
-                raise TurnInProgressError("the previous turn is still running")
-            connection = await self._dir.ready(self)
-            blocks = self._blocks(text, files, connection.capabilities)
-            await self._choose(connection, model, agent)
-            turn_id = _new_id("turn")
-            self._mapper.begin_turn(turn_id)
-            self._turns.begin()
-            try:
-                await connection.nursery.start(self._run_turn, connection, turn_id, blocks)
-            except BaseException as exc:
-                self._mapper.cancel_turn()
-                self._turns.finish()
-                if isinstance(exc, ConnectionClosedError | RuntimeError):
-                    raise EngineUnavailableError(
-                        f"{self._dir.agent.name} stopped before the prompt reached it"
-                    ) from None
-                raise
-            return turn_id
+    def new_turn_id(self) -> str:
+        return _new_id("turn")
 
-    async def resume_turn(self, turn_id: str) -> None:
-        """ACP agents do not survive an in-place restart (their stdio went with the old
-        process), so the turn cannot be followed: it ends with an error saying so. Sending the
-        prompt again is the person's call, since the turn may already have changed files."""
+    async def resume_turn(self, turn_id: str) -> bool:
+        """ACP agents do not survive a restart (their stdio went with the old process), and
+        keep no record of turns a new one could read, so the turn cannot be followed: it ends
+        with an error saying so. Sending the prompt again is the person's call, since the turn
+        may already have changed files."""
         await trio.lowlevel.checkpoint()
         self.events.send_nowait(
             TurnEnded(
@@ -606,25 +598,7 @@ class AcpSession:
                 "the agent was stopped when kimaki restarted; send the message again",
             )
         )
-
-    async def abort(self) -> None:
-        turn_id = self._mapper.turn_id
-        if turn_id is None:
-            return
-        self._mapper.request_abort()
-        turn_over = self._turns.over
-        self._cancel_permissions()
-        connection = self._connection
-        if connection is not None:
-            try:
-                await connection.rpc.notify("session/cancel", {"sessionId": self.session_id})
-            except ConnectionClosedError:
-                log.debug("%s: cancel not sent, the agent is gone", self.session_id)
-        with trio.move_on_after(self._dir.config.abort_wait):
-            await turn_over.wait()
-            return
-        log.warning("%s: the agent did not end the turn after a cancel", self.session_id)
-        self._emit_all(self._mapper.end_turn(turn_id, "aborted"))
+        return True
 
     async def reply_permission(self, request_id: str, reply: PermissionReply) -> None:
         pending = self._permissions.get(request_id)
@@ -640,13 +614,37 @@ class AcpSession:
     async def reject_question(self, request_id: str) -> None:
         raise EngineRequestError("ACP agents ask no questions; there is nothing to reject")
 
-    async def aclose(self) -> None:
-        self._closed = True
-        self._dir.sessions.remove(self)
+    # ------------------------------------------------------------------ the turn's hooks
+
+    async def _prepare_turn(self, request: TurnRequest) -> SendTurn:
+        connection = await self._dir.ready(self)
+        blocks = self._blocks(request.text, request.files, connection.capabilities)
+        await self._choose(connection, request.model, request.agent)
+
+        async def send(turn_id: str) -> None:
+            try:
+                await connection.nursery.start(self._run_turn, connection, turn_id, blocks)
+            except (ConnectionClosedError, RuntimeError):
+                raise EngineUnavailableError(
+                    f"{self._dir.agent.name} stopped before the prompt reached it"
+                ) from None
+
+        return send
+
+    async def _request_abort(self) -> None:
         self._cancel_permissions()
-        self._turns.release()
-        self.events.close()
-        await trio.lowlevel.checkpoint()
+        connection = self._connection
+        if connection is not None:
+            try:
+                await connection.rpc.notify("session/cancel", {"sessionId": self.session_id})
+            except ConnectionClosedError:
+                log.debug("%s: cancel not sent, the agent is gone", self.session_id)
+
+    async def _abort_unanswered(self) -> None:
+        log.warning("%s: the agent did not end the turn after a cancel", self.session_id)
+
+    def _closing(self) -> None:
+        self._cancel_permissions()
 
     # ------------------------------------------------------------------ turns
 
@@ -681,8 +679,10 @@ class AcpSession:
         return blocks or [{"type": "text", "text": ""}]
 
     async def _choose(
-        self, connection: AcpConnection, model: ModelRef | None, agent: str | None
+        self, connection: AcpConnection, model: ModelRef | None, persona: str | None
     ) -> None:
+        """Select the model and the persona (the `agent` a prompt names: an ACP mode, not the
+        agent program `self._dir.agent`) before a prompt."""
         name = self._dir.agent.name
         catalog = self.catalog
         if model is not None and catalog.current_model() != model:
@@ -690,29 +690,34 @@ class AcpSession:
             if choice is None:
                 raise EngineRequestError(f"{name} does not offer the model {model}")
             config_id, value = choice
-            result = await self._dir.call(
+            state = await self._dir.call(
                 connection,
                 "session/set_config_option",
                 {"sessionId": self.session_id, "configId": config_id, "value": value},
+                SessionState,
             )
-            catalog.take_config_options(_dict(result).get("configOptions"))
-        if agent is not None and catalog.current_agent() != agent:
-            how = catalog.mode_choice(agent)
+            catalog.take_config_options(state.config_options)
+        if persona is not None and catalog.current_agent() != persona:
+            how = catalog.mode_choice(persona)
             if how is None:
-                raise EngineRequestError(f"{name} has no agent or mode called {agent}")
+                raise EngineRequestError(f"{name} has no agent or mode called {persona}")
             kind, ident = how
             if kind == "config":
-                result = await self._dir.call(
+                state = await self._dir.call(
                     connection,
                     "session/set_config_option",
-                    {"sessionId": self.session_id, "configId": ident, "value": agent},
+                    {"sessionId": self.session_id, "configId": ident, "value": persona},
+                    SessionState,
                 )
-                catalog.take_config_options(_dict(result).get("configOptions"))
+                catalog.take_config_options(state.config_options)
             else:
                 await self._dir.call(
-                    connection, "session/set_mode", {"sessionId": self.session_id, "modeId": agent}
+                    connection,
+                    "session/set_mode",
+                    {"sessionId": self.session_id, "modeId": persona},
+                    EmptyAnswer,
                 )
-                catalog.current_mode = agent
+                catalog.current_mode = persona
 
     async def _run_turn(
         self,
@@ -749,43 +754,38 @@ class AcpSession:
             self._emit_all(self._mapper.end_turn(turn_id, "error", repr(exc)))
             return
         await connection.rpc.notifications_delivered()
-        reason = stop_reason(_dict(result).get("stopReason"))
-        self._emit_all(self._mapper.end_turn(turn_id, reason))
+        try:
+            answer = decode_answer(PromptResult, result, "session/prompt")
+        except MalformedMessage as exc:  # cannot happen (every field has a default): be safe
+            log.warning("%s: %s", self.session_id, exc)
+            answer = PromptResult()
+        self._emit_all(self._mapper.end_turn(turn_id, stop_reason(answer.stop_reason)))
 
     # ------------------------------------------------------------------ from the agent
 
-    def _update(self, update: dict[str, Any]) -> None:
+    def _update(self, update: SessionUpdate) -> None:
         self.catalog.take_update(update)
         self._emit_all(self._mapper.handle(update))
 
-    async def _permission(self, connection: AcpConnection, params: dict[str, Any]) -> Any:
+    async def _permission(self, connection: AcpConnection, request: PermissionRequest) -> JsonValue:
         await connection.rpc.notifications_delivered()  # the tool call it is about comes first
-        options = [
-            o
-            for o in params.get("options") or []
-            if isinstance(o, dict) and isinstance(o.get("optionId"), str)
-        ]
         if self._closed or self._mapper.abort_requested:
-            return {"outcome": {"outcome": "cancelled"}}
-        tool = _dict(params.get("toolCall"))
+            return _CANCELLED
+        tool = request.tool_call
         self._emit_all(self._mapper.permission_tool(tool))
-        summary = tool_summary(
-            tool.get("rawInput"), tool.get("locations") or [], str(self.directory)
-        )
-        title = tool.get("title") if isinstance(tool.get("title"), str) else ""
-        kind = tool.get("kind") if isinstance(tool.get("kind"), str) else ""
+        summary = tool_summary(tool.raw_input, tool.locations or (), str(self.directory))
         request_id = _new_id("permission")
-        pending = self._permissions[request_id] = _PendingPermission(options)
+        pending = self._permissions[request_id] = _PendingPermission(request.options)
         patterns = (summary,) if summary else ()
-        call_id = tool.get("toolCallId")
+        offers_always = any(option.kind == "allow_always" for option in request.options)
         self.events.send_nowait(
             PermissionRequested(
                 request_id=request_id,
-                permission=kind if kind and kind != "other" else "tool",
-                title=title or summary or "a tool call",
+                permission=tool.kind if tool.kind and tool.kind != "other" else "tool",
+                title=tool.title or summary or "a tool call",
                 patterns=patterns,
-                always=patterns if any(o.get("kind") == "allow_always" for o in options) else (),
-                call_id=call_id if isinstance(call_id, str) else None,
+                always=patterns if offers_always else (),
+                call_id=tool.tool_call_id or None,
             )
         )
         try:
@@ -795,7 +795,7 @@ class AcpSession:
             if not pending.done.is_set():  # the agent went away while a person was deciding
                 self.events.send_nowait(PermissionResolved(request_id, "reject"))
         if pending.option_id is None:
-            return {"outcome": {"outcome": "cancelled"}}
+            return _CANCELLED
         return {"outcome": {"outcome": "selected", "optionId": pending.option_id}}
 
     def _cancel_permissions(self) -> None:
@@ -805,42 +805,18 @@ class AcpSession:
                 pending.choose(None)
                 self.events.send_nowait(PermissionResolved(request_id, "reject"))
 
-    async def _file_request(self, method: str, params: dict[str, Any]) -> Any:
-        path = params.get("path")
-        if not isinstance(path, str):
-            raise JsonRpcError(-32602, "path must be a string")
+    async def _file_request(self, method: str, request: ReadTextFile | WriteTextFile) -> JsonValue:
         try:
-            if method == "fs/read_text_file":
-                line, limit = params.get("line"), params.get("limit")
+            if isinstance(request, ReadTextFile):
                 content = await trio.to_thread.run_sync(
-                    read_text,
-                    self.directory,
-                    path,
-                    line if isinstance(line, int) else None,
-                    limit if isinstance(limit, int) else None,
+                    read_text, self.directory, request.path, request.line, request.limit
                 )
                 return {"content": content}
-            text = params.get("content")
-            if not isinstance(text, str):
-                raise JsonRpcError(-32602, "content must be a string")
-            await trio.to_thread.run_sync(write_text, self.directory, path, text)
+            await trio.to_thread.run_sync(write_text, self.directory, request.path, request.content)
             return {}
         except FileRequestError as exc:
             log.info("%s: %s refused: %s", self.session_id, method, exc.message)
             raise JsonRpcError(exc.code, exc.message) from None
-
-    # ------------------------------------------------------------------ internals
-
-    def _emit_all(self, events: list[EngineEvent]) -> None:
-        self._turns.emit(events)
-
-    def _server_lost(self, message: str) -> None:
-        turn_id = self._mapper.turn_id
-
-        def end_turn(why: str) -> list[EngineEvent]:
-            return [] if turn_id is None else self._mapper.end_turn(turn_id, "error", why)
-
-        self._turns.server_lost(message, end_turn, fallback="the agent stopped")
 
 
 @final
@@ -854,11 +830,11 @@ class AcpEngine:
     def __init__(self, nursery: trio.Nursery, config: AcpConfig) -> None:
         self.config = config
         self.name: Final = f"acp:{config.agent.name}"
-        self._directories: DirectoryRegistry[_Directory] = DirectoryRegistry(
-            nursery, lambda directory: _Directory(self, directory)
+        self._directories: DirectoryRegistry[_AcpDirectory] = DirectoryRegistry(
+            nursery, lambda directory: _AcpDirectory(self, directory)
         )
 
-    def _directory(self, directory: Path) -> _Directory:
+    def _directory(self, directory: Path) -> _AcpDirectory:
         return self._directories.get(directory)
 
     def server(self, directory: Path) -> AgentServer[AcpConnection]:
@@ -869,19 +845,20 @@ class AcpEngine:
         self, directory: Path, *, resume_id: str | None = None, title: str | None = None
     ) -> AcpSession:
         state = self._directory(directory)
-        known = state.sessions.get(resume_id) if resume_id is not None else None
-        if known is not None:
-            return known
-        connection = await state.server.connection()
-        if resume_id is None:
-            session_id, result = await state.new_session(connection)
-            session = AcpSession(state, session_id, title or "")
-            session.catalog.take_session(result)
-            session._connection = connection
-        else:
-            session = AcpSession(state, resume_id, title or "")
-            await state.attach(session, connection)
-        return state.sessions.add(session)
+
+        async def opener(resume_id: str | None) -> AcpSession:
+            connection = await state.server.connection()
+            if resume_id is None:
+                session_id, created = await state.new_session(connection)
+                session = AcpSession(state, session_id, title or "")
+                session.catalog.take_session(created)
+                session._connection = connection
+            else:
+                session = AcpSession(state, resume_id, title or "")
+                await state.attach(session, connection)
+            return session
+
+        return await state.sessions.open(resume_id, opener)
 
     async def list_models(self, directory: Path) -> list[ProviderModels]:
         return (await self._directory(directory).known_catalog()).models()
@@ -898,16 +875,15 @@ class AcpEngine:
         found: list[SessionSummary] = []
         cursor: str | None = None
         for _ in range(_LIST_PAGES):
-            params: dict[str, Any] = {"cwd": str(state.directory)}
+            params: dict[str, str] = {"cwd": str(state.directory)}
             if cursor is not None:
                 params["cursor"] = cursor
-            result = _dict(await state.call(connection, "session/list", params))
-            sessions = result.get("sessions")
-            for info in sessions if isinstance(sessions, list) else []:
+            page = await state.call(connection, "session/list", params, SessionList)
+            for info in page.sessions:
                 summary = _session_summary(info)
-                if summary is not None and search.lower() in summary.title.lower():
+                if search.lower() in summary.title.lower():
                     found.append(summary)
-            cursor = result.get("nextCursor") if isinstance(result.get("nextCursor"), str) else None
+            cursor = page.next_cursor
             if cursor is None:
                 break
         found.sort(key=lambda s: s.updated_at, reverse=True)

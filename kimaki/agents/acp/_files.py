@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from kimaki.agents.acp._jsonrpc import INTERNAL_ERROR, INVALID_PARAMS
+from kimaki.errors import KimakiError
 
 __all__ = ["MAX_READ", "RESOURCE_NOT_FOUND", "FileRequestError", "read_text", "write_text"]
 
@@ -25,7 +26,7 @@ RESOURCE_NOT_FOUND: Final = -32002
 MAX_READ: Final = 16 * 1024 * 1024
 
 
-class FileRequestError(Exception):
+class FileRequestError(KimakiError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code

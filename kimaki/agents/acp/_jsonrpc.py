@@ -39,6 +39,8 @@ from typing import Any, Final, final
 import attrs
 import trio
 
+from kimaki.errors import KimakiError
+
 __all__ = [
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
@@ -62,7 +64,7 @@ RequestHandler = Callable[[str, Any], Awaitable[Any]]
 NotificationHandler = Callable[[str, Any], Awaitable[None]]
 
 
-class JsonRpcError(Exception):
+class JsonRpcError(KimakiError):
     """An error response. Raise it from a request handler to answer with that error."""
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:
@@ -72,7 +74,7 @@ class JsonRpcError(Exception):
         self.data = data
 
 
-class ConnectionClosedError(Exception):
+class ConnectionClosedError(KimakiError):
     """The connection ended (the agent exited or closed its stdout) before an answer came."""
 
 

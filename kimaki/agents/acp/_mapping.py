@@ -37,12 +37,38 @@ from kimaki.agents._events import (
     ToolStarted,
     ToolStatus,
     ToolUpdated,
-    TurnEnded,
     Usage,
     relative_path,
     summary_line,
 )
 from kimaki.agents._turns import Turn, TurnTracker
+from kimaki.agents.acp._wire import (
+    AgentMessageChunk,
+    AgentThoughtChunk,
+    AvailableCommandsUpdate,
+    ConfigOption,
+    ConfigOptionUpdate,
+    ConfigSelect,
+    ContentBlock,
+    CurrentModeUpdate,
+    EmbeddedResource,
+    JsonValue,
+    PlanUpdate,
+    ResourceLink,
+    SelectGroup,
+    SelectOption,
+    SessionInfoUpdate,
+    SessionMode,
+    SessionState,
+    SessionUpdate,
+    TextContent,
+    ToolCallContent,
+    ToolCallLocation,
+    ToolCallUpdate,
+    ToolContent,
+    ToolDiff,
+    UsageUpdate,
+)
 
 __all__ = ["Catalog", "UpdateMapper", "stop_reason", "tool_summary"]
 
@@ -63,26 +89,30 @@ _TOOL_STATUS: Final[Mapping[str, ToolStatus]] = {
 }
 
 
-def stop_reason(wire: Any, *, aborted: bool = False) -> StopReason:
+def stop_reason(wire: str | None, *, aborted: bool = False) -> StopReason:
     """The engine-neutral stop reason of a `session/prompt` answer's `stopReason`."""
     if aborted:
         return "aborted"
-    reason = _STOP_REASONS.get(wire) if isinstance(wire, str) else None
+    reason = _STOP_REASONS.get(wire) if wire is not None else None
     if reason is None:
         log.warning("unknown stop reason %r; taken as end_turn", wire)
         return "end_turn"
     return reason
 
 
-def tool_summary(raw_input: Any, locations: Sequence[Any], directory: str = "") -> str:
+def tool_summary(
+    raw_input: JsonValue, locations: Sequence[ToolCallLocation], directory: str = ""
+) -> str:
     """The one line a person needs to know what a tool call does."""
     if isinstance(raw_input, dict):
         for key in ("command", "cmd"):
             value = raw_input.get(key)
             if isinstance(value, str) and value:
                 return summary_line(value)
-            if isinstance(value, list) and all(isinstance(v, str) for v in value) and value:
-                return summary_line(" ".join(value))
+            if isinstance(value, list) and value:
+                words = [v for v in value if isinstance(v, str)]
+                if len(words) == len(value):
+                    return summary_line(" ".join(words))
         for key in ("file_path", "filePath", "path", "absolute_path", "notebook_path"):
             value = raw_input.get(key)
             if isinstance(value, str) and value:
@@ -92,10 +122,9 @@ def tool_summary(raw_input: Any, locations: Sequence[Any], directory: str = "") 
             if isinstance(value, str) and value:
                 return summary_line(value)
     for location in locations:
-        if isinstance(location, dict) and isinstance(location.get("path"), str):
-            path = relative_path(location["path"], directory)
-            if path != ".":
-                return path
+        path = relative_path(location.path, directory)
+        if path != ".":
+            return path
     if isinstance(raw_input, dict) and raw_input:
         shown = {k: v for k, v in raw_input.items() if k != "cwd"}
         if shown:
@@ -103,33 +132,24 @@ def tool_summary(raw_input: Any, locations: Sequence[Any], directory: str = "") 
     return ""
 
 
-def _text_of(content: Any) -> str | None:
+def _text_of(content: ContentBlock) -> str | None:
     """The text of a content block; links as markdown links; None for what text cannot show."""
-    if not isinstance(content, dict):
-        return None
-    kind = content.get("type")
-    if kind == "text" and isinstance(content.get("text"), str):
-        return str(content["text"])
-    if kind == "resource_link" and isinstance(content.get("uri"), str):
-        name = content.get("title") or content.get("name") or content["uri"]
-        return f"[{name}]({content['uri']})"
-    if kind == "resource" and isinstance(content.get("resource"), dict):
-        text = content["resource"].get("text")
-        return text if isinstance(text, str) else None
+    if isinstance(content, TextContent):
+        return content.text
+    if isinstance(content, ResourceLink):
+        return f"[{content.title or content.name or content.uri}]({content.uri})"
+    if isinstance(content, EmbeddedResource):
+        return content.resource.text
     return None
 
 
-def _diff_stats(items: Iterable[Any], directory: str) -> DiffStats | None:
+def _diff_stats(items: Iterable[ToolCallContent], directory: str) -> DiffStats | None:
     for item in items:
-        if not isinstance(item, dict) or item.get("type") != "diff":
+        if not isinstance(item, ToolDiff):
             continue
-        path = item.get("path")
-        new = item.get("newText")
-        if not isinstance(path, str) or not isinstance(new, str):
-            continue
-        old = item.get("oldText")
-        shown = relative_path(path, directory)
-        if not isinstance(old, str):
+        new, old = item.new_text, item.old_text
+        shown = relative_path(item.path, directory)
+        if old is None:
             lines = new.count("\n") + (0 if new.endswith("\n") or not new else 1)
             return DiffStats(path=shown, lines=lines)
         old_lines, new_lines = old.splitlines(), new.splitlines()
@@ -140,6 +160,11 @@ def _diff_stats(items: Iterable[Any], directory: str) -> DiffStats | None:
     return None
 
 
+def _given(value: JsonValue) -> JsonValue:
+    """None for a value that says nothing (null, an empty list or string)."""
+    return None if value is None or value == [] or value == "" else value
+
+
 @attrs.define
 class _Tool:
     call_id: str
@@ -147,36 +172,36 @@ class _Tool:
     kind: str = "other"
     title: str = ""
     status: ToolStatus = "pending"
-    raw_input: Any = None
-    raw_output: Any = None
-    content: list[Any] = attrs.Factory(list)
-    locations: list[Any] = attrs.Factory(list)
+    raw_input: JsonValue = None
+    raw_output: JsonValue = None
+    content: tuple[ToolCallContent, ...] = ()
+    locations: tuple[ToolCallLocation, ...] = ()
     shown: tuple[str, str, str] | None = None
     finished: bool = False
 
-    def merge(self, update: Mapping[str, Any]) -> None:
-        if isinstance(update.get("kind"), str):
-            self.kind = update["kind"]
-        if isinstance(update.get("title"), str) and update["title"]:
-            self.title = update["title"]
-        status = _TOOL_STATUS.get(update.get("status"))  # type: ignore[arg-type]
+    def merge(self, update: ToolCallUpdate) -> None:
+        if update.kind is not None:
+            self.kind = update.kind
+        if update.title:
+            self.title = update.title
+        status = _TOOL_STATUS.get(update.status) if update.status is not None else None
         if status is not None:
             self.status = status
-        if "rawInput" in update and update["rawInput"] is not None:
-            self.raw_input = update["rawInput"]
-        if "rawOutput" in update and update["rawOutput"] is not None:
-            self.raw_output = update["rawOutput"]
-        if isinstance(update.get("content"), list):
-            self.content = update["content"]
-        if isinstance(update.get("locations"), list):
-            self.locations = update["locations"]
+        if update.raw_input is not None:
+            self.raw_input = update.raw_input
+        if update.raw_output is not None:
+            self.raw_output = update.raw_output
+        if update.content is not None:
+            self.content = update.content
+        if update.locations is not None:
+            self.locations = update.locations
 
     def output(self) -> str | None:
         texts = [
             text
             for item in self.content
-            if isinstance(item, dict) and item.get("type") == "content"
-            for text in [_text_of(item.get("content"))]
+            if isinstance(item, ToolContent)
+            for text in [_text_of(item.content)]
             if text is not None
         ]
         if texts:
@@ -184,8 +209,10 @@ class _Tool:
         raw = self.raw_output
         if isinstance(raw, str):
             return raw
-        if isinstance(raw, dict) and isinstance(raw.get("output"), str):
-            return str(raw["output"])
+        if isinstance(raw, dict):
+            output = raw.get("output")
+            if isinstance(output, str):
+                return output
         return None
 
 
@@ -204,7 +231,7 @@ class UpdateMapper(TurnTracker[_Turn]):
         self._turn: _Turn | None = None
         self._open_kind: str | None = None  # "text" | "reasoning"
         self._open_part: str | None = None
-        self._open_message: Any = None
+        self._open_message: str | None = None
         self._open_text: list[str] = []
         self._tools: dict[str, _Tool] = {}
 
@@ -219,51 +246,62 @@ class UpdateMapper(TurnTracker[_Turn]):
     def end_turn(
         self, turn_id: str, reason: StopReason, message: str | None = None
     ) -> list[EngineEvent]:
-        """End turn `turn_id` if it is still the running one: the last text, then `TurnEnded`."""
-        turn = self._turn
-        if turn is None or turn.id != turn_id:
-            return []
-        if turn.abort_requested and reason in ("end_turn", "error"):
+        """End turn `turn_id` if it is still the running one: the last text, then `TurnEnded`.
+
+        A turn the person aborted ends `aborted` however the agent ended it (ACP agents may
+        answer a cancelled prompt with `end_turn`, or fail it).
+        """
+        if self.abort_requested and reason in ("end_turn", "error"):
             reason, message = "aborted", None
-        out = self._close_part()
-        self._turn = None
-        out.append(TurnEnded(turn.id, reason, message))
-        return out
+        return super().end_turn(turn_id, reason, message)
+
+    def _close_parts(self) -> list[EngineEvent]:
+        return self._close_part()
 
     # ------------------------------------------------------------------ updates
 
-    def handle(self, update: Mapping[str, Any]) -> list[EngineEvent]:
-        kind = update.get("sessionUpdate")
-        if kind == "session_info_update":
-            title = update.get("title")
-            if isinstance(title, str) and title and title != self.title:
+    def handle(self, update: SessionUpdate) -> list[EngineEvent]:
+        if isinstance(update, SessionInfoUpdate):
+            title = update.title
+            if title and title != self.title:
                 self.title = title
                 return [SessionRenamed(title)]
             return []
         if self._turn is None:
             return []
-        if kind == "agent_message_chunk":
+        if isinstance(update, AgentMessageChunk):
             return self._chunk("text", update)
-        if kind == "agent_thought_chunk":
+        if isinstance(update, AgentThoughtChunk):
             return self._chunk("reasoning", update)
-        if kind in ("tool_call", "tool_call_update"):
+        if isinstance(update, ToolCallUpdate):
             return self._tool(update)
-        if kind == "plan":
-            entries = update.get("entries")
-            plan = PlanUpdated(tuple(_plan_entries(entries if isinstance(entries, list) else [])))
+        if isinstance(update, PlanUpdate):
+            plan = PlanUpdated(
+                tuple(
+                    PlanEntry(entry.content, entry.status or "pending", entry.priority or "medium")
+                    for entry in update.entries
+                )
+            )
             return [*self._close_part(), plan]
-        if kind == "usage_update":
-            return _usage(update)
+        if isinstance(update, UsageUpdate):
+            amount = update.cost.amount if update.cost is not None else 0.0
+            return [Usage(input_tokens=update.used, cost=amount, context_limit=update.size or None)]
         return []
 
-    def permission_tool(self, tool_call: Mapping[str, Any]) -> list[EngineEvent]:
+    def permission_tool(self, tool_call: ToolCallUpdate) -> list[EngineEvent]:
         """A permission request's `toolCall`: what it adds to the call (its status stays)."""
-        update = {
-            key: value
-            for key, value in tool_call.items()
-            if key != "status" and value not in (None, [], "")
-        }
-        return self._tool({**update, "sessionUpdate": "tool_call_update"}) if self._turn else []
+        if self._turn is None:
+            return []
+        update = ToolCallUpdate(
+            tool_call.tool_call_id,
+            title=tool_call.title or None,
+            kind=tool_call.kind or None,
+            content=tool_call.content or None,
+            locations=tool_call.locations or None,
+            raw_input=_given(tool_call.raw_input),
+            raw_output=_given(tool_call.raw_output),
+        )
+        return self._tool(update)
 
     def _close_part(self) -> list[EngineEvent]:
         if self._open_part is None:
@@ -281,11 +319,11 @@ class UpdateMapper(TurnTracker[_Turn]):
         self._turn.parts += 1
         return f"{self._turn.id}:{self._turn.parts}"
 
-    def _chunk(self, kind: str, update: Mapping[str, Any]) -> list[EngineEvent]:
-        text = _text_of(update.get("content"))
+    def _chunk(self, kind: str, update: AgentMessageChunk | AgentThoughtChunk) -> list[EngineEvent]:
+        text = _text_of(update.content)
         if not text:
             return []
-        message = update.get("messageId")
+        message = update.message_id
         out: list[EngineEvent] = []
         if self._open_kind != kind or (message is not None and message != self._open_message):
             out += self._close_part()
@@ -299,9 +337,9 @@ class UpdateMapper(TurnTracker[_Turn]):
             out.append(TextDelta(self._open_part, text))
         return out
 
-    def _tool(self, update: Mapping[str, Any]) -> list[EngineEvent]:
-        call_id = update.get("toolCallId")
-        if not isinstance(call_id, str) or not call_id:
+    def _tool(self, update: ToolCallUpdate) -> list[EngineEvent]:
+        call_id = update.tool_call_id
+        if not call_id:
             return []
         assert self._turn is not None
         out = self._close_part()
@@ -343,31 +381,6 @@ class UpdateMapper(TurnTracker[_Turn]):
         return out
 
 
-def _plan_entries(entries: Iterable[Any]) -> Iterable[PlanEntry]:
-    for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("content"), str):
-            yield PlanEntry(
-                entry["content"],
-                str(entry.get("status") or "pending"),
-                str(entry.get("priority") or "medium"),
-            )
-
-
-def _usage(update: Mapping[str, Any]) -> list[EngineEvent]:
-    used, size = update.get("used"), update.get("size")
-    if not isinstance(used, int) or not isinstance(size, int):
-        return []
-    cost = update.get("cost")
-    amount = cost.get("amount") if isinstance(cost, dict) else None
-    return [
-        Usage(
-            input_tokens=used,
-            cost=float(amount) if isinstance(amount, int | float) else 0.0,
-            context_limit=size or None,
-        )
-    ]
-
-
 # ---------------------------------------------------------------------- what a session offers
 
 
@@ -382,8 +395,8 @@ class Catalog:
 
     def __init__(self, agent_name: str) -> None:
         self.agent_name = agent_name
-        self.config_options: list[dict[str, Any]] = []
-        self.modes: list[dict[str, Any]] = []
+        self.config_options: tuple[ConfigOption, ...] = ()
+        self.modes: tuple[SessionMode, ...] = ()
         self.current_mode: str | None = None
         self.commands: list[CommandInfo] | None = None
 
@@ -391,68 +404,50 @@ class Catalog:
     def known(self) -> bool:
         return bool(self.config_options or self.modes)
 
-    def take_session(self, result: Any) -> None:
-        """The answer of `session/new`, `load` or `resume`."""
-        if not isinstance(result, dict):
-            return
-        if isinstance(result.get("configOptions"), list):
-            self.take_config_options(result["configOptions"])
-        modes = result.get("modes")
-        if isinstance(modes, dict):
-            available = modes.get("availableModes")
-            self.modes = (
-                [m for m in available if isinstance(m, dict)] if isinstance(available, list) else []
-            )
-            current = modes.get("currentModeId")
-            self.current_mode = current if isinstance(current, str) else None
+    def take_session(self, state: SessionState) -> None:
+        """The answer of `session/new`, `load`, `resume` or `set_config_option`."""
+        self.take_config_options(state.config_options)
+        if state.modes is not None:
+            self.modes = state.modes.available_modes
+            self.current_mode = state.modes.current_mode_id
 
-    def take_config_options(self, options: Any) -> None:
-        if isinstance(options, list):
-            self.config_options = [o for o in options if isinstance(o, dict)]
+    def take_config_options(self, options: tuple[ConfigOption, ...] | None) -> None:
+        if options is not None:
+            self.config_options = options
 
-    def take_update(self, update: Mapping[str, Any]) -> None:
-        kind = update.get("sessionUpdate")
-        if kind == "available_commands_update":
-            commands = update.get("availableCommands")
+    def take_update(self, update: SessionUpdate) -> None:
+        if isinstance(update, AvailableCommandsUpdate):
             self.commands = [
-                CommandInfo(str(c["name"]), str(c.get("description") or ""))
-                for c in (commands if isinstance(commands, list) else [])
-                if isinstance(c, dict) and isinstance(c.get("name"), str)
+                CommandInfo(command.name, command.description)
+                for command in update.available_commands
             ]
-        elif kind == "current_mode_update":
-            mode = update.get("currentModeId")
-            if isinstance(mode, str):
-                self.current_mode = mode
-        elif kind == "config_option_update":
-            self.take_config_options(update.get("configOptions"))
+        elif isinstance(update, CurrentModeUpdate):
+            self.current_mode = update.current_mode_id
+        elif isinstance(update, ConfigOptionUpdate):
+            self.take_config_options(update.config_options)
 
     def copy_from(self, other: Catalog) -> None:
-        self.config_options = list(other.config_options)
-        self.modes = list(other.modes)
+        self.config_options = other.config_options
+        self.modes = other.modes
         self.current_mode = other.current_mode
         if other.commands is not None:
             self.commands = list(other.commands)
 
     # ------------------------------------------------------------------ lookups
 
-    def option(self, category: str) -> dict[str, Any] | None:
+    def option(self, category: str) -> ConfigSelect | None:
         for option in self.config_options:
-            if option.get("type") == "select" and (
-                option.get("category") == category or option.get("id") == category
-            ):
+            if isinstance(option, ConfigSelect) and category in (option.category, option.id):
                 return option
         return None
 
-    def _select_values(self, option: Mapping[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    def _select_values(self, option: ConfigSelect) -> list[tuple[str | None, SelectOption]]:
         """(group id, option) pairs of a select option, flat or grouped."""
-        out: list[tuple[str | None, dict[str, Any]]] = []
-        for item in option.get("options") or []:
-            if not isinstance(item, dict):
-                continue
-            if isinstance(item.get("options"), list):
-                group = str(item.get("group", ""))
-                out += [(group, o) for o in item["options"] if isinstance(o, dict)]
-            elif isinstance(item.get("value"), str):
+        out: list[tuple[str | None, SelectOption]] = []
+        for item in option.options:
+            if isinstance(item, SelectGroup):
+                out += [(item.group, o) for o in item.options]
+            else:
                 out.append((None, item))
         return out
 
@@ -468,22 +463,22 @@ class Catalog:
         option = self.option("model")
         if option is None:
             return []
-        current = option.get("currentValue")
+        current = option.current_value
         providers: dict[str, tuple[str, list[ModelInfo], str | None]] = {}
         group_names = {
-            str(item.get("group")): str(item.get("name") or item.get("group"))
-            for item in option.get("options") or []
-            if isinstance(item, dict) and "group" in item
+            item.group: item.name or item.group
+            for item in option.options
+            if isinstance(item, SelectGroup)
         }
         for group, item in self._select_values(option):
-            provider, model = self._model_ref(group, item["value"])
-            name = str(item.get("name") or model)
+            provider, model = self._model_ref(group, item.value)
+            name = item.name or model
             provider_name = group_names.get(group or "", provider)
-            if group is None and "/" in name and "/" in item["value"]:
+            if group is None and "/" in name and "/" in item.value:
                 provider_name, _, name = name.partition("/")
             entry = providers.setdefault(provider, (provider_name, [], None))
             entry[1].append(ModelInfo(model, name))
-            if item["value"] == current:
+            if item.value == current:
                 providers[provider] = (entry[0], entry[1], model)
         return [
             ProviderModels(provider, name, tuple(models), default)
@@ -496,17 +491,17 @@ class Catalog:
         if option is None:
             return None
         for group, item in self._select_values(option):
-            if self._model_ref(group, item["value"]) == (ref.provider_id, ref.model_id):
-                return str(option["id"]), str(item["value"])
+            if self._model_ref(group, item.value) == (ref.provider_id, ref.model_id):
+                return option.id, item.value
         return None
 
     def current_model(self) -> ModelRef | None:
         option = self.option("model")
-        if option is None or not isinstance(option.get("currentValue"), str):
+        if option is None or option.current_value is None:
             return None
-        value = option["currentValue"]
+        value = option.current_value
         for group, item in self._select_values(option):
-            if item["value"] == value:
+            if item.value == value:
                 return ModelRef(*self._model_ref(group, value))
         return ModelRef(*self._model_ref(None, value))
 
@@ -514,30 +509,25 @@ class Catalog:
         option = self.option("mode")
         if option is not None:
             return [
-                AgentInfo(str(item["value"]), str(item.get("description") or item.get("name")))
+                AgentInfo(item.value, item.description or item.name)
                 for _, item in self._select_values(option)
             ]
-        return [
-            AgentInfo(str(mode["id"]), str(mode.get("description") or mode.get("name") or ""))
-            for mode in self.modes
-            if isinstance(mode.get("id"), str)
-        ]
+        return [AgentInfo(mode.id, mode.description or mode.name) for mode in self.modes]
 
     def current_agent(self) -> str | None:
         option = self.option("mode")
         if option is not None:
-            value = option.get("currentValue")
-            return value if isinstance(value, str) else None
+            return option.current_value
         return self.current_mode
 
-    def mode_choice(self, agent: str) -> tuple[str, str] | None:
-        """How to select the agent/mode `agent`: ("config", id) or ("mode", id); None: not
-        offered."""
+    def mode_choice(self, persona: str) -> tuple[str, str] | None:
+        """How to select `persona` (what kimaki calls an agent, ACP a mode): ("config", id) or
+        ("mode", id); None: not offered. Not the agent program, whose name is `agent_name`."""
         option = self.option("mode")
         if option is not None:
-            if any(item["value"] == agent for _, item in self._select_values(option)):
-                return "config", str(option["id"])
+            if any(item.value == persona for _, item in self._select_values(option)):
+                return "config", option.id
             return None
-        if any(mode.get("id") == agent for mode in self.modes):
-            return "mode", agent
+        if any(mode.id == persona for mode in self.modes):
+            return "mode", persona
         return None

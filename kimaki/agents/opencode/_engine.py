@@ -49,11 +49,9 @@ from kimaki.agents._directories import (
 )
 from kimaki.agents._engine import (
     AgentInfo,
-    AttachedFile,
     CommandInfo,
     Engine,
     EngineSession,
-    EventQueue,
     ModelInfo,
     ModelRef,
     PermissionReply,
@@ -63,9 +61,7 @@ from kimaki.agents._errors import (
     EngineError,
     EngineRequestError,
     EngineUnavailableError,
-    TurnInProgressError,
 )
-from kimaki.agents._events import EngineEvent
 from kimaki.agents._extras import (
     HistoryEntry,
     KnownProjects,
@@ -78,9 +74,10 @@ from kimaki.agents._extras import (
     TerminalAttach,
     UndoResult,
 )
+from kimaki.agents._handover import AgentServerHandover
 from kimaki.agents._process import AgentProcess, LaunchSpec, child_environment, close_fds
+from kimaki.agents._session import SendTurn, TurnRequest, TurnSession
 from kimaki.agents._supervisor import AgentServer, ProbePolicy, RestartPolicy
-from kimaki.agents._turns import TurnKeeper
 from kimaki.agents.opencode._client import OpenCodeClient, file_part, text_part
 from kimaki.agents.opencode._mapping import SessionMapper
 from kimaki.agents.opencode._sse import SSEEvent, SSEParser
@@ -92,9 +89,9 @@ from kimaki.agents.opencode._wire import (
     ServerHeartbeat,
     SessionInfo,
     TextPart,
+    WireEvent,
     decode_event,
 )
-from kimaki.store import AgentServerHandover
 
 __all__ = [
     "OpenCodeConfig",
@@ -202,7 +199,7 @@ class OpenCodeConnection:
 
 
 @final
-class _Directory:
+class _OpenCodeDirectory:
     """One project directory: its supervised server (the hooks) and its open sessions."""
 
     def __init__(self, engine: OpenCodeEngine, directory: Path) -> None:
@@ -479,33 +476,28 @@ def _providers(body: Mapping[str, Any]) -> list[ProviderModels]:
 
 
 @final
-class OpenCodeSession:
+class OpenCodeSession(TurnSession[_OpenCodeDirectory, SessionMapper]):
     """One OpenCode session (implements `kimaki.agents.EngineSession`)."""
 
-    def __init__(self, directory: _Directory, info: SessionInfo, nursery: trio.Nursery) -> None:
-        self._dir = directory
-        self._nursery = nursery
-        self.session_id = info.id
-        self.directory = directory.directory
-        self.events = EventQueue()
-        self._mapper = SessionMapper(
+    def __init__(
+        self, directory: _OpenCodeDirectory, info: SessionInfo, nursery: trio.Nursery
+    ) -> None:
+        mapper = SessionMapper(
             info.id,
             title=info.title,
             directory=str(directory.directory),
             context_limits=self._context_limit,
         )
-        self._prompt_lock = trio.Lock()
-        self._turns = TurnKeeper(directory.server, self.events, touch=False)
+        super().__init__(
+            directory,
+            info.id,
+            mapper,
+            touch=False,
+            abort_wait=_ABORT_WAIT,
+            lost_fallback="the agent server stopped",
+        )
+        self._nursery = nursery
         self._reconciling = False
-        self._closed = False
-
-    @property
-    def title(self) -> str:
-        return self._mapper.title
-
-    @property
-    def turn_id(self) -> str | None:
-        return self._mapper.turn_id
 
     def _context_limit(self, provider_id: str | None, model_id: str | None) -> int | None:
         connection = self._dir.server.current
@@ -513,70 +505,33 @@ class OpenCodeSession:
 
     # ------------------------------------------------------------------ the interface
 
-    async def prompt(
-        self,
-        text: str,
-        files: Sequence[AttachedFile] = (),
-        *,
-        model: ModelRef | None = None,
-        agent: str | None = None,
-    ) -> str:
-        async with self._prompt_lock:
-            connection = await self._ready_for_turn()
-            parts = [text_part(text)] if text else []
-            parts += [file_part(f) for f in files]
-            message_id = new_message_id()
-            self._mapper.begin_turn(message_id)
-            self._turns.begin()
-            try:
-                # Never abandoned half-way: a caller cancelled meanwhile (a new message, an
-                # in-place restart) waits for the server's answer (the client's timeouts bound
-                # it), so the prompt is either the server's, with its turn id returned, or was
-                # not sent. Nothing after it checkpoints before the id is returned.
-                with trio.CancelScope(shield=True):
-                    await connection.client.prompt_async(
-                        self.session_id, parts, message_id=message_id, model=model, agent=agent
-                    )
-            except BaseException:
-                self._mapper.cancel_turn()
-                self._turns.finish()
-                raise
-            self._nursery.start_soon(self._watch_start, message_id)
-            return message_id
+    def new_turn_id(self) -> str:
+        # The turn's id is the id of the person's message in the session.
+        return new_message_id()
 
-    async def resume_turn(self, turn_id: str) -> None:
-        """Follow turn `turn_id`, started by the daemon before it restarted in place.
+    async def resume_turn(self, turn_id: str) -> bool:
+        """Follow turn `turn_id`, started by the daemon before it restarted.
 
         Its events then arrive on `events` as for a turn `prompt()` started, ending with its
         `TurnEnded`: first what the server did so far, replayed from its messages (a renderer
         skips the part ids it already posted), then the live stream. When the server that ran
         the turn did not survive the restart, what it finished is replayed and the turn ends
-        with an error. Raises `TurnInProgressError` while another turn runs here.
+        with an error. Returns False when the session has no message of the turn (the daemon
+        was killed before the prompt was sent). Raises `TurnInProgressError` while another
+        turn runs here.
         """
         async with self._prompt_lock:
-            connection = await self._ready_for_turn()
+            self._check_idle()
+            connection = await self._stream_connection()
+            messages = await connection.client.messages(self.session_id, limit=_RECONCILE_MESSAGES)
+            if not any(info.id == turn_id or info.parent_id == turn_id for info, _ in messages):
+                log.info("%s: turn %s never reached the agent", self.session_id, turn_id)
+                return False
             self._mapper.begin_turn(turn_id)
             self._turns.begin()
         log.info("%s: following turn %s after the restart", self.session_id, turn_id)
         await self._reconcile(lost=None if connection.process.adopted else _LOST_IN_RESTART)
-
-    async def abort(self) -> None:
-        turn_id = self._mapper.turn_id
-        if turn_id is None:
-            return
-        self._mapper.request_abort()
-        turn_over = self._turns.over
-        try:
-            connection = await self._dir.server.connection()
-            await connection.client.abort(self.session_id)
-        except EngineError as exc:
-            log.warning("abort of %s failed: %s", self.session_id, exc)
-        with trio.move_on_after(_ABORT_WAIT):
-            await turn_over.wait()
-            return
-        await self._reconcile()
-        if self._mapper.turn_id == turn_id:
-            self._emit_all(self._mapper.end_turn("aborted"))
+        return True
 
     async def reply_permission(self, request_id: str, reply: PermissionReply) -> None:
         connection = await self._dir.server.connection()
@@ -590,38 +545,50 @@ class OpenCodeSession:
         connection = await self._dir.server.connection()
         await connection.client.reject_question(request_id)
 
-    async def aclose(self) -> None:
-        self._closed = True
-        self._dir.sessions.remove(self)
-        self._turns.release()
-        self.events.close()
-        await trio.lowlevel.checkpoint()
+    # ------------------------------------------------------------------ the turn's hooks
+
+    async def _prepare_turn(self, request: TurnRequest) -> SendTurn:
+        connection = await self._stream_connection()
+        parts = [text_part(request.text)] if request.text else []
+        parts += [file_part(f) for f in request.files]
+        model, agent = request.model, request.agent
+
+        async def send(message_id: str) -> None:
+            # Never abandoned half-way: a caller cancelled meanwhile (a new message, an
+            # in-place restart) waits for the server's answer (the client's timeouts bound
+            # it), so the prompt is either the server's, with its turn id returned, or was
+            # not sent. Nothing after it checkpoints before the id is returned.
+            with trio.CancelScope(shield=True):
+                await connection.client.prompt_async(
+                    self.session_id, parts, message_id=message_id, model=model, agent=agent
+                )
+
+        return send
+
+    def _turn_sent(self, turn_id: str) -> None:
+        self._nursery.start_soon(self._watch_start, turn_id)
+
+    async def _request_abort(self) -> None:
+        try:
+            connection = await self._dir.server.connection()
+            await connection.client.abort(self.session_id)
+        except EngineError as exc:
+            log.warning("abort of %s failed: %s", self.session_id, exc)
+
+    async def _abort_unanswered(self) -> None:
+        await self._reconcile()
 
     # ------------------------------------------------------------------ internals
 
-    async def _ready_for_turn(self) -> OpenCodeConnection:
-        """Under the prompt lock: the connection a new turn runs on, its event stream up (or
-        the turn's first events would be missed)."""
-        if self._closed:
-            raise EngineError("this session was closed")
-        if self._mapper.turn_id is not None:
-            raise TurnInProgressError("the previous turn is still running")
+    async def _stream_connection(self) -> OpenCodeConnection:
+        """The connection a turn runs on, its event stream up (or the turn's first events
+        would be missed)."""
         connection = await self._dir.server.connection()
         await connection.wait_stream_ready()
         return connection
 
-    def _handle(self, wire: Any) -> None:
+    def _handle(self, wire: WireEvent) -> None:
         self._emit_all(self._mapper.handle(wire))
-
-    def _emit_all(self, events: list[EngineEvent]) -> None:
-        self._turns.emit(events)
-
-    def _server_lost(self, message: str) -> None:
-        self._turns.server_lost(
-            message,
-            lambda why: self._mapper.end_turn("error", why),
-            fallback="the agent server stopped",
-        )
 
     async def _watch_start(self, turn_id: str) -> None:
         await trio.sleep(_START_WATCHDOG)
@@ -665,8 +632,8 @@ class OpenCodeEngine:
     def __init__(self, nursery: trio.Nursery, config: OpenCodeConfig) -> None:
         self.config = config
         self._nursery = nursery
-        self._directories: DirectoryRegistry[_Directory] = DirectoryRegistry(
-            nursery, lambda directory: _Directory(self, directory)
+        self._directories: DirectoryRegistry[_OpenCodeDirectory] = DirectoryRegistry(
+            nursery, lambda directory: _OpenCodeDirectory(self, directory)
         )
 
     async def handover(self) -> list[AgentServerHandover]:
@@ -679,7 +646,7 @@ class OpenCodeEngine:
         """
         handovers: list[AgentServerHandover] = []
 
-        async def one(state: _Directory) -> None:
+        async def one(state: _OpenCodeDirectory) -> None:
             handover = await state.handover()
             if handover is not None:
                 handovers.append(handover)
@@ -693,6 +660,10 @@ class OpenCodeEngine:
         """Stop every running server and wait for each (an orderly shutdown)."""
         await self._directories.stop_all()
 
+    def server(self, directory: Path) -> AgentServer[OpenCodeConnection]:
+        """The supervised server of `directory` (created, not started, if new)."""
+        return self._directory(directory).server
+
     def adopt(self, handovers: Iterable[AgentServerHandover]) -> int:
         """Supervise the servers the previous process image handed over; returns how many
         were alive. Records of other engines are ignored (their owner closes their fds)."""
@@ -703,33 +674,27 @@ class OpenCodeEngine:
             adopted += self._directory(handover.directory).adopt(handover)
         return adopted
 
-    def _directory(self, directory: Path) -> _Directory:
+    def _directory(self, directory: Path) -> _OpenCodeDirectory:
         return self._directories.get(directory)
 
     async def _client(self, directory: Path) -> OpenCodeClient:
         """The client of the server of `directory`, started if need be."""
         return (await self._directory(directory).server.connection()).client
 
-    def server(self, directory: Path) -> AgentServer[OpenCodeConnection]:
-        """The supervised server of `directory` (created, not started, if new)."""
-        return self._directory(directory).server
-
     async def open_session(
         self, directory: Path, *, resume_id: str | None = None, title: str | None = None
     ) -> OpenCodeSession:
         state = self._directory(directory)
-        known = state.sessions.get(resume_id) if resume_id is not None else None
-        if known is not None:
-            return known
-        connection = await state.server.connection()
-        if resume_id is not None:
-            info = await connection.client.get_session(resume_id)
-        else:
-            info = await connection.client.create_session(title=title)
-        existing = state.sessions.get(info.id)
-        if existing is not None:
-            return existing
-        return state.sessions.add(OpenCodeSession(state, info, self._nursery))
+
+        async def opener(resume_id: str | None) -> OpenCodeSession:
+            client = (await state.server.connection()).client
+            if resume_id is not None:
+                info = await client.get_session(resume_id)
+            else:
+                info = await client.create_session(title=title)
+            return OpenCodeSession(state, info, self._nursery)
+
+        return await state.sessions.open(resume_id, opener)
 
     async def list_models(self, directory: Path) -> list[ProviderModels]:
         return _providers(await (await self._client(directory)).providers())
@@ -884,8 +849,8 @@ async def open_opencode_engine(
     """The engine, with every server it starts stopped and reaped when the block exits
     (except those given up by `handover()`).
 
-    `adopt`: the servers the daemon's previous process image handed over (from
-    `Store.take_agent_servers()`); each one alive is checked and supervised again.
+    `adopt`: the servers the daemon's previous process image handed over (the app reads them
+    back from the store); each one alive is checked and supervised again.
     """
     async with trio.open_nursery() as nursery:
         engine = OpenCodeEngine(nursery, config or OpenCodeConfig())

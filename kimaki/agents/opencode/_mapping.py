@@ -51,7 +51,6 @@ from kimaki.agents._events import (
     ToolStarted,
     ToolStatus,
     ToolUpdated,
-    TurnEnded,
     Usage,
     relative_path,
     summary_line,
@@ -199,20 +198,11 @@ class SessionMapper(TurnTracker[_Turn]):
         self._final_parts.clear()
         self._tools.clear()
 
-    def end_turn(self, reason: StopReason, message: str | None = None) -> list[EngineEvent]:
-        """End the running turn from outside the stream (crash, timeout): its `TurnEnded`."""
-        turn = self._turn
-        if turn is None:
-            return []
-        self._turn = None
-        return [TurnEnded(turn.id, reason, message)]
-
     def _finish_turn(self) -> list[EngineEvent]:
+        """The stream (or the server's state) says the turn is over: why, from what it saw."""
         turn = self._turn
         assert turn is not None
-        reason, message = _stop_reason(turn)
-        self._turn = None
-        return [TurnEnded(turn.id, reason, message)]
+        return self.end_turn(turn.id, *_stop_reason(turn))
 
     # ------------------------------------------------------------------ events
 
@@ -270,15 +260,16 @@ class SessionMapper(TurnTracker[_Turn]):
         `lost`: the server that ran the turn is gone (not the one answering now), so a turn
         its messages do not show as finished ends with this error.
         """
-        if self._turn is None:
+        turn = self._turn
+        if turn is None:
             return []
-        if lost is not None and self._turn.finish is None and self._turn.error is None:
-            return self.end_turn("error", lost)
+        if lost is not None and turn.finish is None and turn.error is None:
+            return self.end_turn(turn.id, "error", lost)
         if busy:
             return []
-        if self._turn.confirmed:
+        if turn.confirmed:
             return self._finish_turn()
-        return self.end_turn("error", "the agent did not start this turn")
+        return self.end_turn(turn.id, "error", "the agent did not start this turn")
 
     def _idle(self) -> list[EngineEvent]:
         if self._turn is None or not self._turn.confirmed:

@@ -14,6 +14,8 @@ from typing import Any, Final, final
 
 import attrs
 
+from kimaki.errors import KimakiError
+
 __all__ = [
     "MalformedEvent",
     "MessageInfo",
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(KimakiError, ValueError):
     """A known event type whose payload does not have the documented shape."""
 
 

@@ -1,40 +1,59 @@
 """The slash commands: what a person uses to steer the bot from Discord.
 
 ```
-_projects ...... /add-project /create-new-project /remove-project
-_sessions ...... /new-session /resume /abort /session-id /queue /clear-queue
-_preferences ... /model /agent /verbosity
-_maintenance ... /undo /redo /compact /diff /restart-agent-server
-_worktrees ..... /new-worktree /merge-worktree /worktrees
-_engine ........ /engine
+_projects ...... ProjectCommands ..... /add-project /create-new-project /remove-project
+_sessions ...... SessionCommands ..... /new-session /resume /abort /session-id /queue
+                                       /clear-queue
+_preferences ... PreferenceCommands .. /model /agent /verbosity
+_maintenance ... MaintenanceCommands . /undo /redo /compact /diff /restart-agent-server
+_worktrees ..... WorktreeCommands .... /new-worktree /merge-worktree /worktrees
+_engine ........ EngineCommands ...... /engine
+_common ........ what several groups share: option builders, the session thread, the narrow
+                 protocols they consume
 ```
 
-Each group registers its commands and component handlers on the bot's `Interactions`; who may
-use them, acknowledging within 3 s and refusing channels this bot does not own happen there,
-before any handler here runs. Capabilities only some engines have (`kimaki.agents._extras`) are
-checked per command, which answers "not supported by this engine" without them.
+Each group is made by the bot's composition root (`kimaki.bot._compose`) with only what it uses
+(a few of the thread pipeline's calls, a store facet or two, the engines, the REST calls it
+makes), each as a narrow protocol defined in the group's module, and adds its commands and
+component handlers to the bot's `Interactions` (`install`). Who may use them, acknowledging
+within 3 s and refusing channels this bot does not own happen there, before any handler here
+runs. Capabilities only some engines have (`kimaki.agents._extras`) are checked per command,
+which answers "not supported by this engine" without them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
-from kimaki.bot.commands import (
-    _engine,
-    _maintenance,
-    _preferences,
-    _projects,
-    _sessions,
-    _worktrees,
-)
+from kimaki.bot.commands._common import CommandRegistry
+from kimaki.bot.commands._engine import EngineCommands
+from kimaki.bot.commands._maintenance import MaintenanceCommands
+from kimaki.bot.commands._preferences import PreferenceCommands
+from kimaki.bot.commands._projects import ProjectCommands
+from kimaki.bot.commands._sessions import SessionCommands
+from kimaki.bot.commands._worktrees import WorktreeCommands
 
-if TYPE_CHECKING:
-    from kimaki.bot._bot import Bot
+__all__ = [
+    "CommandGroup",
+    "CommandRegistry",
+    "EngineCommands",
+    "MaintenanceCommands",
+    "PreferenceCommands",
+    "ProjectCommands",
+    "SessionCommands",
+    "WorktreeCommands",
+    "install_commands",
+]
 
-__all__ = ["install_commands"]
+
+class CommandGroup(Protocol):
+    """A group of commands, made with what it uses."""
+
+    def install(self, registry: CommandRegistry) -> None: ...
 
 
-def install_commands(bot: Bot) -> None:
-    """Add every command (and the components they use) to `bot.interactions`."""
-    for group in (_projects, _sessions, _preferences, _maintenance, _worktrees, _engine):
-        group.install(bot)
+def install_commands(registry: CommandRegistry, groups: Iterable[CommandGroup]) -> None:
+    """Add every group's commands (and the components they use) to `registry`."""
+    for group in groups:
+        group.install(registry)

@@ -1,34 +1,42 @@
-"""What every command group needs: option builders, the session thread, engine capabilities."""
+"""What every command group needs: option builders, the session thread, engine capabilities,
+and the narrow protocols more than one group consumes (each group is handed its parts when it
+is made; these functions take the part they use as an argument)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import attrs
 
-from kimaki.agents import Engine, EngineError
-from kimaki.bot._engines import UnknownEngineError
-from kimaki.bot._interactions import InteractionContext
-from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.agents import Engine, EngineError, EngineSession
+from kimaki.bot._engines import Engines, UnknownEngineError
+from kimaki.bot._interactions import ComponentHandler, InteractionContext, SlashCommand
+from kimaki.discord.errors import RESTError
 from kimaki.discord.markdown import split_message
 from kimaki.discord.models import (
     AllowedMentions,
     ApplicationCommandOption,
     ApplicationCommandOptionType,
+    Channel,
     CommandChoice,
 )
-from kimaki.sessions import Prompt
 from kimaki.store import ChannelRecord, ThreadRecord
-
-if TYPE_CHECKING:
-    from kimaki.bot._bot import Bot
+from kimaki.threads import Prompt
 
 __all__ = [
     "IN_THREAD_ONLY",
     "NOT_SUPPORTED",
+    "ChannelRecords",
+    "CommandRegistry",
+    "KnownChannels",
+    "QuietPoster",
+    "SessionOpener",
+    "SpentKeys",
+    "ThreadLookup",
+    "ThreadRecordWriter",
     "command_prompt",
     "engine_choices",
     "engine_name",
@@ -51,6 +59,65 @@ AutocompleteHandler = Callable[[InteractionContext], Awaitable[Sequence[CommandC
 
 IN_THREAD_ONLY: Final = "Use `/{command}` in a session thread (a thread of a project channel)."
 NOT_SUPPORTED: Final = "`/{command}` is not supported by this engine ({engine})."
+
+
+class CommandRegistry(Protocol):
+    """Where a group adds its commands and component handlers (the bot's `Interactions`)."""
+
+    def add_command(self, command: SlashCommand) -> None: ...
+
+    def on_component(self, kind: str, handler: ComponentHandler) -> None: ...
+
+    def on_modal(self, kind: str, handler: ComponentHandler) -> None: ...
+
+
+class ThreadLookup(Protocol):
+    """The record of a thread a command runs in, made for a thread someone opened by hand
+    (`kimaki.threads.Threads` is one)."""
+
+    async def record(self, thread_id: int) -> ThreadRecord | None: ...
+
+    async def adopt_thread(self, project: ChannelRecord, thread_id: int) -> ThreadRecord: ...
+
+
+class SessionOpener(Protocol):
+    """A thread's engine session, opened now if need be (`kimaki.threads.Threads` is one)."""
+
+    async def session(self, thread_id: int) -> EngineSession: ...
+
+
+class ThreadRecordWriter(Protocol):
+    """Where a thread's record is kept (`kimaki.store.Places` is one)."""
+
+    async def put_thread(self, thread: ThreadRecord) -> None: ...
+
+
+class ChannelRecords(Protocol):
+    """A project channel's record, read and changed (`kimaki.store.Places` is one)."""
+
+    async def get_channel(self, channel_id: int) -> ChannelRecord | None: ...
+
+    async def put_channel(self, channel: ChannelRecord) -> None: ...
+
+
+class KnownChannels(Protocol):
+    """The channels the gateway told of (`kimaki.guilds.GuildCache` is one)."""
+
+    def channel(self, channel_id: int) -> Channel | None: ...
+
+
+class SpentKeys(Protocol):
+    """Interaction keys whose component has done its job (`kimaki.store.InteractionKeys`)."""
+
+    async def delete_interaction_key(self, key: str) -> bool: ...
+
+
+class QuietPoster(Protocol):
+    """Posting in a channel without pinging (`kimaki.discord.rest.RESTClient` is one)."""
+
+    async def create_message(
+        self, channel_id: int, content: str | None = ..., *, allowed_mentions: AllowedMentions
+    ) -> object: ...
 
 
 def option(
@@ -129,25 +196,27 @@ def format_age(timestamp: float, *, now: float | None = None) -> str:
     return f"{int(seconds // 86400)} d ago"
 
 
-async def thread_here(ctx: InteractionContext) -> ThreadRecord | None:
+async def thread_here(ctx: InteractionContext, threads: ThreadLookup) -> ThreadRecord | None:
     """The record of the thread the command ran in; None in a channel or an unknown thread."""
-    return await ctx.bot.threads.record(ctx.channel_id) if ctx.in_thread else None
+    return await threads.record(ctx.channel_id) if ctx.in_thread else None
 
 
-async def post_quietly(bot: Bot, channel_id: int, text: str) -> None:
+async def post_quietly(rest: QuietPoster, channel_id: int, text: str) -> None:
     """Post what was already said elsewhere (a prompt, history, a note): it pings nobody.
 
     A failure is logged and the rest dropped: the command's own answer still tells the person.
     """
     for chunk in split_message(text):
         try:
-            await bot.rest.create_message(channel_id, chunk, allowed_mentions=AllowedMentions())
-        except (HTTPError, NetworkError) as exc:
+            await rest.create_message(channel_id, chunk, allowed_mentions=AllowedMentions())
+        except RESTError as exc:
             log.warning("could not post in %d: %s", channel_id, exc)
             return
 
 
-async def session_thread(ctx: InteractionContext, command: str) -> ThreadRecord | None:
+async def session_thread(
+    ctx: InteractionContext, threads: ThreadLookup, command: str
+) -> ThreadRecord | None:
     """The record of the thread the command ran in; None (and a hint) outside a thread.
 
     A thread someone opened by hand under a project channel gets its record now.
@@ -156,13 +225,15 @@ async def session_thread(ctx: InteractionContext, command: str) -> ThreadRecord 
     if not ctx.in_thread or project is None:
         await ctx.reply(IN_THREAD_ONLY.format(command=command))
         return None
-    record = await ctx.bot.threads.record(ctx.channel_id)
+    record = await threads.record(ctx.channel_id)
     if record is None:
-        record = await ctx.bot.threads.adopt_thread(project, ctx.channel_id)
+        record = await threads.adopt_thread(project, ctx.channel_id)
     return record
 
 
-async def ensure_session(bot: Bot, record: ThreadRecord) -> ThreadRecord:
+async def ensure_session(
+    threads: SessionOpener, records: ThreadRecordWriter, record: ThreadRecord
+) -> ThreadRecord:
     """The thread's record with a session id, opening the session now if it has none yet.
 
     A session preference (`/model` for this session, `/new-session agent:`) needs the id
@@ -170,9 +241,9 @@ async def ensure_session(bot: Bot, record: ThreadRecord) -> ThreadRecord:
     """
     if record.session_id:
         return record
-    session = await bot.threads.session(record.thread_id)
+    session = await threads.session(record.thread_id)
     record = attrs.evolve(record, session_id=session.session_id)
-    await bot.store.put_thread(record)
+    await records.put_thread(record)
     return record
 
 
@@ -184,13 +255,13 @@ def engine_name(ctx: InteractionContext, thread: ThreadRecord | None) -> str | N
     return project.engine if project is not None else None
 
 
-async def get_engine(ctx: InteractionContext, name: str | None) -> Engine | None:
+async def get_engine(ctx: InteractionContext, engines: Engines, name: str | None) -> Engine | None:
     """The engine called `name`; None (after telling the person) when it is not running here.
 
     Check a capability on the result with `isinstance`, then `unsupported()` if it lacks it.
     """
     try:
-        return ctx.bot.engines.get(name)
+        return engines.get(name)
     except UnknownEngineError as exc:
         await ctx.reply(str(exc))
         return None

@@ -32,7 +32,6 @@ from kimaki.testing.discord._gateway import GatewayServer, GatewayServerStatisti
 from kimaki.testing.discord._openapi import RequestValidator, default_openapi_path
 from kimaki.testing.discord._rest import RestServer, RestStatistics
 from kimaki.testing.discord._state import (
-    ChannelType,
     DiscordState,
     File,
     InteractionRecord,
@@ -41,7 +40,6 @@ from kimaki.testing.discord._state import (
 
 __all__ = [
     "Actor",
-    "ChannelType",
     "DiscordAPIError",
     "DiscordEmulator",
     "DiscordState",

@@ -27,13 +27,13 @@ import trio
 
 from kimaki._http import serve_http
 from kimaki._log import register_secret
+from kimaki.discord.models import THREAD_TYPES, ChannelType
 from kimaki.testing.discord._actors import Actor, iter_components
 from kimaki.testing.discord._errors import EmulatorError, InvalidRequestError, WaitTimeout
 from kimaki.testing.discord._gateway import GatewayServer
 from kimaki.testing.discord._openapi import RequestValidator, default_openapi_path
 from kimaki.testing.discord._rest import RestServer, RestStatistics
 from kimaki.testing.discord._state import (
-    ChannelType,
     DiscordState,
     InteractionRecord,
 )
@@ -274,7 +274,7 @@ class DiscordEmulator:
         def find() -> Json | None:
             for channel in self.state.channels.values():
                 if (
-                    channel["type"] in ChannelType.THREADS
+                    channel["type"] in THREAD_TYPES
                     and channel.get("parent_id") == parent_id
                     and (predicate is None or predicate(channel))
                 ):
@@ -302,7 +302,7 @@ class DiscordEmulator:
         channel = self.state.channels.get(channel_id)
         if channel is None:
             return f"(no channel {channel_id})"
-        kind = "thread" if channel["type"] in ChannelType.THREADS else "channel"
+        kind = "thread" if channel["type"] in THREAD_TYPES else "channel"
         lines = [f"--- {kind} #{channel.get('name', channel_id)} ({channel_id}) ---"]
         messages = sorted(
             self.state.messages.get(channel_id, {}).values(), key=lambda m: int(m["id"])

@@ -15,7 +15,7 @@ from kimaki.agents import (
     ToolStarted,
     TurnEnded,
 )
-from kimaki.sessions._render import Footer, Renderer, Verbosity, format_footer, format_tool
+from kimaki.threads._render import Footer, Renderer, Verbosity, format_footer, format_tool
 
 
 def tool(

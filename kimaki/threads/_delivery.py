@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, final
+from typing import Final, Protocol, final
 
 import trio
 
-from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.discord.errors import RESTError
 from kimaki.discord.markdown import split_message
 from kimaki.discord.models import ActionRow, Message, MessageFlags, MessageReference
-from kimaki.discord.rest import UNSET, RESTClient
+from kimaki.discord.rest import UNSET, Unset
 
-__all__ = ["PostedHook", "ThreadWriter"]
+__all__ = ["MessagePoster", "PostedHook", "ThreadWriter"]
 
 log = logging.getLogger("kimaki.delivery")
 
@@ -34,10 +34,24 @@ PostedHook = Callable[[Sequence[str], int], Awaitable[None]]
 """Called with the part ids a flush delivered and the id of the message that carried them."""
 
 
+class MessagePoster(Protocol):
+    """The one Discord call delivery makes (`kimaki.discord.rest.RESTClient` is one)."""
+
+    async def create_message(
+        self,
+        channel_id: int,
+        content: str | None = ...,
+        *,
+        components: Sequence[ActionRow] | Unset = ...,
+        flags: MessageFlags | int | Unset = ...,
+        reply_to: MessageReference | None = ...,
+    ) -> Message: ...
+
+
 @final
 class ThreadWriter:
     def __init__(
-        self, rest: RESTClient, channel_id: int, *, on_posted: PostedHook | None = None
+        self, rest: MessagePoster, channel_id: int, *, on_posted: PostedHook | None = None
     ) -> None:
         self._rest = rest
         self.channel_id = channel_id
@@ -111,7 +125,7 @@ class ThreadWriter:
                     else None
                 ),
             )
-        except (HTTPError, NetworkError) as exc:
+        except RESTError as exc:
             self.messages_failed += 1
             log.warning("thread %d: a message could not be delivered: %s", self.channel_id, exc)
             return None

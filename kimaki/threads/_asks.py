@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
@@ -31,30 +31,38 @@ from kimaki.agents import (
     Question,
     QuestionAsked,
 )
-from kimaki.bot._delivery import ThreadWriter
-from kimaki.bot._interactions import NOT_VALID_HERE
-from kimaki.discord.errors import HTTPError, NetworkError
+from kimaki.discord.errors import RESTError
 from kimaki.discord.models import (
     ActionRow,
     Button,
     ButtonStyle,
     Label,
+    Message,
     SelectOption,
     StringSelect,
     TextInput,
     TextInputStyle,
+    User,
 )
-from kimaki.sessions._render import format_duration
+from kimaki.discord.rest import Unset
+from kimaki.threads._delivery import ThreadWriter
+from kimaki.threads._render import format_duration
 
-if TYPE_CHECKING:
-    from kimaki.bot._bot import Bot
-    from kimaki.bot._interactions import InteractionContext
-
-__all__ = ["OTHER_VALUE", "Asks", "format_permission"]
+__all__ = [
+    "NOT_VALID_HERE",
+    "OTHER_VALUE",
+    "AskContext",
+    "AskREST",
+    "Asks",
+    "CustomIds",
+    "format_permission",
+]
 
 log = logging.getLogger("kimaki.asks")
 
 OTHER_VALUE: Final = "__other__"
+NOT_VALID_HERE: Final = "This button is not valid here."
+"""A known key with a choice its message never offered: altered, not expired."""
 _REPLY_WORDS: Final[dict[str, str]] = {
     "once": "✅ Accepted",
     "always": "✅ Accepted always",
@@ -70,6 +78,48 @@ _QUESTION_KIND: Final = "question"
 _QUESTION_OTHER_KIND: Final = "question-other"
 # Keys outlive the wait a little, so a late click gets "no longer pending", not "expired".
 _KEY_TTL_MARGIN: Final = 3600.0
+
+
+class AskREST(Protocol):
+    """The Discord call asks make besides posting (`kimaki.discord.rest.RESTClient` is one)."""
+
+    async def edit_message(
+        self,
+        channel_id: int,
+        message_id: int,
+        *,
+        content: str | Unset | None = ...,
+        components: Sequence[ActionRow] | Unset | None = ...,
+    ) -> Message: ...
+
+
+class CustomIds(Protocol):
+    """Makes the custom id of a button or menu posted in a channel (the bot's interactions
+    keep what it stands for and route its clicks back here)."""
+
+    async def custom_id(
+        self, kind: str, channel_id: int, payload: Any, *, ttl: float = ...
+    ) -> str: ...
+
+
+class AskContext(Protocol):
+    """A click, a menu choice or a form on an ask, and the ways to answer it (the bot's
+    `InteractionContext` is one)."""
+
+    @property
+    def user(self) -> User: ...
+
+    async def reply(self, content: str) -> None: ...
+
+    async def update(
+        self, content: str | Unset | None = ..., *, components: Sequence[ActionRow] | Unset = ...
+    ) -> None: ...
+
+    async def modal(
+        self, custom_id: str, title: str, components: Sequence[Label | ActionRow]
+    ) -> None: ...
+
+    async def custom_id(self, kind: str, payload: Any) -> str: ...
 
 
 def _code(text: str, width: int = 300) -> str:
@@ -114,10 +164,23 @@ class _Questions:
 class Asks:
     """The open permission requests and questions of one thread."""
 
-    def __init__(self, bot: Bot, thread_id: int, writer: ThreadWriter) -> None:
-        self._bot = bot
+    def __init__(
+        self,
+        thread_id: int,
+        writer: ThreadWriter,
+        *,
+        rest: AskREST,
+        custom_ids: CustomIds,
+        permission_timeout: float,
+        nursery: trio.Nursery,
+    ) -> None:
         self._thread_id = thread_id
         self._writer = writer
+        self._rest = rest
+        self._custom_ids = custom_ids
+        self._permission_timeout = permission_timeout
+        # Where a decision made elsewhere is shown, off the turn's task (it outlives the turn).
+        self._nursery = nursery
         self._permissions: dict[str, _Permission] = {}
         self._questions: dict[str, _Questions] = {}
 
@@ -132,8 +195,8 @@ class Asks:
         self, session: EngineSession, request: PermissionRequested, nursery: trio.Nursery
     ) -> None:
         """Post the buttons; the timeout runs in `nursery` (the turn's)."""
-        timeout = self._bot.config.permission_timeout
-        custom = await self._bot.interactions.custom_id(
+        timeout = self._permission_timeout
+        custom = await self._custom_ids.custom_id(
             _PERMISSION_KIND,
             self._thread_id,
             {"request_id": request.request_id},
@@ -166,9 +229,7 @@ class Asks:
                 )
                 await self._decide(pending, "reject", f"⏱ Denied: no answer in {waited}")
 
-    async def on_permission_button(
-        self, ctx: InteractionContext, request_id: str, reply: str
-    ) -> None:
+    async def on_permission_button(self, ctx: AskContext, request_id: str, reply: str) -> None:
         choice = _REPLIES.get(reply)
         if choice is None:
             # A real key with a choice its buttons never offered: the id was altered. Whether
@@ -191,7 +252,7 @@ class Asks:
         reply: PermissionReply,
         decision: str,
         *,
-        ctx: InteractionContext | None = None,
+        ctx: AskContext | None = None,
     ) -> bool:
         """Send `reply` to the engine and show `decision`; False if it was already decided."""
         request_id = pending.request.request_id
@@ -209,17 +270,17 @@ class Asks:
         return True
 
     async def _show_decision(
-        self, pending: _Permission, decision: str, ctx: InteractionContext | None
+        self, pending: _Permission, decision: str, ctx: AskContext | None
     ) -> None:
         content = f"{pending.text}\n**{decision}**"
         try:
             if ctx is not None:
                 await ctx.update(content, components=[])
             elif pending.message_id is not None:
-                await self._bot.rest.edit_message(
+                await self._rest.edit_message(
                     self._thread_id, pending.message_id, content=content, components=[]
                 )
-        except (HTTPError, NetworkError) as exc:
+        except RESTError as exc:
             log.warning("thread %d: could not show a decision: %s", self._thread_id, exc)
 
     def engine_resolved_permission(self, request_id: str) -> None:
@@ -228,7 +289,7 @@ class Asks:
         if pending is not None:
             pending.timer.cancel()
             pending.done.set()
-            self._bot.nursery.start_soon(self._show_decision, pending, "Answered elsewhere", None)
+            self._nursery.start_soon(self._show_decision, pending, "Answered elsewhere", None)
 
     # ---- questions
 
@@ -237,7 +298,7 @@ class Asks:
         pending = _Questions(request, session, [None] * count, [None] * count)
         self._questions[request.request_id] = pending
         for index, question in enumerate(request.questions):
-            custom = await self._bot.interactions.custom_id(
+            custom = await self._custom_ids.custom_id(
                 _QUESTION_KIND,
                 self._thread_id,
                 {"request_id": request.request_id, "index": index},
@@ -248,7 +309,7 @@ class Asks:
             pending.message_ids[index] = message.id if message is not None else None
 
     async def on_question_select(
-        self, ctx: InteractionContext, request_id: str, index: int, values: Sequence[str]
+        self, ctx: AskContext, request_id: str, index: int, values: Sequence[str]
     ) -> None:
         pending = self._questions.get(request_id)
         if pending is None or not 0 <= index < len(pending.answers):
@@ -283,7 +344,7 @@ class Asks:
         await self._answer(ctx, pending, index, chosen)
 
     async def on_question_other(
-        self, ctx: InteractionContext, request_id: str, index: int, text: str
+        self, ctx: AskContext, request_id: str, index: int, text: str
     ) -> None:
         pending = self._questions.get(request_id)
         if pending is None or not 0 <= index < len(pending.answers):
@@ -295,7 +356,7 @@ class Asks:
         await self._answer(ctx, pending, index, (text.strip(),))
 
     async def _answer(
-        self, ctx: InteractionContext, pending: _Questions, index: int, chosen: tuple[str, ...]
+        self, ctx: AskContext, pending: _Questions, index: int, chosen: tuple[str, ...]
     ) -> None:
         pending.answers[index] = chosen
         question = pending.request.questions[index]
@@ -340,8 +401,8 @@ class Asks:
             for message_id in questions.message_ids:
                 if message_id is None:
                     continue
-                with contextlib.suppress(HTTPError, NetworkError):
-                    await self._bot.rest.edit_message(self._thread_id, message_id, components=[])
+                with contextlib.suppress(RESTError):
+                    await self._rest.edit_message(self._thread_id, message_id, components=[])
 
 
 def _clip(text: str, width: int) -> str:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from kimaki.sessions import AttachmentInfo, prepare_attachments
-from kimaki.sessions._attachments import INLINE_TEXT_LIMIT, safe_filename
+from kimaki.threads import AttachmentInfo, prepare_attachments
+from kimaki.threads._attachments import INLINE_TEXT_LIMIT, safe_filename
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
 

@@ -1,36 +1,64 @@
-"""Threads: the bridge from Discord threads to thread runtimes and their engine sessions.
+"""Threads: the door of the thread pipeline. It opens a project's threads, keeps their records,
+and owns the runtime of every active thread (and the turns it serves).
+
+```
+Threads.run (a nursery: the runtimes, and what outlives a turn)
+├─ what the previous process left running or queued, submitted again first (restore)
+└─ ThreadRuntimes ─ one ThreadRuntime per active thread, driving its ThreadTurns (the
+   TurnHandler: engine session ⇄ renderer ⇄ ThreadWriter, and its Asks)
+```
 
 A thread's record (`ThreadRecord`: session id, engine, directory, parent channel) lives in the
 store, so a thread outlives its runtime: an evicted or restarted thread is rebuilt from it on
 the next prompt.
+
+`Threads` is handed only what it uses: narrow protocols over the REST client, the store's
+facets (places, preferences, handover), the handled-events record, the engines and the custom
+ids of the bot's interactions, plus the settings values. It knows nothing of the bot.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
 
 from kimaki.agents import EngineSession
-from kimaki.bot._asks import Asks
-from kimaki.bot._delivery import FLUSH_BOUND
-from kimaki.bot._interactions import InteractionContext, modal_values
-from kimaki.bot._turn import ThreadTurns
 from kimaki.discord.errors import HTTPError
 from kimaki.discord.models import Channel
-from kimaki.sessions import Prompt, RuntimeStatistics, ThreadRuntimes
-from kimaki.store import ChannelRecord, InteractionKey, ThreadRecord, WorktreeRecord
+from kimaki.store import ChannelRecord, QueuedPrompt, RunningTurn, ThreadRecord, WorktreeRecord
+from kimaki.threads._asks import Asks, CustomIds
+from kimaki.threads._delivery import FLUSH_BOUND
+from kimaki.threads._prompt import Place, Prompt
+from kimaki.threads._runtime import RuntimeStatistics, ThreadRuntimes
+from kimaki.threads._settings import ThreadSettings
+from kimaki.threads._turn import (
+    EngineLookup,
+    ThreadRecords,
+    ThreadTurns,
+    TurnHandover,
+    TurnPreferences,
+    TurnREST,
+    TurnServices,
+    TurnStart,
+    decode_sent_prompt,
+)
 from kimaki.worktrees import Worktree, WorktreeError, create_worktree, is_git_repository
 
-if TYPE_CHECKING:
-    from kimaki.bot._bot import Bot
+__all__ = [
+    "EngineRegistry",
+    "RestartHandover",
+    "ThreadPlaces",
+    "Threads",
+    "ThreadsREST",
+    "thread_name",
+]
 
-__all__ = ["Threads", "thread_name"]
-
-log = logging.getLogger("kimaki.session")
+log = logging.getLogger("kimaki.threads")
 
 WORKTREE_MARKER: Final = "⎇ "
 THREAD_ALREADY_CREATED: Final = 160004
@@ -38,6 +66,52 @@ THREAD_ALREADY_CREATED: Final = 160004
 _UNTITLED: Final = "New session"
 # How long an in-place restart waits for cancelled turns to unwind (a started flush finishes).
 _UNWIND_BOUND: Final = FLUSH_BOUND + 5.0
+
+
+class ThreadsREST(TurnREST, Protocol):
+    """The Discord calls of the pipeline: its turns', and opening threads
+    (`kimaki.discord.rest.RESTClient` is one)."""
+
+    async def start_thread(self, channel_id: int, name: str) -> Channel: ...
+
+    async def start_thread_from_message(
+        self, channel_id: int, message_id: int, name: str
+    ) -> Channel: ...
+
+    async def get_channel(self, channel_id: int) -> Channel: ...
+
+
+class ThreadPlaces(ThreadRecords, Protocol):
+    """The records of threads and their worktrees (`kimaki.store.Places` is one)."""
+
+    async def delete_thread(self, thread_id: int) -> object: ...
+
+    async def put_worktree(self, worktree: WorktreeRecord) -> None: ...
+
+
+class RestartHandover(TurnHandover, Protocol):
+    """What an in-place restart hands over: running turns and queues
+    (`kimaki.store.Handover` is one)."""
+
+    async def running_turns(self) -> list[RunningTurn]: ...
+
+    async def take_queued_prompts(self) -> list[QueuedPrompt]: ...
+
+    async def save_queued_prompts(
+        self,
+        thread_id: int,
+        payloads: Sequence[Any],
+        *,
+        message_ids: Iterable[int] = ...,
+        clear_running_turn: bool = ...,
+    ) -> None: ...
+
+
+class EngineRegistry(EngineLookup, Protocol):
+    """The engines by name, and which one a new thread gets by default (the bot's `Engines`)."""
+
+    @property
+    def default(self) -> str: ...
 
 
 def thread_name(text: str, *, marker: str = "") -> str:
@@ -49,25 +123,50 @@ def thread_name(text: str, *, marker: str = "") -> str:
 
 @final
 class Threads:
-    def __init__(self, bot: Bot) -> None:
-        self._bot = bot
-        self._runtimes: ThreadRuntimes | None = None
-        bot.interactions.on_component("permission", self._permission_button)
-        bot.interactions.on_component("question", self._question_select)
-        bot.interactions.on_modal("question-other", self._question_other)
+    """Create, then `await nursery.start(threads.run)` before the first prompt."""
+
+    def __init__(
+        self,
+        *,
+        rest: ThreadsREST,
+        places: ThreadPlaces,
+        preferences: TurnPreferences,
+        handover: RestartHandover,
+        handled: TurnStart,
+        engines: EngineRegistry,
+        custom_ids: CustomIds,
+        settings: ThreadSettings,
+    ) -> None:
+        self._rest = rest
+        self._places = places
+        self._handover = handover
+        self._engines = engines
+        self._settings = settings
+        self._services = TurnServices(
+            rest=rest,
+            records=places,
+            preferences=preferences,
+            handover=handover,
+            handled=handled,
+            engines=engines,
+            custom_ids=custom_ids,
+            settings=settings,
+        )
+        self._runtimes: ThreadRuntimes[ThreadTurns] | None = None
 
     @property
-    def runtimes(self) -> ThreadRuntimes:
+    def runtimes(self) -> ThreadRuntimes[ThreadTurns]:
         if self._runtimes is None:
             raise RuntimeError("Threads.run has not started")
         return self._runtimes
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            services = self._services
             self._runtimes = ThreadRuntimes(
                 nursery,
-                lambda thread_id: ThreadTurns(self._bot, thread_id),
-                idle_timeout=self._bot.config.thread_idle_timeout,
+                lambda thread_id: ThreadTurns(thread_id, services, nursery),
+                idle_timeout=self._settings.idle_timeout,
             )
             try:
                 # Before anything else reaches the runtimes (replayed messages come after):
@@ -79,13 +178,16 @@ class Threads:
                 self._runtimes.close()
 
     async def _restore(self) -> None:
-        store = self._bot.store
-        for turn in await store.take_running_turns():
+        # Their places are read by their turns: the records may have changed since.
+        for turn in await self._handover.running_turns():
             log.info("thread %d: following turn %s again", turn.thread_id, turn.turn_id)
+            # What was sent, to send again if the agent never got it.
+            text, files = decode_sent_prompt(turn.prompt)
             self.submit(
                 turn.thread_id,
                 Prompt(
-                    text="",
+                    text=text,
+                    files=files,
                     author_id=0,
                     author_name="",
                     message_id=turn.prompt_message_id,
@@ -94,7 +196,7 @@ class Threads:
                     resume_turn_id=turn.turn_id,
                 ),
             )
-        queued = await store.take_queued_prompts()
+        queued = await self._handover.take_queued_prompts()
         for item in sorted(queued, key=lambda q: (q.thread_id, q.position)):
             try:
                 prompt = Prompt.from_json(item.payload)
@@ -116,7 +218,6 @@ class Threads:
         """
         runtimes = self.runtimes
         runtimes.close()
-        store = self._bot.store
         suspended = [(runtime, *runtime.suspend()) for runtime in runtimes.runtimes()]
         # Let the cancelled turns unwind first: a send the engine answered in the same instant
         # still records its turn (shielded), and must then be followed, not sent again.
@@ -126,20 +227,21 @@ class Threads:
             handler = runtime.handler
             # Not sent again once the engine took it: a turn to follow, or one that is over
             # and still flushing its answer.
-            started = isinstance(handler, ThreadTurns) and (
-                handler.turn_started or handler.prompt_taken
-            )
+            started = handler.turn_started or handler.prompt_taken
             if running is not None and not started:
                 pending.insert(0, running)
-            if pending:
+            if pending or not started:
                 # Their messages are handled from here on (the next process serves the queue),
-                # in the same write, so the replay of those messages finds them taken.
-                await store.save_queued_prompts(
+                # in the same write, so the replay of those messages finds them taken. With no
+                # turn started, a running-turn record left by a withdrawn prompt (now in the
+                # queue) goes in that write too, or the next process would send it twice.
+                await self._handover.save_queued_prompts(
                     runtime.thread_id,
                     [prompt.to_json() for prompt in pending],
                     message_ids=[
                         message_id for prompt in pending for message_id in prompt.message_ids
                     ],
+                    clear_running_turn=not started,
                 )
         log.info("thread runtimes handed over for the restart")
 
@@ -150,8 +252,7 @@ class Threads:
         runtimes.close()
         busy = [runtime for runtime in runtimes.runtimes() if runtime.running is not None]
         for runtime in busy:
-            if isinstance(runtime.handler, ThreadTurns):
-                runtime.handler.stop_notice = notice
+            runtime.handler.stopping(notice)
             runtime.clear_queue()
             runtime.interrupt()
         await runtimes.wait_for_turns(busy)
@@ -178,7 +279,7 @@ class Threads:
         With `worktree` (or automatic worktrees on for the channel), the thread works in the
         worktree: its name gets the marker and the store keeps the mapping.
         """
-        rest = self._bot.rest
+        rest = self._rest
         notice = None
         if worktree is None and directory is None and session_id is None and project.auto_worktrees:
             worktree, notice = await self._automatic_worktree(project, name)
@@ -189,7 +290,7 @@ class Threads:
             thread = await rest.start_thread(project.channel_id, title)
         if worktree is not None:
             directory = worktree.path
-            await self._bot.store.put_worktree(
+            await self._places.put_worktree(
                 WorktreeRecord(
                     thread_id=thread.id,
                     project_directory=project.directory,
@@ -201,15 +302,15 @@ class Threads:
         record = ThreadRecord(
             thread_id=thread.id,
             session_id=session_id or "",
-            engine=engine or project.engine or self._bot.engines.default,
+            engine=engine or project.engine or self._engines.default,
             directory=directory or project.directory,
             channel_id=project.channel_id,
         )
-        await self._bot.store.put_thread(record)
+        await self._places.put_thread(record)
         if notice is not None:
             await rest.create_message(thread.id, notice)
         if prompt is not None:
-            self._submit_first(thread.id, prompt)
+            self._submit_first(Place(project, record), prompt)
         return thread
 
     async def open_existing_thread(
@@ -221,15 +322,15 @@ class Threads:
         The prompt had not reached the agent, or the message would be known as handled and
         would not have come this far.
         """
-        record = await self._bot.store.get_thread(message_id)
+        record = await self._places.get_thread(message_id)
         if record is None or record.channel_id != project.channel_id:
             return False
         log.info("message %d: its thread was opened before a restart; prompting it", message_id)
-        self._submit_first(message_id, prompt)
+        self._submit_first(Place(project, record), prompt)
         return True
 
     async def _thread_from_message(self, channel_id: int, message_id: int, title: str) -> Channel:
-        rest = self._bot.rest
+        rest = self._rest
         try:
             return await rest.start_thread_from_message(channel_id, message_id, title)
         except HTTPError as exc:
@@ -240,9 +341,11 @@ class Threads:
         log.info("message %d: its thread exists already; using it", message_id)
         return await rest.get_channel(message_id)
 
-    def _submit_first(self, thread_id: int, prompt: Prompt) -> None:
+    def _submit_first(self, place: Place, prompt: Prompt) -> None:
+        assert place.thread is not None
+        thread_id = place.thread.thread_id
         try:
-            self.submit(thread_id, attrs.evolve(prompt, thread_id=thread_id))
+            self.submit(thread_id, attrs.evolve(prompt, thread_id=thread_id, place=place))
         except trio.ClosedResourceError:
             log.info("thread %d: stopping, so its first prompt is not served", thread_id)
 
@@ -254,7 +357,7 @@ class Threads:
             return None, None
         try:
             worktree = await create_worktree(
-                project.directory, self._bot.config.worktrees_dir, thread_name(name)
+                project.directory, self._settings.worktrees_dir, thread_name(name)
             )
         except WorktreeError as exc:
             log.warning("channel %d: no automatic worktree: %s", project.channel_id, exc)
@@ -262,18 +365,18 @@ class Threads:
         return worktree, None
 
     async def record(self, thread_id: int) -> ThreadRecord | None:
-        return await self._bot.store.get_thread(thread_id)
+        return await self._places.get_thread(thread_id)
 
     async def adopt_thread(self, project: ChannelRecord, thread_id: int) -> ThreadRecord:
         """A record for a thread someone opened by hand under a project channel."""
         record = ThreadRecord(
             thread_id=thread_id,
             session_id="",
-            engine=project.engine or self._bot.engines.default,
+            engine=project.engine or self._engines.default,
             directory=project.directory,
             channel_id=project.channel_id,
         )
-        await self._bot.store.put_thread(record)
+        await self._places.put_thread(record)
         return record
 
     async def forget(self, thread_id: int) -> None:
@@ -282,13 +385,15 @@ class Threads:
         if runtime is not None:
             runtime.interrupt()
             runtime.clear_queue()
-        await self._bot.store.delete_thread(thread_id)
+        await self._places.delete_thread(thread_id)
 
     # ---- prompts
 
     def submit(self, thread_id: int, prompt: Prompt) -> int:
         """Hand `prompt` to the thread's runtime; its queue position (0: now / next).
 
+        A prompt with its `place` (a routed message) is served without reading the thread's
+        records again; one without (a command's) has its turn read them.
         Raises `trio.ClosedResourceError` once the bot is stopping.
         """
         return self.runtimes.submit(thread_id, prompt)
@@ -308,61 +413,21 @@ class Threads:
     def turns(self, thread_id: int) -> ThreadTurns | None:
         """The live handler of a thread (None when it has no runtime now)."""
         runtime = self.runtimes.get(thread_id)
-        handler = None if runtime is None else runtime.handler
-        return handler if isinstance(handler, ThreadTurns) else None
+        return None if runtime is None else runtime.handler
+
+    def asks(self, thread_id: int) -> Asks | None:
+        """What the thread's turn waits for a person about (None when it has no runtime now):
+        the bot routes the clicks on permission buttons and question menus here."""
+        turns = self.turns(thread_id)
+        return None if turns is None else turns.asks
 
     async def session(self, thread_id: int) -> EngineSession:
         """The thread's engine session (opened or resumed now if its runtime is idle)."""
         turns = self.turns(thread_id)
         if turns is not None and turns.session is not None:
             return turns.session
-        record = await self._bot.store.get_thread(thread_id)
+        record = await self._places.get_thread(thread_id)
         if record is None:
             raise LookupError(f"thread {thread_id} has no session")
-        engine = self._bot.engines.get(record.engine)
+        engine = self._engines.get(record.engine)
         return await engine.open_session(record.directory, resume_id=record.session_id or None)
-
-    # ---- buttons and menus of asks
-
-    async def _asks_for(self, ctx: InteractionContext, gone: str) -> Asks | None:
-        """The asks of the thread the interaction happened in, or None (said to the person)."""
-        turns = self.turns(ctx.channel_id)
-        if turns is None or ctx.interaction.data is None:
-            await ctx.reply(gone)
-            return None
-        return turns.asks
-
-    async def _permission_button(
-        self, ctx: InteractionContext, key: InteractionKey, suffix: str
-    ) -> None:
-        asks = await self._asks_for(ctx, "This permission request is no longer pending.")
-        if asks is not None:
-            await asks.on_permission_button(ctx, str(key.payload.get("request_id", "")), suffix)
-
-    async def _question_select(
-        self, ctx: InteractionContext, key: InteractionKey, suffix: str
-    ) -> None:
-        asks = await self._asks_for(ctx, QUESTION_GONE)
-        if asks is not None and ctx.interaction.data is not None:
-            request_id, index = _question_ref(key)
-            await asks.on_question_select(ctx, request_id, index, ctx.interaction.data.values)
-
-    async def _question_other(
-        self, ctx: InteractionContext, key: InteractionKey, suffix: str
-    ) -> None:
-        asks = await self._asks_for(ctx, QUESTION_GONE)
-        if asks is not None and ctx.interaction.data is not None:
-            answer = modal_values(ctx.interaction.data.components).get("answer", "")
-            text = answer if isinstance(answer, str) else " ".join(answer)
-            request_id, index = _question_ref(key)
-            await asks.on_question_other(ctx, request_id, index, text)
-
-
-QUESTION_GONE: Final = "This question is no longer open."
-
-
-def _question_ref(key: InteractionKey) -> tuple[str, int]:
-    """The question request and the question's index a menu or form stands for."""
-    payload = key.payload if isinstance(key.payload, dict) else {}
-    index = payload.get("index")
-    return str(payload.get("request_id", "")), index if isinstance(index, int) else -1

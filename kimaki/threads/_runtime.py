@@ -41,12 +41,12 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, final
+from typing import Generic, Protocol, TypeVar, final
 
 import attrs
 import trio
 
-from kimaki.sessions._prompt import Prompt
+from kimaki.threads._prompt import Prompt
 
 __all__ = [
     "RuntimeStatistics",
@@ -56,11 +56,30 @@ __all__ = [
     "TurnHandlerFactory",
 ]
 
-log = logging.getLogger("kimaki.session")
+log = logging.getLogger("kimaki.threads")
 
 
 class TurnHandler(Protocol):
-    """What a runtime drives: the engine session and the Discord rendering of one thread."""
+    """What a runtime drives: the engine session and the Discord rendering of one thread.
+
+    Everything the runtime and the thread registry ask of it is here (the registry reads
+    `turn_started` and `prompt_taken` to hand a thread over to the next process, and tells it
+    `stopping()` when the daemon stops), so nothing needs to know which class implements it.
+    """
+
+    @property
+    def turn_started(self) -> bool:
+        """The engine took the running prompt and its turn is not over: a restart can follow
+        it instead of sending the prompt again."""
+
+    @property
+    def prompt_taken(self) -> bool:
+        """The engine took the prompt of the current `run_turn`, even if its turn is over (the
+        answer may still be flushing): an in-place restart must not send it again."""
+
+    def stopping(self, notice: str) -> None:
+        """The daemon is stopping: when the running turn is cancelled, say `notice` instead of
+        "interrupted"."""
 
     async def run_turn(self, prompt: Prompt, reached: Callable[[], None]) -> None:
         """Send `prompt` and render the turn until it ends. Cancelled on interrupt.
@@ -82,6 +101,10 @@ class TurnHandler(Protocol):
 
 
 TurnHandlerFactory = Callable[[int], TurnHandler]
+"""Makes the handler of a thread (by its id) when the thread becomes active."""
+
+H = TypeVar("H", bound=TurnHandler)
+"""The handler type a registry makes: its owner gets its own handlers back, never downcast."""
 
 
 @final
@@ -121,16 +144,16 @@ class _Turn:
 
 
 @final
-class ThreadRuntime:
+class ThreadRuntime(Generic[H]):
     """Serves one thread's prompts. Created and owned by `ThreadRuntimes`."""
 
     def __init__(
         self,
         thread_id: int,
-        handler: TurnHandler,
+        handler: H,
         *,
         idle_timeout: float,
-        on_exit: Callable[[ThreadRuntime], None],
+        on_exit: Callable[[ThreadRuntime[H]], None],
         counters: _Counters,
         on_turn_over: Callable[[], None] = lambda: None,
     ) -> None:
@@ -147,7 +170,7 @@ class ThreadRuntime:
         self._on_turn_over = on_turn_over
 
     @property
-    def handler(self) -> TurnHandler:
+    def handler(self) -> H:
         return self._handler
 
     @property
@@ -338,7 +361,7 @@ class ThreadRuntime:
 
 
 @final
-class ThreadRuntimes:
+class ThreadRuntimes(Generic[H]):
     """The registry of live thread runtimes, and the nursery that owns them.
 
     `submit()` is synchronous (the router only sends): it finds the thread's runtime or starts
@@ -348,7 +371,7 @@ class ThreadRuntimes:
     def __init__(
         self,
         nursery: trio.Nursery,
-        handler_factory: TurnHandlerFactory,
+        handler_factory: Callable[[int], H],
         *,
         idle_timeout: float = 15 * 60,
     ) -> None:
@@ -357,7 +380,7 @@ class ThreadRuntimes:
         self._nursery = nursery
         self._factory = handler_factory
         self._idle_timeout = idle_timeout
-        self._runtimes: dict[int, ThreadRuntime] = {}
+        self._runtimes: dict[int, ThreadRuntime[H]] = {}
         self._counters = _Counters()
         self._closed = False
         self._turn_over = trio.lowlevel.ParkingLot()
@@ -365,10 +388,10 @@ class ThreadRuntimes:
     def _turn_ended(self) -> None:
         self._turn_over.unpark_all()
 
-    def runtimes(self) -> list[ThreadRuntime]:
+    def runtimes(self) -> list[ThreadRuntime[H]]:
         return list(self._runtimes.values())
 
-    async def wait_for_turns(self, runtimes: list[ThreadRuntime]) -> None:
+    async def wait_for_turns(self, runtimes: list[ThreadRuntime[H]]) -> None:
         """Return once none of `runtimes` is serving a turn (interrupted ones included)."""
         while any(runtime.running is not None for runtime in runtimes):
             await self._turn_over.park()
@@ -378,7 +401,7 @@ class ThreadRuntimes:
         nursery's owner."""
         self._closed = True
 
-    def get(self, thread_id: int) -> ThreadRuntime | None:
+    def get(self, thread_id: int) -> ThreadRuntime[H] | None:
         return self._runtimes.get(thread_id)
 
     def __len__(self) -> int:
@@ -406,7 +429,7 @@ class ThreadRuntimes:
             self._nursery.start_soon(runtime.run, name=f"thread-{thread_id}")
         return runtime.submit(prompt)
 
-    def _forget(self, runtime: ThreadRuntime) -> None:
+    def _forget(self, runtime: ThreadRuntime[H]) -> None:
         if self._runtimes.get(runtime.thread_id) is runtime:
             del self._runtimes[runtime.thread_id]
 

@@ -1,9 +1,10 @@
-"""One thread's turns: the `TurnHandler` that joins an engine session to a Discord thread.
+"""One thread's turns: `ThreadTurns`, the `TurnHandler` that joins an engine session to a
+Discord thread.
 
 ```
 run_turn(prompt, reached)
-├─ the session: opened lazily from the thread's record (resumed after a restart; a new one,
-│  said in one line, when the engine no longer knows it)
+├─ the session: opened lazily from the thread's record, the one the prompt's place carries
+│  (resumed after a restart; a new one, said in one line, when the engine no longer knows it)
 ├─ attachments downloaded, the prompt written with who sent each of its messages and what
 │  each replied to; sent, then `reached()` (until then newer messages join the prompt)
 ├─ typing indicator every ~8 s, paused while a permission or question waits for a person
@@ -18,14 +19,20 @@ withdrawn(prompt)           (cancelled before `reached()`: sent again with newer
 
 The order a person reads is the order things happened: everything is sent from the runtime's
 task, and nothing the aborted turn produced after the interruption reaches the thread.
+
+A turn is handed what it uses (`TurnServices`: narrow protocols over the REST client, the
+store's facets, the handled-events record and the engines), never the bot; it knows engines
+only through `kimaki.agents`' engine interface.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, Protocol, final
 
 import attrs
 import trio
@@ -33,6 +40,7 @@ import trio
 from kimaki.agents import (
     AgentSetupError,
     AttachedFile,
+    Engine,
     EngineError,
     EngineSession,
     ModelRef,
@@ -46,23 +54,34 @@ from kimaki.agents import (
     TurnEnded,
     TurnInProgressError,
     Usage,
+    first_line,
 )
-from kimaki.agents._errors import first_line
-from kimaki.bot._asks import Asks
-from kimaki.bot._delivery import ThreadWriter
-from kimaki.discord.errors import HTTPError, NetworkError
-from kimaki.sessions import Prompt, prepare_attachments
-from kimaki.sessions._attachments import IMAGE_LIMIT, SAVED_TEXT_LIMIT
-from kimaki.sessions._render import VERBOSITY_LEVELS, Footer, Renderer, format_footer
-from kimaki.store import RunningTurn, ThreadRecord
+from kimaki.discord.errors import RESTError
+from kimaki.store import ChannelRecord, Preference, RunningTurn, ThreadRecord
+from kimaki.threads._asks import AskREST, Asks, CustomIds
+from kimaki.threads._attachments import IMAGE_LIMIT, SAVED_TEXT_LIMIT, prepare_attachments
+from kimaki.threads._delivery import MessagePoster, ThreadWriter
+from kimaki.threads._prompt import Place, Prompt, PromptFile
+from kimaki.threads._render import VERBOSITY_LEVELS, Footer, Renderer, format_footer
+from kimaki.threads._settings import ThreadSettings
 from kimaki.worktrees import read_branch
 
-if TYPE_CHECKING:
-    from kimaki.bot._bot import Bot
+__all__ = [
+    "INTERRUPTED",
+    "EngineLookup",
+    "ThreadRecords",
+    "ThreadTurns",
+    "TurnHandover",
+    "TurnPreferences",
+    "TurnREST",
+    "TurnServices",
+    "TurnStart",
+    "compose_prompt",
+    "decode_sent_prompt",
+    "encode_sent_prompt",
+]
 
-__all__ = ["INTERRUPTED", "ThreadTurns", "compose_prompt"]
-
-log = logging.getLogger("kimaki.session")
+log = logging.getLogger("kimaki.threads")
 
 INTERRUPTED: Final = "⏹ interrupted"
 SESSION_REPLACED: Final = (
@@ -70,6 +89,75 @@ SESSION_REPLACED: Final = (
     "remember what was said before)."
 )
 _ABORT_TIMEOUT: Final = 15.0
+
+
+class TurnREST(MessagePoster, AskREST, Protocol):
+    """The Discord calls a thread's turns make (`kimaki.discord.rest.RESTClient` is one)."""
+
+    async def trigger_typing(self, channel_id: int) -> None: ...
+
+    async def download(self, url: str, *, limit: int) -> bytes: ...
+
+
+class ThreadRecords(Protocol):
+    """The thread and channel records (`kimaki.store.Places` is one)."""
+
+    async def get_thread(self, thread_id: int) -> ThreadRecord | None: ...
+
+    async def get_channel(self, channel_id: int) -> ChannelRecord | None: ...
+
+    async def put_thread(self, thread: ThreadRecord) -> None: ...
+
+
+class TurnPreferences(Protocol):
+    """Model and agent for a turn (`kimaki.store.Preferences` is one)."""
+
+    async def effective_preference(
+        self, *, session_id: str | None, channel_id: int | None
+    ) -> Preference: ...
+
+
+class TurnHandover(Protocol):
+    """What a running turn leaves for a restart to follow (`kimaki.store.Handover` is one)."""
+
+    async def clear_running_turn(self, thread_id: int) -> object: ...
+
+    async def posted_parts(self, thread_id: int) -> set[str]: ...
+
+    async def record_posted_parts(
+        self, thread_id: int, parts: Iterable[tuple[str, int | None]]
+    ) -> None: ...
+
+
+class TurnStart(Protocol):
+    """The point of no return of a turn: its messages handled and its turn recorded, in one
+    write (the bot's `HandledEvents` is one)."""
+
+    async def begin_turn(self, prompt: Prompt, turn: RunningTurn) -> None: ...
+
+
+class EngineLookup(Protocol):
+    """The engines by name (the bot's `Engines` is one)."""
+
+    def get(self, name: str | None = ...) -> Engine: ...
+
+
+@final
+@attrs.frozen
+class TurnServices:
+    """What a thread's turns use, each part as narrow as they need it. Made once, by
+    `Threads`, and shared by every thread's `ThreadTurns`."""
+
+    rest: TurnREST
+    records: ThreadRecords
+    preferences: TurnPreferences
+    handover: TurnHandover
+    handled: TurnStart
+    engines: EngineLookup
+    custom_ids: CustomIds
+    settings: ThreadSettings
+    typing_limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(4))
+    """Typing indicators are cosmetic: a burst of new turns shares a few concurrent calls."""
 
 
 def compose_prompt(prompt: Prompt, attachments_texts: Sequence[str] = ()) -> str:
@@ -114,27 +202,39 @@ class TurnOutcome:
 
 @final
 class ThreadTurns:
-    """The `TurnHandler` of one thread. Made by `Threads` when the thread becomes active."""
+    """The `TurnHandler` of one thread. Made by `Threads` when the thread becomes active;
+    `nursery` (the registry's) takes what outlives a turn."""
 
-    def __init__(self, bot: Bot, thread_id: int) -> None:
-        self._bot = bot
+    def __init__(self, thread_id: int, services: TurnServices, nursery: trio.Nursery) -> None:
+        self._services = services
         self.thread_id = thread_id
         self._record: ThreadRecord | None = None
         self._session: EngineSession | None = None
         self._renderer = Renderer()
         self._posted: set[str] = set()
-        self._writer = ThreadWriter(bot.rest, thread_id, on_posted=self._parts_posted)
-        self.asks = Asks(bot, thread_id, self._writer)
+        self._writer = ThreadWriter(services.rest, thread_id, on_posted=self._parts_posted)
+        self.asks = Asks(
+            thread_id,
+            self._writer,
+            rest=services.rest,
+            custom_ids=services.custom_ids,
+            permission_timeout=services.settings.permission_timeout,
+            nursery=nursery,
+        )
         self._turn_id: str | None = None
         # A prompt was handed to the engine and the turn is not over (see `withdrawn`).
         self._sending = False
         self._taken = False  # see `prompt_taken`
+        # A withdrawn prompt's running-turn record, kept until the next one replaces it.
+        self._stale_record = False
         # Said instead of "⏹ interrupted" when the daemon stops (SIGTERM) mid-turn.
-        self.stop_notice: str | None = None
+        self._stop_notice: str | None = None
 
     @property
     def session(self) -> EngineSession | None:
         return self._session
+
+    # ---- TurnHandler
 
     @property
     def turn_started(self) -> bool:
@@ -147,19 +247,21 @@ class ThreadTurns:
         (the answer may still be flushing): an in-place restart must not send it again."""
         return self._taken
 
-    # ---- TurnHandler
+    def stopping(self, notice: str) -> None:
+        self._stop_notice = notice
 
     async def run_turn(self, prompt: Prompt, reached: Callable[[], None]) -> None:
         started = trio.current_time()
         self._taken = False
-        session = await self._open_session()
+        session = await self._open_session(prompt.place)
         if session is None:
+            if prompt.resume_turn_id is not None:  # said in the thread; not tried again
+                await self._forget_turn()
             return
         record = self._record
         assert record is not None
-        store = self._bot.store
-        await self._apply_verbosity(record)
-        preference = await store.effective_preference(
+        await self._apply_verbosity(record, prompt.place)
+        preference = await self._services.preferences.effective_preference(
             session_id=session.session_id, channel_id=record.channel_id
         )
         outcome: TurnOutcome | None = None
@@ -168,34 +270,14 @@ class ThreadTurns:
             nursery.start_soon(self._typing)
             try:
                 if prompt.resume_turn_id is not None:
-                    # Started before an in-place restart: follow it, skipping what was posted.
-                    self._posted |= await store.posted_parts(self.thread_id)
-                    self._turn_id = prompt.resume_turn_id
-                    await session.resume_turn(prompt.resume_turn_id)
+                    await self._resume(session, prompt, preference.model, preference.agent)
                 else:
-                    text, files = await self._prompt_content(prompt)
-                    model = _model_ref(preference.model)
-                    # The point of no return: a replay of this message must not prompt again.
-                    await self._bot.handled.record_prompt(prompt)
-                    self._turn_id = await self._start(session, text, files, model, preference.agent)
+                    await self._send(session, prompt, preference.model, preference.agent)
             except EngineError as exc:
                 refused = exc
             else:
                 self._taken = True
                 reached()  # from now on a new message interrupts this turn
-                # Kept until the turn ends, so a restart in place can follow it; shielded, as
-                # the agent has the prompt now: a restart that cancelled this write while it
-                # waited for the store would leave nothing to follow and the answer unsent.
-                with trio.CancelScope(shield=True):
-                    await store.save_running_turn(
-                        RunningTurn(
-                            self.thread_id,
-                            session.session_id,
-                            self._turn_id,
-                            time.time(),
-                            prompt.message_id,
-                        )
-                    )
                 outcome = await self._follow(session, nursery)
             nursery.cancel_scope.cancel()
         if refused is not None:
@@ -221,20 +303,64 @@ class ThreadTurns:
         with trio.CancelScope(shield=True):
             await self._forget_turn()
 
+    async def _send(
+        self, session: EngineSession, prompt: Prompt, model: str | None, agent: str | None
+    ) -> None:
+        text, files = await self._prompt_content(prompt)
+        turn = RunningTurn(
+            self.thread_id,
+            session.session_id,
+            session.new_turn_id(),
+            time.time(),
+            prompt.message_id,
+            prompt=encode_sent_prompt(text, files),
+        )
+        # The point of no return, before the send and in one write: the prompt's messages are
+        # handled (a replay must not prompt again) and its turn is running (the next process,
+        # should this one die now, asks the agent for it and sends it if it never arrived).
+        # Shielded: once written, the turn is this process's to send or the next one's.
+        with trio.CancelScope(shield=True):
+            await self._services.handled.begin_turn(prompt, turn)
+            self._turn_id = turn.turn_id
+            self._stale_record = False
+        await self._start(session, text, files, _model_ref(model), agent, turn.turn_id)
+
+    async def _resume(
+        self, session: EngineSession, prompt: Prompt, model: str | None, agent: str | None
+    ) -> None:
+        """A turn recorded by an earlier process: follow it, skipping what was posted, or, if
+        that process died before the agent got the prompt, send it now."""
+        assert prompt.resume_turn_id is not None
+        self._posted |= await self._services.handover.posted_parts(self.thread_id)
+        self._turn_id = prompt.resume_turn_id
+        if await session.resume_turn(prompt.resume_turn_id):
+            return
+        log.info(
+            "thread %d: turn %s never reached the agent; sending it now",
+            self.thread_id,
+            prompt.resume_turn_id,
+        )
+        await self._start(
+            session, prompt.text, prompt.files, _model_ref(model), agent, prompt.resume_turn_id
+        )
+
     async def interrupted(self, prompt: Prompt) -> None:
         await self.asks.cancel_all("a new message interrupted the turn")
         if self._session is not None:
             await self._abort(self._session)
         await self._forget_turn()
-        self._writer.add(INTERRUPTED if self.stop_notice is None else self.stop_notice)
+        self._writer.add(INTERRUPTED if self._stop_notice is None else self._stop_notice)
         await self._writer.flush()
 
     async def withdrawn(self, prompt: Prompt) -> None:
         # Newer messages arrived before the engine had `prompt`: it is sent again with them.
-        # Nothing was shown for it; only a send cut short may have reached the engine.
+        # Nothing was shown for it; only a send cut short may have reached the engine. Its
+        # running-turn record stays until the joined prompt's replaces it, so the messages
+        # recorded as handled are never in memory alone.
         if self._session is not None and self._sending:
             await self._abort(self._session)
         self._sending = False
+        self._stale_record = self._turn_id is not None
         self._turn_id = None
 
     async def _abort(self, session: EngineSession) -> None:
@@ -247,28 +373,36 @@ class ThreadTurns:
         self._drop_old_events(session)
 
     async def _forget_turn(self) -> None:
+        self._stale_record = False
         self._sending = False
         self._turn_id = None
         self._posted.clear()
-        await self._bot.store.clear_running_turn(self.thread_id)
+        await self._services.handover.clear_running_turn(self.thread_id)
 
     async def evicted(self) -> None:
+        if self._stale_record:  # its prompt was dropped (/abort, /clear-queue) meanwhile
+            await self._forget_turn()
         session, self._session = self._session, None
         if session is not None:
             await session.aclose()
 
     # ---- the session
 
-    async def _open_session(self) -> EngineSession | None:
+    async def _open_session(self, place: Place | None) -> EngineSession | None:
+        """The thread's session: the one open, or one opened from the thread's record, the
+        record the prompt's place carries if it does (else read now: a restored prompt)."""
         if self._session is not None:
             return self._session
-        store = self._bot.store
-        record = await store.get_thread(self.thread_id)
+        records = self._services.records
+        if place is not None and place.thread is not None:
+            record: ThreadRecord | None = place.thread
+        else:
+            record = await records.get_thread(self.thread_id)
         if record is None:
             log.warning("thread %d has no record; ignoring its prompt", self.thread_id)
             return None
         try:
-            engine = self._bot.engines.get(record.engine)
+            engine = self._services.engines.get(record.engine)
             if record.session_id:
                 try:
                     session = await engine.open_session(
@@ -284,7 +418,7 @@ class ThreadTurns:
             return None
         if session.session_id != record.session_id:
             record = attrs.evolve(record, session_id=session.session_id)
-            await store.put_thread(record)
+            await records.put_thread(record)
         self._record = record
         self._session = session
         return session
@@ -296,16 +430,17 @@ class ThreadTurns:
         files: Sequence[AttachedFile],
         model: ModelRef | None,
         agent: str | None,
-    ) -> str:
+        turn_id: str,
+    ) -> None:
         self._sending = True  # the engine may have the prompt from here on
         try:
-            return await session.prompt(text, files, model=model, agent=agent)
+            await session.prompt(text, files, model=model, agent=agent, turn_id=turn_id)
         except TurnInProgressError:
             # A turn from before (its abort did not finish) still runs: stop it, then retry.
             with trio.move_on_after(_ABORT_TIMEOUT):
                 await session.abort()
             self._drop_old_events(session)
-            return await session.prompt(text, files, model=model, agent=agent)
+            await session.prompt(text, files, model=model, agent=agent, turn_id=turn_id)
 
     def _drop_old_events(self, session: EngineSession) -> None:
         """Discard what the interrupted turn left in the queue (its end included)."""
@@ -317,12 +452,14 @@ class ThreadTurns:
             if isinstance(event, PermissionResolved):
                 self.asks.engine_resolved_permission(event.request_id)
 
-    async def _apply_verbosity(self, record: ThreadRecord) -> None:
-        channel = (
-            await self._bot.store.get_channel(record.channel_id)
-            if record.channel_id is not None
-            else None
-        )
+    async def _apply_verbosity(self, record: ThreadRecord, place: Place | None) -> None:
+        """The verbosity of the thread's project channel: as the prompt's place found it (the
+        router read it for this message), else read now."""
+        channel: ChannelRecord | None = None
+        if place is not None and place.project.channel_id == record.channel_id:
+            channel = place.project
+        elif record.channel_id is not None:
+            channel = await self._services.records.get_channel(record.channel_id)
         wanted = channel.verbosity if channel is not None else None
         self._renderer.verbosity = next(
             (level for level in VERBOSITY_LEVELS if level == wanted), "essential"
@@ -331,7 +468,7 @@ class ThreadTurns:
     async def _prompt_content(self, prompt: Prompt) -> tuple[str, Sequence[AttachedFile]]:
         """The text and files of every message in `prompt`: each message's attachments are
         described right after its own text."""
-        rest = self._bot.rest
+        rest = self._services.rest
 
         async def fetch(url: str) -> bytes:
             return await rest.download(url, limit=max(IMAGE_LIMIT, SAVED_TEXT_LIMIT))
@@ -344,7 +481,7 @@ class ThreadTurns:
                 attachments_texts.append("")
                 continue
             prepared = await prepare_attachments(
-                part.attachments, fetch=fetch, save_dir=self._bot.config.attachments_dir
+                part.attachments, fetch=fetch, save_dir=self._services.settings.attachments_dir
             )
             attachments_texts.append(prepared.text)
             files.extend(prepared.files)
@@ -396,24 +533,54 @@ class ThreadTurns:
         return None
 
     async def _typing(self) -> None:
-        interval = self._bot.config.typing_interval
+        services = self._services
+        interval = services.settings.typing_interval
         while True:
             if not self.asks.waiting:
                 # Cosmetic, so it never crowds out what matters: a burst of new turns shares
                 # a few concurrent typing calls instead of opening one request each at once.
-                async with self._bot.typing_limiter:
+                async with services.typing_limiter:
                     try:
-                        await self._bot.rest.trigger_typing(self.thread_id)
-                    except (HTTPError, NetworkError) as exc:
+                        await services.rest.trigger_typing(self.thread_id)
+                    except RESTError as exc:
                         log.debug("thread %d: typing indicator failed: %s", self.thread_id, exc)
             await trio.sleep(interval)
 
     async def _parts_posted(self, part_ids: Sequence[str], message_id: int) -> None:
         self._posted.update(part_ids)
         if self._turn_id is not None:
-            await self._bot.store.record_posted_parts(
+            await self._services.handover.record_posted_parts(
                 self.thread_id, [(part_id, message_id or None) for part_id in part_ids]
             )
+
+
+def encode_sent_prompt(text: str, files: Sequence[AttachedFile]) -> str:
+    """What a turn sends, for its running-turn record (`decode_sent_prompt` reads it)."""
+    return json.dumps(
+        {
+            "text": text,
+            "files": [
+                {
+                    "filename": file.filename,
+                    "mime": file.mime,
+                    "data": base64.b64encode(file.data).decode("ascii"),
+                }
+                for file in files
+            ],
+        }
+    )
+
+
+def decode_sent_prompt(payload: str | None) -> tuple[str, tuple[PromptFile, ...]]:
+    """The text and files of `encode_sent_prompt`; nothing for a record without them."""
+    if not payload:
+        return "", ()
+    data = json.loads(payload)
+    files = tuple(
+        PromptFile(str(item["filename"]), str(item["mime"]), base64.b64decode(item["data"]))
+        for item in data.get("files") or ()
+    )
+    return str(data.get("text") or ""), files
 
 
 def failure_line(what: str, exc: Exception) -> str:

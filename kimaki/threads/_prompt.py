@@ -3,6 +3,9 @@
 A prompt may carry several messages: those that arrived before it reached the engine join it
 (`Prompt.joined`) and are sent as one, in arrival order, each with its author, message id,
 reply and attachments (`Prompt.parts`).
+
+A prompt from a routed message carries its `Place` (the thread's record and its project
+channel's, as the router found them), so the turn does not read them from the store again.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Any, Final, Literal, final
 
 import attrs
 
-__all__ = ["AttachmentInfo", "Prompt", "PromptFile", "PromptSource", "QuotedMessage"]
+from kimaki.store import ChannelRecord, ThreadRecord
+
+__all__ = ["AttachmentInfo", "Place", "Prompt", "PromptFile", "PromptSource", "QuotedMessage"]
 
 PromptSource = Literal["message", "command", "scheduled", "voice", "resume"]
 
@@ -51,6 +56,20 @@ class QuotedMessage:
 
 @final
 @attrs.frozen
+class Place:
+    """Where a message belongs: its project channel and, in a thread, the thread's record.
+
+    Resolved once per routed message (from the store's write-through caches) and handed on
+    with its prompt: the thread's turn uses it instead of asking the store again which thread,
+    which directory, which engine and which verbosity.
+    """
+
+    project: ChannelRecord
+    thread: ThreadRecord | None = None
+
+
+@final
+@attrs.frozen
 class Prompt:
     """A person's (or the scheduler's) request to the thread's agent session.
 
@@ -75,6 +94,9 @@ class Prompt:
     # Messages that arrived after this one and before it reached the engine, oldest first
     # (each without followups of its own): the agent gets them all as one prompt.
     followups: tuple[Prompt, ...] = ()
+    # Where the message was routed (None for a prompt restored after a restart or made by a
+    # command: the turn then reads the records). Not stored with a queue: read again then.
+    place: Place | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def parts(self) -> tuple[Prompt, ...]:
@@ -105,12 +127,14 @@ class Prompt:
             self,
             queued=self.queued and later.queued,
             followups=(*self.followups, *later.parts),
+            place=later.place if later.place is not None else self.place,
         )
 
     def to_json(self) -> dict[str, Any]:
         """JSON-compatible, for the store (a queue handed to the next process). Files sent as
-        bytes are left out: a prompt with files is rare and their bytes do not belong there."""
-        return attrs.asdict(self, filter=lambda attribute, _: attribute.name != "files")
+        bytes are left out: a prompt with files is rare and their bytes do not belong there;
+        so is the place, which may have changed by the time the queue is served."""
+        return attrs.asdict(self, filter=lambda attribute, _: attribute.name not in _NOT_STORED)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prompt:
@@ -129,4 +153,5 @@ class Prompt:
         return cls(**fields)
 
 
-_PROMPT_FIELDS: Final = frozenset(a.name for a in attrs.fields(Prompt)) - {"files"}
+_NOT_STORED: Final = frozenset({"files", "place"})
+_PROMPT_FIELDS: Final = frozenset(a.name for a in attrs.fields(Prompt)) - _NOT_STORED

@@ -22,7 +22,7 @@ from typing import Final, final
 import attrs
 import trio
 
-from kimaki.sessions._prompt import AttachmentInfo, PromptFile
+from kimaki.threads._prompt import AttachmentInfo, PromptFile
 
 __all__ = [
     "INLINE_TEXT_LIMIT",
@@ -32,7 +32,7 @@ __all__ = [
     "safe_filename",
 ]
 
-log = logging.getLogger("kimaki.session")
+log = logging.getLogger("kimaki.threads")
 
 INLINE_TEXT_LIMIT: Final = 64 * 1024
 IMAGE_LIMIT: Final = 20 * 1024 * 1024

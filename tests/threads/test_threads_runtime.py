@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import attrs
 import hypothesis.strategies as st
@@ -14,7 +15,8 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 
-from kimaki.sessions import AttachmentInfo, Prompt, QuotedMessage, ThreadRuntimes
+from kimaki.store import ChannelRecord, ThreadRecord
+from kimaki.threads import AttachmentInfo, Place, Prompt, QuotedMessage, ThreadRuntimes
 
 IDLE = 15 * 60
 
@@ -41,6 +43,12 @@ class FakeHandler:
     engine: list[str]
     fail_on: set[str] = attrs.Factory(set)
     evict_gate: trio.Event | None = None
+    # The rest of the `TurnHandler` protocol (the registry's, for restarts and stopping).
+    turn_started: bool = False
+    prompt_taken: bool = False
+
+    def stopping(self, notice: str) -> None:
+        self.log.append(f"{self.thread_id}:stopping")
 
     async def run_turn(self, p: Prompt, reached: Callable[[], None]) -> None:
         text = label(p)
@@ -476,6 +484,22 @@ async def test_a_joined_prompt_keeps_every_part_through_the_store_format() -> No
         first.joined(attrs.evolve(second, resume_turn_id="turn-1"))
 
 
+def test_a_prompts_place_is_the_newest_and_is_not_stored() -> None:
+    """A joined prompt goes where its newest message was routed (the freshest records); a
+    queue handed to the next process leaves the place out, to be read again there."""
+    project = ChannelRecord(channel_id=1, directory=Path("/p"), guild_id=2, app_id=3)
+    thread = ThreadRecord(thread_id=9, session_id="s", engine="fake", directory=Path("/p"))
+    older = Place(project, thread)
+    newer = Place(attrs.evolve(project, verbosity="text"), thread)
+    first = attrs.evolve(prompt("a"), place=older)
+    second = attrs.evolve(prompt("b"), place=newer)
+    assert first.joined(second).place is newer
+    assert first.joined(prompt("c")).place is older
+    assert "place" not in first.to_json()
+    assert Prompt.from_json(first.to_json()).place is None
+    assert Prompt.from_json(first.to_json()) == first  # the place is not part of equality
+
+
 @attrs.define
 class ScriptedEngine:
     """A handler whose engine takes a prompt, and ends a turn, only when the script says so."""
@@ -484,6 +508,11 @@ class ScriptedEngine:
     takes: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     ends: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     free: bool = False
+    turn_started: bool = False
+    prompt_taken: bool = False
+
+    def stopping(self, notice: str) -> None:
+        pass
 
     async def run_turn(self, p: Prompt, reached: Callable[[], None]) -> None:
         if not self.free:

@@ -1,0 +1,134 @@
+"""The composition root of the bot: every part built once, each handed only what it uses.
+
+Nothing else in the bot builds a part, and no part is handed the whole bot: the router, the
+interactions, each command group, the thread pipeline, the handled events and the key sweeper
+take narrow protocols, defined in their own modules, that the store's facets, the REST client,
+the guild cache, the engines and the other parts satisfy. Reading this function is reading who
+uses what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kimaki.bot._ask_buttons import install_ask_buttons
+from kimaki.bot._bot import Bot, BotConfig
+from kimaki.bot._engines import Engines
+from kimaki.bot._handled import HandledEvents
+from kimaki.bot._interactions import Interactions
+from kimaki.bot._places import ProjectPlaces
+from kimaki.bot._router import Router
+from kimaki.bot.commands import (
+    EngineCommands,
+    MaintenanceCommands,
+    PreferenceCommands,
+    ProjectCommands,
+    SessionCommands,
+    WorktreeCommands,
+    install_commands,
+)
+from kimaki.discord.rest import RESTClient
+from kimaki.guilds import GuildCache
+from kimaki.projects import Projects
+from kimaki.store import Store
+from kimaki.threads import Threads
+
+__all__ = ["compose_bot"]
+
+
+def compose_bot(
+    *,
+    rest: RESTClient,
+    store: Store,
+    guilds: GuildCache,
+    application_id: int,
+    bot_user_id: int,
+    engines: Engines,
+    config: BotConfig,
+    current_sequence: Callable[[], int | None] = lambda: None,
+) -> Bot:
+    """The bot's parts, wired; `current_sequence` is the dispatcher's (for held messages)."""
+    handled = HandledEvents(store.handled, current_sequence=current_sequence)
+    places = ProjectPlaces(records=store.places, channels=guilds, application_id=application_id)
+    interactions = Interactions(
+        rest=rest,
+        application_id=application_id,
+        handled=handled,
+        guilds=guilds,
+        projects=places,
+        keys=store.keys,
+    )
+    threads = Threads(
+        rest=rest,
+        places=store.places,
+        preferences=store.preferences,
+        handover=store.handover,
+        handled=handled,
+        engines=engines,
+        custom_ids=interactions,
+        settings=config.thread_settings,
+    )
+    install_ask_buttons(interactions, threads)
+    router = Router(
+        bot_user_id=bot_user_id,
+        places=places,
+        guilds=guilds,
+        handled=handled,
+        threads=threads,
+        rest=rest,
+    )
+    projects = Projects(
+        rest=rest,
+        store=store.places,
+        app_id=application_id,
+        data_dir=config.data_dir,
+        projects_dir=config.projects_dir,
+        guild_ids=guilds.guild_ids,
+    )
+    install_commands(
+        interactions,
+        (
+            ProjectCommands(
+                projects=projects,
+                engines=engines,
+                records=store.places,
+                channels=guilds,
+                keys=store.keys,
+            ),
+            SessionCommands(
+                threads=threads,
+                engines=engines,
+                records=store.places,
+                preferences=store.preferences,
+                rest=rest,
+                channels=guilds,
+                handled=handled,
+            ),
+            PreferenceCommands(
+                threads=threads,
+                engines=engines,
+                records=store.places,
+                preferences=store.preferences,
+                keys=store.keys,
+            ),
+            MaintenanceCommands(threads=threads, engines=engines, preferences=store.preferences),
+            WorktreeCommands(
+                threads=threads,
+                records=store.places,
+                keys=store.keys,
+                rest=rest,
+                worktrees_dir=config.worktrees_dir,
+                application_id=application_id,
+            ),
+            EngineCommands(engines=engines, records=store.places, threads=threads),
+        ),
+    )
+    return Bot(
+        router=router,
+        interactions=interactions,
+        threads=threads,
+        handled=handled,
+        projects=projects,
+        keys=store.keys,
+        key_sweep_interval=config.key_sweep_interval,
+    )

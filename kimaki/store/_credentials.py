@@ -1,0 +1,31 @@
+"""The bot token, kept in the database (mode 0600) by `kimaki token set` or the first run."""
+
+from __future__ import annotations
+
+import time
+from typing import final
+
+import attrs
+
+from kimaki.store._database import Database
+
+__all__ = ["Credentials"]
+
+
+@final
+@attrs.frozen
+class Credentials:
+    """The stored bot token (at most one)."""
+
+    _db: Database = attrs.field(alias="db")
+
+    async def get_bot_token(self) -> str | None:
+        row = await self._db.run(self._db.get, "bot_credentials", 1)
+        return None if row is None else str(row["token"])
+
+    async def set_bot_token(self, token: str) -> None:
+        row = {"id": 1, "token": token, "updated_at": time.time()}
+        await self._db.run(self._db.upsert, "bot_credentials", row, "id")
+
+    async def clear_bot_token(self) -> bool:
+        return await self._db.run(self._db.delete, "bot_credentials", "id = 1", []) > 0

@@ -1,0 +1,321 @@
+"""The one connection every part of the store shares, and the one place SQL runs.
+
+Every call runs in a worker thread through `trio.to_thread.run_sync` with a limiter of one, so
+the event loop never waits on disk and the single connection is never used by two threads at
+once (one writer). The file is in WAL mode (readers never block the writer), with foreign keys
+on and a busy timeout in case a CLI command writes while the daemon runs.
+
+The store's parts (`kimaki.store.Store`'s facets) each own their tables' SQL and share this
+object: the connection, the limiter, the write-through caches of the records read on every
+message, and the group commit of the writes on a turn's way to the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar, final
+
+import attrs
+import trio
+from sqlite_utils import Database as _SqliteUtilsDatabase
+from sqlite_utils.db import NotFoundError, Table
+
+from kimaki.errors import KimakiError
+from kimaki.store._records import ChannelRecord, Preference, ThreadRecord
+from kimaki.store._schema import migrate
+
+__all__ = [
+    "Database",
+    "StoreClosedError",
+    "from_row",
+    "handled_rows",
+    "insert_rows",
+    "to_row",
+]
+
+log = logging.getLogger("kimaki.store")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_BUSY_TIMEOUT_MS = 5000
+
+
+class _Recent(Generic[_T]):
+    """The most recently used records by key (a bounded LRU), for hot reads."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._items: OrderedDict[Hashable, _T] = OrderedDict()
+        self._limit = limit
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def get(self, key: Hashable) -> _T:
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def put(self, key: Hashable, value: _T) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+    def forget(self, key: Hashable) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class StoreClosedError(KimakiError, RuntimeError):
+    """The store was used after `aclose()` (a `RuntimeError` too: a bug, not a condition)."""
+
+
+@final
+class Database:
+    """The daemon's database file: one connection, one writer, calls off the event loop.
+
+    Open with `await Database.open(path)`; the store's facets take it and run their SQL through
+    `run` (or `write_together`). The helpers below (`get`, `upsert`, `delete`, ...) run in the
+    worker thread, inside `run`.
+    """
+
+    def __init__(self, db: _SqliteUtilsDatabase, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._limiter = trio.CapacityLimiter(1)
+        self._closed = False
+        # Every message asks "is this channel a project, is this thread known?": answered
+        # from memory after the first time. Write-through: every write goes through this
+        # object (the CLI reaches a running daemon through its lock port), so it stays true.
+        # Shared by the facets so that two facets over one database can never disagree.
+        self.recent_channels: _Recent[ChannelRecord | None] = _Recent()
+        self.recent_threads: _Recent[ThreadRecord | None] = _Recent()
+        self.recent_preferences: _Recent[Preference | None] = _Recent()
+        # Writes on a turn's way to the agent, waiting for the next call to start
+        # (`write_together`): appended in the event loop, taken in the worker thread.
+        self._batch_lock = threading.Lock()
+        self._batch: list[Callable[[sqlite3.Connection], None]] = []
+        self._batch_queued = 0  # writes ever queued
+        self._batch_written = 0  # writes known to be committed, in queued order
+        self._batch_lot = trio.lowlevel.ParkingLot()
+        self._trio_token = trio.lowlevel.current_trio_token()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        """Open (creating with mode 0600) and migrate the database at `path`."""
+        db = await trio.to_thread.run_sync(_open_database, path)
+        return cls(db, path)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await trio.to_thread.run_sync(self._db.conn.close, limiter=self._limiter)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """`fn(*args, **kwargs)` in the worker thread, alone on the connection."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+
+        def call() -> _T:
+            self._commit_batch()  # first, whatever the call is
+            return fn(*args, **kwargs)
+
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def write_together(self, write: Callable[[sqlite3.Connection], None]) -> None:
+        """Commit `write` and return once it is committed.
+
+        For the writes on a turn's way to the agent, so they do not queue behind the calls
+        already waiting for the connection: `write` runs, in one transaction with every other
+        write queued meanwhile (group commit), at the start of whichever call starts next.
+        """
+        with self._batch_lock:
+            self._batch.append(write)
+        self._batch_queued += 1
+        target = self._batch_queued
+        while self._batch_written < target:
+            if self._limiter.statistics().tasks_waiting == 0:
+                await self.run(_nothing)  # nobody else will start soon: write it now
+            else:
+                # A call that is waiting writes it when it starts. Looked at again after a
+                # while in case that call was cancelled before it started.
+                with trio.move_on_after(0.05):
+                    await self._batch_lot.park()
+
+    def _commit_batch(self) -> None:
+        """In the worker thread: commit the queued writes, and tell their waiters at once
+        (not when the call that carried them returns)."""
+        with self._batch_lock:
+            writes, self._batch = self._batch, []
+        if not writes:
+            return
+        try:
+            with self.transaction() as conn:
+                for write in writes:
+                    write(conn)
+        except BaseException:
+            with self._batch_lock:  # for the next call to try again
+                self._batch[:0] = writes
+            raise
+        self._trio_token.run_sync_soon(self._batch_was_written, len(writes))
+
+    def _batch_was_written(self, count: int) -> None:
+        self._batch_written += count
+        self._batch_lot.unpark_all()
+
+    # -- in the worker thread ----------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._db.conn
+
+    def table(self, name: str) -> Table:
+        return self._db.table(name)
+
+    def get(self, table: str, pk: Any) -> dict[str, Any] | None:
+        try:
+            return self._db.table(table).get(pk)
+        except NotFoundError:
+            return None
+
+    def upsert(self, table: str, row: dict[str, Any], pk: str | tuple[str, ...]) -> None:
+        with self._db.conn:
+            self._db.table(table).upsert(row, pk=pk)
+
+    def delete(self, table: str, where: str, args: list[Any]) -> int:
+        with self._db.conn:
+            cursor = self._db.conn.execute(f"DELETE FROM {table} WHERE {where}", args)
+        return cursor.rowcount
+
+    def rows(
+        self, table: str, where: str | None, args: list[Any], order_by: str
+    ) -> Iterator[dict[str, Any]]:
+        return self._db.table(table).rows_where(where, args, order_by=order_by)
+
+    def select(self, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
+        """The rows of a query, as dicts by column name."""
+        cursor = self._db.conn.execute(sql, args or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, values, strict=True)) for values in cursor]
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        conn = self._db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def take(self, table: str, order_by: str) -> list[dict[str, Any]]:
+        """Every row of `table` (in `order_by` order), deleted in the same transaction."""
+        with self.transaction() as conn:
+            cursor = conn.execute(f"SELECT * FROM {table} ORDER BY {order_by}")
+            names = [column[0] for column in cursor.description]
+            rows = [dict(zip(names, values, strict=True)) for values in cursor]
+            conn.execute(f"DELETE FROM {table}")
+        return rows
+
+    def replace(
+        self, table: str, where: str | None, args: list[Any], rows: list[dict[str, Any]]
+    ) -> None:
+        """Delete the rows matching `where` (all when None) and insert `rows`, atomically."""
+        with self.transaction() as conn:
+            conn.execute(f"DELETE FROM {table}" + (f" WHERE {where}" if where else ""), args)
+            insert_rows(conn, table, rows, replace=False)
+
+    def upsert_all(self, table: str, rows: list[dict[str, Any]]) -> None:
+        with self.transaction() as conn:
+            insert_rows(conn, table, rows, replace=True)
+
+
+def handled_rows(events: Iterable[tuple[int, str]], at: float | None) -> list[dict[str, Any]]:
+    """`handled_events` rows for `(event id, kind)`s handled at `at` (now when None)."""
+    now = time.time() if at is None else at
+    return [{"event_id": event_id, "kind": kind, "handled_at": now} for event_id, kind in events]
+
+
+def _nothing() -> None:
+    """A store call that does nothing but what every call does first."""
+
+
+def insert_rows(
+    conn: sqlite3.Connection,
+    table: str,
+    rows: list[dict[str, Any]],
+    *,
+    replace: bool,
+    ignore: bool = False,
+) -> None:
+    if not rows:
+        return
+    names = list(rows[0])
+    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if ignore else "INSERT"
+    sql = f"{verb} INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    conn.executemany(sql, [[row[name] for name in names] for row in rows])
+
+
+def _open_database(path: Path) -> _SqliteUtilsDatabase:
+    # Create the file 0600 before SQLite does: it holds the bot token. SQLite gives the -wal and
+    # -shm files the same mode as the database file.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # A commit is in the WAL, and survives the process being killed, without an fsync
+        # (~1.5 ms each; turns write at their start and end, and a message's id is written on
+        # its way to the agent). A power cut may lose the last transactions, never the file.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        before = conn.execute("PRAGMA user_version").fetchone()[0]
+        after = migrate(conn)
+        if after != before:
+            log.info("database %s migrated from schema version %d to %d", path, before, after)
+    except BaseException:
+        conn.close()
+        raise
+    return _SqliteUtilsDatabase(conn)
+
+
+_Record = TypeVar("_Record", bound=attrs.AttrsInstance)
+
+
+def to_row(record: attrs.AttrsInstance) -> dict[str, Any]:
+    """A record as a table row: its fields by name, paths as text, booleans as 0/1."""
+    values = attrs.asdict(record, recurse=False)
+    for name, value in values.items():
+        if isinstance(value, Path):
+            values[name] = str(value)
+        elif isinstance(value, bool):
+            values[name] = int(value)
+    return values
+
+
+def from_row(cls: type[_Record], row: dict[str, Any]) -> _Record:
+    """A table row as a record of `cls` (columns the record has no field for are ignored)."""
+    values = {}
+    for field in attrs.fields(cls):
+        value = row[field.name]
+        values[field.name] = bool(value) if field.type in ("bool", bool) else value
+    return cls(**values)
