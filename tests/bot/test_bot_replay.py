@@ -223,7 +223,9 @@ async def test_recording_does_not_wait_behind_the_store_queue(tmp_path: Path) ->
     async with await Store.open(tmp_path / "db") as store, handled_events(store) as handled:
 
         async def slow_write(n: int) -> None:
-            await store.handover.record_posted_parts(n, [(f"prt_{i}", None) for i in range(300)])
+            await store.handover.save_queued_prompts(
+                n, [{"text": f"prompt {i}"} for i in range(300)]
+            )
             finished.append(n)
 
         async with trio.open_nursery() as nursery:
