@@ -128,21 +128,24 @@ class HandledEvents:
         """Remember `event_ids` in the store before an effect that cannot be undone: after a
         crash their replay is refused. Returns once they are written (the store writes them
         with the next call it starts, together with whatever else was recorded meanwhile)."""
-        now = self._clock()
         ids = list(event_ids)
-        for event_id in ids:
-            self._seen.setdefault(event_id, now)
+        now = self._remember(ids)
         await self._store.record_handled([(event_id, kind) for event_id in ids], at=now)
         self.settle(ids)
 
     async def begin_turn(self, prompt: Prompt, turn: RunningTurn) -> None:
         """The prompt is about to be sent as `turn`: its messages (every one that joined it)
         are handled for good, recorded with the running turn in one write."""
-        now = self._clock()
-        for event_id in prompt.message_ids:
-            self._seen.setdefault(event_id, now)
+        self._remember(prompt.message_ids)
         await self._store.begin_turn(turn, prompt.message_ids)
         self.settle(prompt.message_ids)
+
+    def _remember(self, event_ids: Iterable[int]) -> float:
+        """Mark `event_ids` seen (before their write: a replay meanwhile is refused); now."""
+        now = self._clock()
+        for event_id in event_ids:
+            self._seen.setdefault(event_id, now)
+        return now
 
     async def claim_interaction(self, interaction_id: int) -> bool:
         """True (and recorded) if the interaction should run now: seen for the first time and

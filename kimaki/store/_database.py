@@ -187,6 +187,18 @@ class Database:
     def table(self, name: str) -> Table:
         return self._db.table(name)
 
+    async def get_recent(
+        self, recent: _Recent[_Record | None], table: str, key: Hashable, cls: type[_Record]
+    ) -> _Record | None:
+        """The record of `table` at `key`, answered from `recent` after the first read (absent
+        records too, as None). Writes keep `recent` true by updating it themselves."""
+        if key in recent:
+            return recent.get(key)
+        row = await self.run(self.get, table, key)
+        record = None if row is None else from_row(cls, row)
+        recent.put(key, record)
+        return record
+
     def get(self, table: str, pk: Any) -> dict[str, Any] | None:
         try:
             return self._db.table(table).get(pk)

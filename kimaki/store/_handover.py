@@ -47,21 +47,15 @@ class Handover:
         sql = "SELECT * FROM running_turns ORDER BY started_at, thread_id"
         return [from_row(RunningTurn, row) for row in await self._db.run(self._db.select, sql)]
 
-    async def clear_running_turn(self, thread_id: int) -> bool:
-        """The thread's turn is over: its record and the parts it posted go, in one write.
-
-        True if there was a running turn."""
-
-        cleared: list[int] = []
+    async def clear_running_turn(self, thread_id: int) -> None:
+        """The thread's turn is over: its record and the parts it posted go, in one write."""
 
         def clear(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM posted_parts WHERE thread_id = ?", [thread_id])
-            cursor = conn.execute("DELETE FROM running_turns WHERE thread_id = ?", [thread_id])
-            cleared.append(cursor.rowcount)
+            conn.execute("DELETE FROM running_turns WHERE thread_id = ?", [thread_id])
 
         # With the turns starting meanwhile (group commit): every turn writes here as it ends.
         await self._db.write_together(clear)
-        return sum(cleared) > 0
 
     async def save_queued_prompts(
         self,

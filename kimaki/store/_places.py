@@ -32,13 +32,9 @@ class Places:
         self._db.recent_channels.put(channel.channel_id, channel)
 
     async def get_channel(self, channel_id: int) -> ChannelRecord | None:
-        recent = self._db.recent_channels
-        if channel_id in recent:
-            return recent.get(channel_id)
-        row = await self._db.run(self._db.get, "channels", channel_id)
-        record = None if row is None else from_row(ChannelRecord, row)
-        recent.put(channel_id, record)
-        return record
+        return await self._db.get_recent(
+            self._db.recent_channels, "channels", channel_id, ChannelRecord
+        )
 
     async def list_channels(
         self, *, app_id: int | None = None, guild_id: int | None = None
@@ -75,13 +71,9 @@ class Places:
         self._db.recent_threads.put(thread.thread_id, thread)
 
     async def get_thread(self, thread_id: int) -> ThreadRecord | None:
-        recent = self._db.recent_threads
-        if thread_id in recent:
-            return recent.get(thread_id)
-        row = await self._db.run(self._db.get, "threads", thread_id)
-        record = None if row is None else from_row(ThreadRecord, row)
-        recent.put(thread_id, record)
-        return record
+        return await self._db.get_recent(
+            self._db.recent_threads, "threads", thread_id, ThreadRecord
+        )
 
     async def thread_of_session(self, session_id: str) -> ThreadRecord | None:
         """The thread bound to `session_id` (the most recently updated one), if any."""

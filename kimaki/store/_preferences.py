@@ -6,7 +6,7 @@ from typing import final
 
 import attrs
 
-from kimaki.store._database import Database, from_row, to_row
+from kimaki.store._database import Database, to_row
 from kimaki.store._records import Preference, PreferenceScope
 
 __all__ = ["Preferences"]
@@ -35,14 +35,9 @@ class Preferences:
         recent.put(key, preference)
 
     async def get_preference(self, scope: PreferenceScope, scope_id: str = "") -> Preference | None:
-        key = (scope, scope_id)
-        recent = self._db.recent_preferences
-        if key in recent:
-            return recent.get(key)
-        row = await self._db.run(self._db.get, "preferences", key)
-        preference = None if row is None else from_row(Preference, row)
-        recent.put(key, preference)
-        return preference
+        return await self._db.get_recent(
+            self._db.recent_preferences, "preferences", (scope, scope_id), Preference
+        )
 
     async def effective_preference(
         self, *, session_id: str | None, channel_id: int | None

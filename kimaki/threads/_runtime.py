@@ -77,6 +77,11 @@ class TurnHandler(Protocol):
         """The engine took the prompt of the current `run_turn`, even if its turn is over (the
         answer may still be flushing): an in-place restart must not send it again."""
 
+    @property
+    def withdrawn_record(self) -> bool:
+        """A withdrawn prompt's running-turn record is still stored (until the prompt that
+        joined it replaces it): a hand-over must drop it with the queue it saves."""
+
     def stopping(self, notice: str) -> None:
         """The daemon is stopping: when the running turn is cancelled, say `notice` instead of
         "interrupted"."""

@@ -230,7 +230,8 @@ class Threads:
             started = handler.turn_started or handler.prompt_taken
             if running is not None and not started:
                 pending.insert(0, running)
-            if pending or not started:
+            stale = not started and handler.withdrawn_record
+            if pending or stale:
                 # Their messages are handled from here on (the next process serves the queue),
                 # in the same write, so the replay of those messages finds them taken. With no
                 # turn started, a running-turn record left by a withdrawn prompt (now in the
@@ -241,7 +242,7 @@ class Threads:
                     message_ids=[
                         message_id for prompt in pending for message_id in prompt.message_ids
                     ],
-                    clear_running_turn=not started,
+                    clear_running_turn=stale,
                 )
         log.info("thread runtimes handed over for the restart")
 

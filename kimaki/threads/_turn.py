@@ -247,6 +247,10 @@ class ThreadTurns:
         (the answer may still be flushing): an in-place restart must not send it again."""
         return self._taken
 
+    @property
+    def withdrawn_record(self) -> bool:
+        return self._stale_record
+
     def stopping(self, notice: str) -> None:
         self._stop_notice = notice
 
