@@ -42,6 +42,11 @@ def _start() -> int:
     # their default action. (Ignored signals stay ignored across `execv`.)
     for signum in (signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, signal.SIG_IGN)
+    if sys.argv[1:2] in (["mcp-tools"], ["mcp-proxy"]):
+        # Run by an agent, which waits for it: not the daemon's whole CLI.
+        from kimaki._agent_side import main as agent_side
+
+        return agent_side(sys.argv[1:])
     try:
         from kimaki.cli import main
     except Exception as exc:

@@ -58,6 +58,13 @@ class Request:
     def json(self) -> Any:
         return json.loads(self.body or b"null")
 
+    @property
+    def bearer_token(self) -> str | None:
+        """The token of an `Authorization: Bearer <token>` header, if there is one."""
+        scheme, _, token = (self.header("authorization") or "").partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else None
+
 
 @final
 @attrs.define

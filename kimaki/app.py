@@ -42,34 +42,51 @@ import signal
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any, Final, NoReturn, final
 
 import attrs
 import trio
 
 from kimaki._backoff import Backoff
-from kimaki._control import ControlServer
+from kimaki._control import ControlServer, control_url
 from kimaki._log import open_log_file, register_secret
 from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
 from kimaki._restart import RestartMarker, exec_self, flush_output, take_restart_marker
 from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
-from kimaki.agents import AgentServerHandover, ProbePolicy, setup_fix
+from kimaki.agents import (
+    AgentServerHandover,
+    Engine,
+    Grants,
+    ProbePolicy,
+    setup_fix,
+)
 from kimaki.agents.acp import AcpConfig, AcpEngine, find_agents, open_acp_engine
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
 from kimaki.bot import BotConfig, Engines
 from kimaki.bot._serve import BotConnection, connection_state, serve_bot
+from kimaki.bot._tool_places import GrantedPlaces
 from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
 from kimaki.discord.models import Application
 from kimaki.discord.rest import RESTClient
 from kimaki.errors import ConfigError, CredentialsError
 from kimaki.guilds import GuildCache
+from kimaki.mcp import (
+    CatalogEntry,
+    McpPolicies,
+    install_mcp_routes,
+    load_catalog,
+    opencode_config_paths,
+    retire_channel_servers,
+)
 from kimaki.projects import install_project_routes
 from kimaki.settings import Settings, check_token_shape
 from kimaki.store import Store
+from kimaki.tools import BUILTIN_TOOLS, ToolBox, install_tool_routes
 
 __all__ = ["Daemon", "prepare_data_dir", "read_token_from_user"]
 
@@ -218,21 +235,27 @@ class Daemon:
             nursery.start_soon(self._watch_signals, nursery.cancel_scope)
             self._start_memory_tools(nursery)
             nursery.start_soon(self._notifier.run_watchdog)
-            async with (
-                await Store.open(self.settings.database_path) as store,
-                open_opencode_engine(
-                    _opencode_config(self.settings), adopt=await self._handed_over(store)
-                ) as opencode,
-                _open_acp_engines(self.settings) as acp_engines,
-            ):
-                self._engines = _Engines(store, opencode, tuple(acp_engines))
-                await trio.to_thread.run_sync(_log_engines, self.settings)
-                token = await self._bot_token(store)
-                engines = Engines(
-                    {"opencode": opencode, **{engine.name: engine for engine in acp_engines}},
-                    default=self.settings.default_engine,
-                )
-                await self._run_discord(store, token, engines)
+            async with await Store.open(self.settings.database_path) as store:
+                grants = Grants()
+                running: list[Engine] = []  # for a policy change; filled once they are open
+                policies = _mcp_policies(self.settings, store, running)
+                install_mcp_routes(self._control, policies, grants)
+                mcp = _McpWiring(policies, grants)
+                async with (
+                    open_opencode_engine(
+                        _opencode_config(self.settings, mcp), adopt=await self._handed_over(store)
+                    ) as opencode,
+                    _open_acp_engines(self.settings, mcp) as acp_engines,
+                ):
+                    running += [opencode, *acp_engines]
+                    self._engines = _Engines(store, opencode, tuple(acp_engines))
+                    await trio.to_thread.run_sync(_log_engines, self.settings)
+                    token = await self._bot_token(store)
+                    engines = Engines(
+                        {"opencode": opencode, **{engine.name: engine for engine in acp_engines}},
+                        default=self.settings.default_engine,
+                    )
+                    await self._run_discord(store, token, engines, mcp)
 
     async def _bot_token(self, store: Store) -> str:
         token = self.settings.bot_token
@@ -253,7 +276,9 @@ class Daemon:
         register_secret(token)
         return token
 
-    async def _run_discord(self, store: Store, token: str, engines: Engines) -> None:
+    async def _run_discord(
+        self, store: Store, token: str, engines: Engines, mcp: _McpWiring
+    ) -> None:
         async with RESTClient(token, base_url=self.settings.discord_api_url) as rest:
             application = await _fetch_application(rest)
             log.info("bot application %s (%d)", application.name or "?", application.id)
@@ -266,6 +291,7 @@ class Daemon:
                         store=store,
                         application=application,
                         engines=engines,
+                        mcp=mcp.policies,
                         config=_bot_config(self.settings),
                         guilds=self.guilds,
                         handshake_timeout=self.settings.gateway_handshake_timeout,
@@ -274,6 +300,9 @@ class Daemon:
                 self._connection = connection
                 # The same project operations as the bot's commands (`compose_bot` built them).
                 await install_project_routes(self._control, connection.bot.projects)
+                # Agents' tool calls, carried out in the thread of the session that makes them.
+                places = GrantedPlaces(mcp.grants, engines, connection.bot.threads)
+                install_tool_routes(self._control, ToolBox(BUILTIN_TOOLS), places)
                 guilds = self._guild_count()
                 log.info("connected to Discord: %d guild(s)", guilds)
                 self._notifier.ready(f"connected to Discord, {guilds} guild(s)")
@@ -434,10 +463,41 @@ def _bot_config(settings: Settings) -> BotConfig:
     )
 
 
-def _opencode_config(settings: Settings) -> OpenCodeConfig:
+@final
+@attrs.frozen
+class _McpWiring:
+    """What every engine is given of MCP: the channel policies and the grants' registry."""
+
+    policies: McpPolicies
+    grants: Grants
+
+
+def _mcp_policies(settings: Settings, store: Store, engines: Sequence[Engine]) -> McpPolicies:
+    """The MCP policy of each channel over the catalog of this machine: `<data-dir>/mcp.json`
+    and the person's own OpenCode configuration (read at each use, so edits count at once)."""
+    mcp_json = settings.data_dir / "mcp.json"
+
+    def catalog() -> dict[str, CatalogEntry]:
+        return load_catalog(mcp_json, opencode_config_paths(os.environ, Path.home()))
+
+    async def changed(channel_id: int) -> None:
+        await retire_channel_servers(channel_id, engines, store.places)
+
+    return McpPolicies(
+        catalog=catalog,
+        store=store.mcp,
+        channels=store.places,
+        control_url=control_url(settings.lock_port),
+        on_change=changed,
+    )
+
+
+def _opencode_config(settings: Settings, mcp: _McpWiring) -> OpenCodeConfig:
     """Agent servers start on demand, per project directory, and stop when idle."""
     return OpenCodeConfig(
         command=(settings.opencode_path,),
+        mcp=mcp.policies,
+        grants=mcp.grants,
         idle_timeout=settings.agent_idle_timeout,
         user=settings.agent_user,
         probe=ProbePolicy(
@@ -447,7 +507,7 @@ def _opencode_config(settings: Settings) -> OpenCodeConfig:
 
 
 @asynccontextmanager
-async def _open_acp_engines(settings: Settings) -> AsyncIterator[list[AcpEngine]]:
+async def _open_acp_engines(settings: Settings, mcp: _McpWiring) -> AsyncIterator[list[AcpEngine]]:
     """One engine per configured ACP agent (`acp:<name>`); each starts its agent processes
     when a thread first needs one, per directory, and stops them when idle."""
     async with AsyncExitStack() as stack:
@@ -455,7 +515,11 @@ async def _open_acp_engines(settings: Settings) -> AsyncIterator[list[AcpEngine]
             await stack.enter_async_context(
                 open_acp_engine(
                     AcpConfig(
-                        agent, idle_timeout=settings.agent_idle_timeout, user=settings.agent_user
+                        agent,
+                        idle_timeout=settings.agent_idle_timeout,
+                        user=settings.agent_user,
+                        mcp=mcp.policies,
+                        grants=mcp.grants,
                     )
                 )
             )

@@ -20,6 +20,7 @@ from typing import NoReturn
 import attrs
 import trio
 
+from kimaki._agent_side import AGENT_COMMANDS, run_agent_command
 from kimaki._log import FILE_ONLY, configure_logging, redact
 from kimaki._restart import TOKEN_ENV, exec_without_token_env, take_handed_token
 from kimaki._systemd_unit import unit_for_current_user
@@ -166,6 +167,23 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser(
+        "mcp-tools",
+        help="(run by agents) kimaki's MCP tool server, on stdio",
+        description="The MCP server on stdio that gives an agent kimaki's tools (send_message, "
+        "send_file, action_buttons, ask, channel_history, current_time). Agents start it "
+        "themselves, with KIMAKI_CONTROL_URL and KIMAKI_GRANT set by the daemon; every call is "
+        "carried out by the daemon for the session that holds the grant.",
+    )
+    proxy = commands.add_parser(
+        "mcp-proxy",
+        help="(run by agents) an MCP server behind this channel's MCP policy, on stdio",
+        description="Runs the catalog's MCP server NAME behind the policy of the channel the "
+        "grant (KIMAKI_GRANT) belongs to: tools the policy does not allow are not listed and "
+        "are refused without reaching the server.",
+    )
+    proxy.add_argument("--server", required=True, metavar="NAME", help="the catalog's server")
+
+    commands.add_parser(
         "doctor",
         parents=[common],
         help="show the engines and which of their programs are on PATH",
@@ -179,6 +197,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command in AGENT_COMMANDS:
+        return run_agent_command(args.command, getattr(args, "server", None))
     configure_logging(verbose=args.verbose)
     try:
         handed_token = take_handed_token()  # before anything can inherit its fd

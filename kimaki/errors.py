@@ -18,10 +18,16 @@ KimakiError
 ├── ConnectionClosedError ..... the ACP connection ended before the answer (acp._jsonrpc)
 ├── FileRequestError .......... an ACP file request refused (acp._files)
 ├── MalformedEvent ............ also a ValueError: an OpenCode event of the wrong shape
+├── MalformedMessage .......... also a ValueError: an ACP message of the wrong shape (acp._wire)
 ├── UnknownEngineError ........ also a LookupError: an engine this daemon does not run
 ├── StoreClosedError .......... also a RuntimeError: the store used after `aclose()`
 ├── WorktreeError ............. a worktree operation that cannot go ahead (kimaki.worktrees)
 ├── ProjectError .............. a project operation that cannot go ahead (kimaki.projects)
+├── ToolError ................. an agent's tool call that cannot be done as asked; the model
+│                               reads its message (kimaki.tools)
+├── McpConfigError ............ also a ValueError: an mcp.json the catalog cannot read (kimaki.mcp)
+├── McpPolicyError ............ also a ValueError: a policy change that cannot be made (kimaki.mcp)
+├── UpstreamError ............. an MCP server that cannot be started or reached (kimaki.mcp)
 ├── EmulatorError ............. the Discord emulator's (kimaki.testing.discord)
 └── ScriptError ............... also a ValueError: a script a fake cannot play (testing.script)
 ```

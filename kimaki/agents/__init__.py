@@ -64,6 +64,7 @@ from kimaki.agents._extras import (
     HistoryEntry,
     KnownProjects,
     ServerRestart,
+    ServerRetire,
     SessionCatalog,
     SessionCompaction,
     SessionSummary,
@@ -73,6 +74,19 @@ from kimaki.agents._extras import (
     UndoResult,
 )
 from kimaki.agents._handover import AgentServerHandover
+from kimaki.agents._mcp import (
+    CONTROL_URL_ENV,
+    GRANT_ENV,
+    TOOL_SERVER_NAME,
+    Grants,
+    McpPlan,
+    McpProvider,
+    McpServer,
+    ToolCallBoard,
+    ToolCallOwners,
+    ToolGrant,
+    derived_token,
+)
 from kimaki.agents._process import AgentProcess, LaunchSpec, StderrTail, child_environment, spawn
 from kimaki.agents._supervisor import (
     AgentServer,
@@ -85,7 +99,10 @@ from kimaki.agents._supervisor import (
 )
 
 __all__ = [
+    "CONTROL_URL_ENV",
+    "GRANT_ENV",
     "INSTALL_COMMANDS",
+    "TOOL_SERVER_NAME",
     "AgentInfo",
     "AgentLoginRequiredError",
     "AgentNotInstalledError",
@@ -104,9 +121,13 @@ __all__ = [
     "EngineUnavailableError",
     "EventQueue",
     "EventQueueStatistics",
+    "Grants",
     "HistoryEntry",
     "KnownProjects",
     "LaunchSpec",
+    "McpPlan",
+    "McpProvider",
+    "McpServer",
     "ModelInfo",
     "ModelRef",
     "PermissionReply",
@@ -127,6 +148,7 @@ __all__ = [
     "ServerHooks",
     "ServerPool",
     "ServerRestart",
+    "ServerRetire",
     "ServerState",
     "ServerStatistics",
     "SessionCatalog",
@@ -142,8 +164,11 @@ __all__ = [
     "TerminalAttach",
     "TextCompleted",
     "TextDelta",
+    "ToolCallBoard",
+    "ToolCallOwners",
     "ToolEvent",
     "ToolFinished",
+    "ToolGrant",
     "ToolStarted",
     "ToolStatus",
     "ToolUpdated",
@@ -152,6 +177,7 @@ __all__ = [
     "UndoResult",
     "Usage",
     "child_environment",
+    "derived_token",
     "first_line",
     "setup_fix",
     "spawn",

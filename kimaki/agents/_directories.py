@@ -185,6 +185,17 @@ class DirectoryRegistry(Generic[StateT]):
     def states(self) -> list[StateT]:
         return list(self._states.values())
 
+    def running(self) -> list[Path]:
+        """The directories whose server is running or starting (`ServerRetire`)."""
+        live = (ServerState.READY, ServerState.STARTING)
+        return [path for path, state in self._states.items() if state.server.state in live]
+
+    def retire(self, directory: Path) -> None:
+        """`AgentServer.retire` for the server of `directory`, if it has one."""
+        state = self._states.get(Path(directory).resolve())
+        if state is not None:
+            state.server.retire()
+
     async def stop_all(self) -> None:
         """Stop every running server and wait for each (`ServerPool.stop_all`)."""
         await self._pool.stop_all()

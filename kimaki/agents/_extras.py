@@ -18,6 +18,7 @@ SessionCompaction .. compact(directory, session_id, model=)          /compact
 ServerRestart ...... restart_server(directory)                       /restart-agent-server
 TerminalAttach ..... attach_command(directory, session_id)           /session-id
 KnownProjects ...... known_projects()                                /add-project autocomplete
+ServerRetire ....... server_directories() / retire_server(directory)  /mcp (a policy change)
 ```
 
 Every method takes the directory (and session id) rather than an open `EngineSession`: the
@@ -39,6 +40,7 @@ __all__ = [
     "HistoryEntry",
     "KnownProjects",
     "ServerRestart",
+    "ServerRetire",
     "SessionCatalog",
     "SessionCompaction",
     "SessionSummary",
@@ -135,3 +137,16 @@ class KnownProjects(Protocol):
     async def known_projects(self) -> Sequence[Path]:
         """Project directories the agent has worked in (quick: no server is started for it)."""
         ...
+
+
+@runtime_checkable
+class ServerRetire(Protocol):
+    """Engines whose running agent servers can be told that what they were started with (their
+    MCP servers) changed: each stops once its running turns end, and the next turn starts one
+    with the new (ACP sessions resume in it)."""
+
+    def server_directories(self) -> Sequence[Path]:
+        """The directories with an agent server running or starting."""
+        ...
+
+    def retire_server(self, directory: Path) -> None: ...

@@ -240,6 +240,7 @@ class AgentServer(Generic[ConnT]):
         self._wake = trio.Event()
         self._closed = False
         self._stop_requested = False
+        self._retire_requested = False
         self._last_activity = -math.inf
         self._busy = 0
         self._crash_times: list[float] = []
@@ -343,6 +344,14 @@ class AgentServer(Generic[ConnT]):
         self._stop_requested = True
         self._poke()
 
+    def retire(self) -> None:
+        """Stop the server once no turn holds it (now, if none does): what it was started
+        with has changed (its MCP servers), and the next turn must start one with the new.
+        A server that is not running is left alone: the next start reads the new anyway."""
+        if self._state in (ServerState.READY, ServerState.STARTING):
+            self._retire_requested = True
+            self._poke()
+
     def adopt(self, process: AgentProcess) -> None:
         """Supervise `process` (left running by the previous process image) as this server.
 
@@ -400,7 +409,7 @@ class AgentServer(Generic[ConnT]):
         try:
             while True:
                 await self._demand.wait()
-                self._stop_requested = False
+                self._stop_requested = self._retire_requested = False
                 crash = await self._run_once()
                 if self._handover_requested:
                     return
@@ -640,6 +649,9 @@ class AgentServer(Generic[ConnT]):
                 return _HANDED_OVER
             if self._stop_requested:
                 log.info("%s stopping on request", self.name)
+                return None
+            if self._retire_requested and not self._busy:
+                log.info("%s stopping: what it was started with changed", self.name)
                 return None
             deadline = math.inf if self._busy else self._last_activity + self._idle_timeout
             if trio.current_time() >= deadline:

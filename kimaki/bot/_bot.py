@@ -76,6 +76,7 @@ class BotConfig:
             idle_timeout=self.thread_idle_timeout,
             permission_timeout=self.permission_timeout,
             typing_interval=self.typing_interval,
+            data_dir=self.data_dir,
         )
 
 

@@ -18,9 +18,12 @@ from kimaki.bot._handled import HandledEvents
 from kimaki.bot._interactions import Interactions
 from kimaki.bot._places import ProjectPlaces
 from kimaki.bot._router import Router
+from kimaki.bot._tool_buttons import install_tool_buttons
 from kimaki.bot.commands import (
     EngineCommands,
     MaintenanceCommands,
+    McpCommands,
+    McpPolicyDoor,
     PreferenceCommands,
     ProjectCommands,
     SessionCommands,
@@ -44,6 +47,7 @@ def compose_bot(
     application_id: int,
     bot_user_id: int,
     engines: Engines,
+    mcp: McpPolicyDoor,
     config: BotConfig,
     current_sequence: Callable[[], int | None] = lambda: None,
 ) -> Bot:
@@ -69,6 +73,7 @@ def compose_bot(
         settings=config.thread_settings,
     )
     install_ask_buttons(interactions, threads)
+    install_tool_buttons(interactions, threads)
     router = Router(
         bot_user_id=bot_user_id,
         places=places,
@@ -121,6 +126,7 @@ def compose_bot(
                 application_id=application_id,
             ),
             EngineCommands(engines=engines, records=store.places, threads=threads),
+            McpCommands(policies=mcp, rest=rest, keys=store.keys),
         ),
     )
     return Bot(

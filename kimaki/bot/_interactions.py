@@ -126,6 +126,15 @@ class AnswerREST(Protocol):
         components: Sequence[ActionRow] | Unset | None = ...,
     ) -> Message: ...
 
+    async def edit_original_response(
+        self,
+        application_id: int,
+        token: str,
+        *,
+        content: str | Unset | None = ...,
+        components: Sequence[ActionRow] | Unset | None = ...,
+    ) -> Message: ...
+
 
 class CustomIdMaker(Protocol):
     """Makes the custom id of a component posted in a channel (`Interactions` is one)."""
@@ -266,11 +275,19 @@ class InteractionContext:
             message = self.interaction.message
             if message is None:
                 return
+            rows = list(components) if not isinstance(components, Unset) else UNSET
+            if self.interaction.type == InteractionType.MESSAGE_COMPONENT:
+                # Deferred as an update: "@original" is the component's message, ephemeral
+                # ones included (the channel's endpoint cannot reach those).
+                await self._responder.edit_original_response(
+                    self.interaction.application_id,
+                    self.interaction.token,
+                    content=content,
+                    components=rows,
+                )
+                return
             await self._responder.edit_message(
-                message.channel_id,
-                message.id,
-                content=content,
-                components=list(components) if not isinstance(components, Unset) else UNSET,
+                message.channel_id, message.id, content=content, components=rows
             )
 
     async def modal(

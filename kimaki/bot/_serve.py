@@ -18,6 +18,7 @@ from kimaki._backoff import Backoff
 from kimaki.bot._bot import Bot, BotConfig
 from kimaki.bot._compose import compose_bot
 from kimaki.bot._engines import Engines
+from kimaki.bot.commands import McpPolicyDoor
 from kimaki.discord.errors import RESTError
 from kimaki.discord.gateway import HANDSHAKE_TIMEOUT, GatewayEvent, GatewayShard
 from kimaki.discord.models import Application
@@ -51,6 +52,7 @@ async def serve_bot(
     store: Store,
     application: Application,
     engines: Engines,
+    mcp: McpPolicyDoor,
     config: BotConfig,
     guilds: GuildCache,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
@@ -72,6 +74,7 @@ async def serve_bot(
         application_id=application.id,
         bot_user_id=bot_user_id,
         engines=engines,
+        mcp=mcp,
         config=config,
         current_sequence=lambda: dispatcher.sequence,
     )

@@ -1,8 +1,8 @@
 """The daemon's SQLite store: typed records in, typed records out; no SQL anywhere else.
 
 `Store` is one facet per concern (`store.places`, `store.preferences`, `store.keys`,
-`store.credentials`, `store.gateway`, `store.handover`, `store.handled`, `store.schedules`)
-over one shared connection; each part of the daemon is handed the facet it uses.
+`store.credentials`, `store.gateway`, `store.handover`, `store.handled`, `store.schedules`,
+`store.mcp`) over one shared connection; each part of the daemon is handed the facet it uses.
 """
 
 from __future__ import annotations
@@ -13,17 +13,22 @@ from kimaki.store._gateway import GatewayCheckpoint
 from kimaki.store._handled import HandledEventLog
 from kimaki.store._handover import Handover
 from kimaki.store._keys import InteractionKeys
+from kimaki.store._mcp import McpPolicyStore
 from kimaki.store._places import Places
 from kimaki.store._preferences import Preferences
 from kimaki.store._records import (
     ChannelRecord,
     InteractionKey,
+    McpMode,
     Preference,
     PreferenceScope,
     ProjectChannelKind,
     QueuedPrompt,
     RunningTurn,
+    ScannedTool,
+    ScanRecord,
     ScheduledTask,
+    ServerPolicy,
     ThreadRecord,
     WorktreeRecord,
 )
@@ -40,6 +45,8 @@ __all__ = [
     "Handover",
     "InteractionKey",
     "InteractionKeys",
+    "McpMode",
+    "McpPolicyStore",
     "Places",
     "Preference",
     "PreferenceScope",
@@ -47,8 +54,11 @@ __all__ = [
     "ProjectChannelKind",
     "QueuedPrompt",
     "RunningTurn",
+    "ScanRecord",
+    "ScannedTool",
     "ScheduledTask",
     "ScheduledTasks",
+    "ServerPolicy",
     "Store",
     "StoreClosedError",
     "ThreadRecord",

@@ -7,6 +7,7 @@ threads are answered from the database's write-through caches after the first re
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import final
 
 import attrs
@@ -61,6 +62,31 @@ class Places:
         deleted = await self._db.run(self._db.delete, "channels", "channel_id = ?", [channel_id])
         self._db.recent_channels.put(channel_id, None)
         return deleted > 0
+
+    async def channel_of_directory(self, directory: Path) -> int | None:
+        """The project channel whose sessions run in `directory`: the project's own text
+        channel, or the channel of the thread whose worktree it is."""
+        path = str(directory)
+
+        def query() -> int | None:
+            rows = self._db.select(
+                "SELECT channel_id FROM channels WHERE directory = ? AND channel_type = 'text' "
+                "UNION ALL SELECT channel_id FROM threads WHERE directory = ? "
+                "AND channel_id IS NOT NULL LIMIT 1",
+                [path, path],
+            )
+            if rows:
+                return int(rows[0]["channel_id"])
+            # The engines resolve paths; a channel may have been mapped through a symlink.
+            resolved = directory.resolve()
+            for row in self._db.select(
+                "SELECT channel_id, directory FROM channels WHERE channel_type = 'text'"
+            ):
+                if Path(row["directory"]).resolve() == resolved:
+                    return int(row["channel_id"])
+            return None
+
+        return await self._db.run(query)
 
     # -- threads -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ the store.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, final
 
@@ -15,12 +16,16 @@ import attrs
 __all__ = [
     "ChannelRecord",
     "InteractionKey",
+    "McpMode",
     "Preference",
     "PreferenceScope",
     "ProjectChannelKind",
     "QueuedPrompt",
     "RunningTurn",
+    "ScanRecord",
+    "ScannedTool",
     "ScheduledTask",
+    "ServerPolicy",
     "ThreadRecord",
     "WorktreeRecord",
 ]
@@ -29,6 +34,8 @@ ProjectChannelKind = Literal["text", "voice"]
 """Which of a project's channels a record maps: its text channel or its voice channel (not
 Discord's numeric channel type, `kimaki.discord.models.ChannelType`)."""
 PreferenceScope = Literal["session", "channel", "global"]
+McpMode = Literal["all", "some"]
+"""How much of an MCP server a channel's agents get: every tool, or the tools it names."""
 
 
 @final
@@ -151,3 +158,51 @@ class QueuedPrompt:
     thread_id: int
     position: int
     payload: Any
+
+
+def _name_set(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(names)
+
+
+@final
+@attrs.frozen
+class ServerPolicy:
+    """What one channel lets its agents use of one MCP server (no policy: the server is off).
+
+    `tools` names the allowed tools when `mode` is "some"; it is empty for "all".
+    """
+
+    mode: McpMode = "all"
+    tools: frozenset[str] = attrs.field(default=frozenset(), converter=_name_set)
+
+    @classmethod
+    def every_tool(cls) -> ServerPolicy:
+        return cls("all")
+
+    @classmethod
+    def only(cls, tools: Iterable[str]) -> ServerPolicy:
+        return cls("some", frozenset(tools))
+
+    @property
+    def allowed(self) -> frozenset[str] | None:
+        """The allowed tool names, or None for every tool (the proxy's form)."""
+        return None if self.mode == "all" else self.tools
+
+
+@final
+@attrs.frozen
+class ScannedTool:
+    """A tool an MCP server offered when it was scanned."""
+
+    name: str
+    description: str = ""
+
+
+@final
+@attrs.frozen
+class ScanRecord:
+    """An MCP server's tools as its last scan found them, and when (Unix time)."""
+
+    server: str
+    tools: tuple[ScannedTool, ...]
+    scanned_at: float

@@ -150,6 +150,25 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE running_turns ADD COLUMN prompt TEXT;
     """,
+    # 6: the MCP policy: per project channel (its threads inherit it), which MCP servers of the
+    # catalog its agents get, with every tool ('all') or a list of them ('some'); no row means
+    # the server is off. The servers' tools as last scanned, with the time, for `/mcp`.
+    """
+    CREATE TABLE mcp_policies (
+        channel_id INTEGER NOT NULL REFERENCES channels (channel_id) ON DELETE CASCADE,
+        server TEXT NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('all', 'some')),
+        tools TEXT NOT NULL DEFAULT '[]',
+        updated_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+        PRIMARY KEY (channel_id, server)
+    );
+
+    CREATE TABLE mcp_scans (
+        server TEXT PRIMARY KEY,
+        tools TEXT NOT NULL,
+        scanned_at REAL NOT NULL
+    );
+    """,
 )
 
 LATEST_VERSION: Final = len(MIGRATIONS)

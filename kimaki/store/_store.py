@@ -18,6 +18,7 @@ from kimaki.store._gateway import GatewayCheckpoint
 from kimaki.store._handled import HandledEventLog
 from kimaki.store._handover import Handover
 from kimaki.store._keys import InteractionKeys
+from kimaki.store._mcp import McpPolicyStore
 from kimaki.store._places import Places
 from kimaki.store._preferences import Preferences
 from kimaki.store._schedules import ScheduledTasks
@@ -49,6 +50,8 @@ class Store:
     """The gateway events acted on, and the write that starts a turn."""
     schedules: ScheduledTasks
     """Prompts to send at a time."""
+    mcp: McpPolicyStore
+    """Which MCP servers each project channel's agents get, and what the servers offer."""
     _db: Database = attrs.field(alias="db", repr=False)
 
     @classmethod
@@ -64,6 +67,7 @@ class Store:
             handover=Handover(db),
             handled=HandledEventLog(db),
             schedules=ScheduledTasks(db),
+            mcp=McpPolicyStore(db),
             db=db,
         )
 

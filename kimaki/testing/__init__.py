@@ -8,6 +8,8 @@
 - `kimaki.testing.acp_agent`: a fake ACP agent, a child process on stdio.
 - `kimaki.testing.model_server`: a fake OpenAI-compatible model server for the real OpenCode.
 - `kimaki.testing.daemon`: runs the real daemon as a child process.
+- `kimaki.testing.mcp_server`: a small MCP server (a stdio child, or Streamable HTTP in-process).
+- `kimaki.testing.tools`: a recording `ToolContext` and fake `ToolPlaces`, for the agent tools.
 """
 
 from __future__ import annotations

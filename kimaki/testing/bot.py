@@ -29,6 +29,7 @@ from kimaki.bot import Bot, BotConfig, Engines
 from kimaki.bot._serve import BotConnection, serve_bot
 from kimaki.discord.rest import RESTClient
 from kimaki.guilds import GuildCache
+from kimaki.mcp import McpPolicies, load_catalog
 from kimaki.store import ChannelRecord, Store
 from kimaki.testing.discord import DiscordEmulator
 from kimaki.testing.discord._actors import Actor
@@ -79,6 +80,8 @@ class BotHarness:
     guilds: GuildCache
     project: ChannelRecord
     project_dir: Path
+    mcp: McpPolicies
+    mcp_changes: list[int]  # the channels whose MCP policy changed, in order
 
     @property
     def channel_id(self) -> str:
@@ -139,6 +142,8 @@ class ConnectedBot:
     rest: RESTClient
     guilds: GuildCache
     project: ChannelRecord
+    mcp: McpPolicies
+    mcp_changes: list[int]
 
 
 @asynccontextmanager
@@ -174,6 +179,19 @@ async def connect_bot(
         )
         await store.places.put_channel(project)
         guilds = GuildCache()
+        mcp_changes: list[int] = []
+
+        async def mcp_changed(channel_id: int) -> None:
+            mcp_changes.append(channel_id)
+
+        mcp_json = data_dir / "mcp.json"  # the catalog: none until a test writes one
+        mcp = McpPolicies(
+            catalog=lambda: load_catalog(mcp_json, ()),
+            store=store.mcp,
+            channels=store.places,
+            control_url="http://127.0.0.1:9",  # no agent here runs kimaki's MCP servers
+            on_change=mcp_changed,
+        )
         connection: BotConnection = await nursery.start(
             lambda task_status: serve_bot(
                 token=token,
@@ -181,12 +199,13 @@ async def connect_bot(
                 store=store,
                 application=application,
                 engines=Engines(engines, default=default_engine),
+                mcp=mcp,
                 config=bot_config,
                 guilds=guilds,
                 task_status=task_status,
             )
         )
-        yield ConnectedBot(connection, store, rest, guilds, project)
+        yield ConnectedBot(connection, store, rest, guilds, project, mcp, mcp_changes)
         nursery.cancel_scope.cancel()
 
 
@@ -227,4 +246,6 @@ async def running_bot(
             guilds=connected.guilds,
             project=connected.project,
             project_dir=connected.project.directory,
+            mcp=connected.mcp,
+            mcp_changes=connected.mcp_changes,
         )

@@ -6,8 +6,10 @@ Threads ............ the door: opens threads, keeps their records, owns the runt
 ├─ ThreadRuntimes .. one ThreadRuntime per active thread: prompts served one at a time in
 │                    arrival order; abort on a new message; messages joining a prompt the
 │                    engine does not have yet; queueing; idle eviction        (_runtime)
-└─ ThreadTurns ..... the TurnHandler a runtime drives: engine session, attachments (_turn,
-                     _attachments), Renderer (_render) → ThreadWriter (_delivery), Asks (_asks)
+├─ ThreadTurns ..... the TurnHandler a runtime drives: engine session, attachments (_turn,
+│                    _attachments), Renderer (_render) → ThreadWriter (_delivery), Asks (_asks)
+└─ ThreadTools ..... a thread as agent tools see it (`tool_context`), writing through the
+                     same ThreadWriter in order; ToolButtons, the buttons tools posted (_tools)
 ```
 
 The pipeline is handed what it uses, as narrow protocols defined where they are consumed (the
@@ -52,6 +54,14 @@ from kimaki.threads._threads import (
     ThreadsREST,
     thread_name,
 )
+from kimaki.threads._tools import (
+    BUTTONS_GONE,
+    TOOL_BUTTON_KIND,
+    ThreadTools,
+    ToolButtons,
+    ToolREST,
+    pressed_text,
+)
 from kimaki.threads._turn import (
     INTERRUPTED,
     EngineLookup,
@@ -68,9 +78,11 @@ from kimaki.threads._turn import (
 )
 
 __all__ = [
+    "BUTTONS_GONE",
     "INTERRUPTED",
     "NOT_VALID_HERE",
     "OTHER_VALUE",
+    "TOOL_BUTTON_KIND",
     "VERBOSITY_LEVELS",
     "AskContext",
     "AskREST",
@@ -93,10 +105,13 @@ __all__ = [
     "ThreadRuntime",
     "ThreadRuntimes",
     "ThreadSettings",
+    "ThreadTools",
     "ThreadTurns",
     "ThreadWriter",
     "Threads",
     "ThreadsREST",
+    "ToolButtons",
+    "ToolREST",
     "TurnHandler",
     "TurnHandlerFactory",
     "TurnHandover",
@@ -110,5 +125,6 @@ __all__ = [
     "encode_sent_prompt",
     "format_permission",
     "prepare_attachments",
+    "pressed_text",
     "thread_name",
 ]

@@ -7,7 +7,10 @@ the thread says so. A new message in the thread denies every open request (the p
 on), before the turn is aborted.
 
 A question becomes one message per question with a menu of its options; "Other…" opens a
-form for a free answer. The answers go back together once every question has one.
+form for a free answer. The answers go back together once every question has one: to the
+engine session that asked (its own question tool), or to the agent's `ask` tool call that
+asked (`ask_for_tool`, for agents without a question tool of their own). A new message ends
+the questions: the engine's are rejected, a tool's get no answer (`None`, "dismissed").
 
 The runtime never evicts a thread while something here waits for a person, and the typing
 indicator pauses meanwhile (`waiting`).
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Sequence
 from typing import Any, Final, Protocol, final
 
@@ -151,10 +155,25 @@ class _Permission:
     timer: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
 
+@final
+@attrs.define
+class _ToolReply:
+    """Where a tool's questions are answered: the tool call waits on `done`."""
+
+    answers: list[list[str]] | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+    def settle(self, answers: list[list[str]] | None) -> None:
+        self.answers = answers
+        self.done.set()
+
+
 @attrs.define
 class _Questions:
-    request: QuestionAsked
-    session: EngineSession
+    request_id: str
+    questions: tuple[Question, ...]
+    # Who asked: an engine session (its question tool), or a tool call of the agent's.
+    asker: EngineSession | _ToolReply
     answers: list[tuple[str, ...] | None]
     message_ids: list[int | None]
     done: trio.Event = attrs.field(factory=trio.Event)
@@ -294,14 +313,45 @@ class Asks:
     # ---- questions
 
     async def ask_questions(self, session: EngineSession, request: QuestionAsked) -> None:
+        """The engine's questions: answered through `session` (the turn's task posts them)."""
         count = len(request.questions)
-        pending = _Questions(request, session, [None] * count, [None] * count)
+        pending = _Questions(
+            request.request_id, tuple(request.questions), session, [None] * count, [None] * count
+        )
         self._questions[request.request_id] = pending
-        for index, question in enumerate(request.questions):
+        await self._post_questions(pending)
+
+    async def ask_for_tool(self, questions: Sequence[Question]) -> list[list[str]] | None:
+        """A tool call's questions, posted in the thread's order: the chosen labels per
+        question, or None when a new message (or the turn's end) dismissed them. No timeout:
+        a person answers when they can."""
+        if not questions:
+            return []
+        count = len(questions)
+        reply = _ToolReply()
+        request_id = f"tool-{secrets.token_hex(8)}"
+        pending = _Questions(request_id, tuple(questions), reply, [None] * count, [None] * count)
+        self._questions[request_id] = pending
+        try:
+            async with self._writer.in_order():
+                await self._post_questions(pending)
+            await reply.done.wait()
+        finally:
+            if self._questions.get(request_id) is pending:
+                # The call went away (its turn was cancelled): nobody waits for the answers.
+                del self._questions[request_id]
+                pending.done.set()
+                with trio.CancelScope(shield=True):
+                    await self._close_menus(pending)
+        return reply.answers
+
+    async def _post_questions(self, pending: _Questions) -> None:
+        count = len(pending.questions)
+        for index, question in enumerate(pending.questions):
             custom = await self._custom_ids.custom_id(
                 _QUESTION_KIND,
                 self._thread_id,
-                {"request_id": request.request_id, "index": index},
+                {"request_id": pending.request_id, "index": index},
             )
             message = await self._writer.post(
                 _question_text(question, index, count), components=[_menu(question, custom)]
@@ -319,7 +369,7 @@ class Asks:
             custom = await ctx.custom_id(
                 _QUESTION_OTHER_KIND, {"request_id": request_id, "index": index}
             )
-            question = pending.request.questions[index]
+            question = pending.questions[index]
             field = TextInput(
                 custom_id="answer",
                 style=TextInputStyle.PARAGRAPH,
@@ -332,7 +382,7 @@ class Asks:
                 [Label(label=_clip(question.question, 45), component=field)],
             )
             return
-        options = pending.request.questions[index].options
+        options = pending.questions[index].options
         chosen = tuple(
             options[int(value)].label
             for value in values
@@ -359,7 +409,7 @@ class Asks:
         self, ctx: AskContext, pending: _Questions, index: int, chosen: tuple[str, ...]
     ) -> None:
         pending.answers[index] = chosen
-        question = pending.request.questions[index]
+        question = pending.questions[index]
         shown = ", ".join(_clip(answer, 200) for answer in chosen)
         content = (
             _question_text(question, index, len(pending.answers))
@@ -369,40 +419,62 @@ class Asks:
         await ctx.update(content, components=[])
         if any(answer is None for answer in pending.answers):
             return
-        request_id = pending.request.request_id
+        request_id = pending.request_id
         if self._questions.pop(request_id, None) is None:
             return
         pending.done.set()
         answers = [list(answer or ()) for answer in pending.answers]
+        if isinstance(pending.asker, _ToolReply):
+            pending.asker.settle(answers)
+            return
         try:
-            await pending.session.answer_question(request_id, answers)
+            await pending.asker.answer_question(request_id, answers)
         except EngineError as exc:
             log.warning("thread %d: answering a question failed: %s", self._thread_id, exc)
             await ctx.reply(f"⚠️ The agent did not take the answers: {exc}")
 
     def engine_resolved_question(self, request_id: str) -> None:
-        pending = self._questions.pop(request_id, None)
-        if pending is not None:
+        pending = self._questions.get(request_id)
+        if pending is not None and not isinstance(pending.asker, _ToolReply):
+            del self._questions[request_id]
             pending.done.set()
 
     # ---- the person moved on
 
     async def cancel_all(self, reason: str) -> None:
-        """Deny open permission requests and reject open questions (a new message came)."""
+        """Deny open permission requests and end open questions (a new message came, or the
+        turn ended): the engine's are rejected, a tool's dismissed."""
         for pending in list(self._permissions.values()):
             await self._decide(pending, "reject", f"❌ Denied: {reason}")
         for request_id, questions in list(self._questions.items()):
             del self._questions[request_id]
             questions.done.set()
-            try:
-                await questions.session.reject_question(request_id)
-            except EngineError as exc:
-                log.warning("thread %d: rejecting a question failed: %s", self._thread_id, exc)
-            for message_id in questions.message_ids:
-                if message_id is None:
-                    continue
-                with contextlib.suppress(RESTError):
-                    await self._rest.edit_message(self._thread_id, message_id, components=[])
+            if isinstance(questions.asker, _ToolReply):
+                questions.asker.settle(None)
+            else:
+                try:
+                    await questions.asker.reject_question(request_id)
+                except EngineError as exc:
+                    log.warning("thread %d: rejecting a question failed: %s", self._thread_id, exc)
+            await self._close_menus(questions)
+
+    def dismiss_tool_questions(self) -> None:
+        """A new message in the thread: a tool's open questions end unanswered (`None`) now,
+        and their menus are closed meanwhile (the questions an engine asked stay: only the
+        interrupted turn rejects them)."""
+        for request_id, questions in list(self._questions.items()):
+            if isinstance(questions.asker, _ToolReply):
+                del self._questions[request_id]
+                questions.done.set()
+                questions.asker.settle(None)
+                self._nursery.start_soon(self._close_menus, questions)
+
+    async def _close_menus(self, questions: _Questions) -> None:
+        for message_id in questions.message_ids:
+            if message_id is None:
+                continue
+            with contextlib.suppress(RESTError):
+                await self._rest.edit_message(self._thread_id, message_id, components=[])
 
 
 def _clip(text: str, width: int) -> str:

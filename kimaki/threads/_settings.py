@@ -25,3 +25,8 @@ class ThreadSettings:
     """An unanswered permission request is denied after this long."""
     typing_interval: float = 8.0
     """How often the typing indicator is renewed while a turn runs."""
+    data_dir: Path = attrs.field(
+        default=attrs.Factory(lambda self: self.attachments_dir.parent, takes_self=True)
+    )
+    """The daemon's data dir (agent tools refuse to read from it); by default the one the
+    attachments dir is in."""

@@ -4,9 +4,13 @@ and owns the runtime of every active thread (and the turns it serves).
 ```
 Threads.run (a nursery: the runtimes, and what outlives a turn)
 ├─ what the previous process left running or queued, submitted again first (restore)
-└─ ThreadRuntimes ─ one ThreadRuntime per active thread, driving its ThreadTurns (the
-   TurnHandler: engine session ⇄ renderer ⇄ ThreadWriter, and its Asks)
+├─ ThreadRuntimes ─ one ThreadRuntime per active thread, driving its ThreadTurns (the
+│  TurnHandler: engine session ⇄ renderer ⇄ ThreadWriter, and its Asks)
+└─ ToolButtons ─── the buttons agent tools posted, open until pressed or a new message
 ```
+
+Agent tools reach a thread through `tool_context(session_id)`: the `ThreadTools` of the live
+runtime whose engine session made the call, bound to that thread and its project channel.
 
 A thread's record (`ThreadRecord`: session id, engine, directory, parent channel) lives in the
 store, so a thread outlives its runtime: an evicted or restarted thread is rebuilt from it on
@@ -31,11 +35,12 @@ from kimaki.agents import EngineSession
 from kimaki.discord.errors import HTTPError
 from kimaki.discord.models import Channel
 from kimaki.store import ChannelRecord, QueuedPrompt, RunningTurn, ThreadRecord, WorktreeRecord
-from kimaki.threads._asks import Asks, CustomIds
+from kimaki.threads._asks import AskContext, Asks, CustomIds
 from kimaki.threads._delivery import FLUSH_BOUND
 from kimaki.threads._prompt import Place, Prompt
 from kimaki.threads._runtime import RuntimeStatistics, ThreadRuntimes
 from kimaki.threads._settings import ThreadSettings
+from kimaki.threads._tools import ToolButtons
 from kimaki.threads._turn import (
     EngineLookup,
     ThreadRecords,
@@ -47,6 +52,7 @@ from kimaki.threads._turn import (
     TurnStart,
     decode_sent_prompt,
 )
+from kimaki.tools._spec import ToolContext
 from kimaki.worktrees import Worktree, WorktreeError, create_worktree, is_git_repository
 
 __all__ = [
@@ -152,7 +158,9 @@ class Threads:
             custom_ids=custom_ids,
             settings=settings,
         )
+        self._custom_ids = custom_ids
         self._runtimes: ThreadRuntimes[ThreadTurns] | None = None
+        self._tool_buttons: ToolButtons | None = None
 
     @property
     def runtimes(self) -> ThreadRuntimes[ThreadTurns]:
@@ -160,12 +168,23 @@ class Threads:
             raise RuntimeError("Threads.run has not started")
         return self._runtimes
 
+    @property
+    def tool_buttons(self) -> ToolButtons:
+        """The buttons agent tools posted, open in every thread."""
+        if self._tool_buttons is None:
+            raise RuntimeError("Threads.run has not started")
+        return self._tool_buttons
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             services = self._services
+            buttons = ToolButtons(
+                rest=self._rest, custom_ids=self._custom_ids, submit=self.submit, nursery=nursery
+            )
+            self._tool_buttons = buttons
             self._runtimes = ThreadRuntimes(
                 nursery,
-                lambda thread_id: ThreadTurns(thread_id, services, nursery),
+                lambda thread_id: ThreadTurns(thread_id, services, nursery, tool_buttons=buttons),
                 idle_timeout=self._settings.idle_timeout,
             )
             try:
@@ -394,10 +413,17 @@ class Threads:
         """Hand `prompt` to the thread's runtime; its queue position (0: now / next).
 
         A prompt with its `place` (a routed message) is served without reading the thread's
-        records again; one without (a command's) has its turn read them.
+        records again; one without (a command's) has its turn read them. A person's new
+        message dismisses what agent tools left open in the thread: buttons, and questions.
         Raises `trio.ClosedResourceError` once the bot is stopping.
         """
-        return self.runtimes.submit(thread_id, prompt)
+        position = self.runtimes.submit(thread_id, prompt)
+        if prompt.source == "message" and prompt.message_id is not None:
+            self.tool_buttons.dismiss(thread_id)
+            asks = self.asks(thread_id)
+            if asks is not None:
+                asks.dismiss_tool_questions()
+        return position
 
     def interrupt(self, thread_id: int) -> bool:
         runtime = self.runtimes.get(thread_id)
@@ -421,6 +447,22 @@ class Threads:
         the bot routes the clicks on permission buttons and question menus here."""
         turns = self.turns(thread_id)
         return None if turns is None else turns.asks
+
+    def tool_context(self, session_id: str) -> ToolContext | None:
+        """The thread whose live runtime holds engine session `session_id`, as that session's
+        tools see it (`kimaki.tools.ToolContext`); None when no runtime has the session (it
+        ended, or its thread went idle)."""
+        for runtime in self.runtimes.runtimes():
+            tools = runtime.handler.tool_context(session_id)
+            if tools is not None:
+                return tools
+        return None
+
+    async def press_tool_button(
+        self, ctx: AskContext, thread_id: int, payload: Any, choice: str
+    ) -> None:
+        """A press on a button an agent tool posted in `thread_id` (the bot routes it here)."""
+        await self.tool_buttons.press(ctx, thread_id, payload, choice)
 
     async def session(self, thread_id: int) -> EngineSession:
         """The thread's engine session (opened or resumed now if its runtime is idle)."""

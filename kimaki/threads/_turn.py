@@ -17,8 +17,10 @@ withdrawn(prompt)           (cancelled before `reached()`: sent again with newer
 └─ abort only a send cut short; say nothing
 ```
 
-The order a person reads is the order things happened: everything is sent from the runtime's
-task, and nothing the aborted turn produced after the interruption reaches the thread.
+The order a person reads is the order things happened: everything is sent through the thread's
+`ThreadWriter` (the runtime's task, and the agent's tool calls, which wait for the turn to have
+handled what the agent said before them), and nothing the aborted turn produced after the
+interruption reaches the thread.
 
 A turn is handed what it uses (`TurnServices`: narrow protocols over the REST client, the
 store's facets, the handled-events record and the engines), never the bot; it knows engines
@@ -42,6 +44,7 @@ from kimaki.agents import (
     AttachedFile,
     Engine,
     EngineError,
+    EngineEvent,
     EngineSession,
     ModelRef,
     PermissionRequested,
@@ -58,12 +61,13 @@ from kimaki.agents import (
 )
 from kimaki.discord.errors import RESTError
 from kimaki.store import ChannelRecord, Preference, RunningTurn, ThreadRecord
-from kimaki.threads._asks import AskREST, Asks, CustomIds
+from kimaki.threads._asks import Asks, CustomIds
 from kimaki.threads._attachments import IMAGE_LIMIT, SAVED_TEXT_LIMIT, prepare_attachments
-from kimaki.threads._delivery import MessagePoster, ThreadWriter
+from kimaki.threads._delivery import ThreadWriter
 from kimaki.threads._prompt import Place, Prompt, PromptFile
 from kimaki.threads._render import VERBOSITY_LEVELS, Footer, Renderer, format_footer
 from kimaki.threads._settings import ThreadSettings
+from kimaki.threads._tools import ThreadTools, ToolButtons, ToolREST
 from kimaki.worktrees import read_branch
 
 __all__ = [
@@ -91,8 +95,9 @@ SESSION_REPLACED: Final = (
 _ABORT_TIMEOUT: Final = 15.0
 
 
-class TurnREST(MessagePoster, AskREST, Protocol):
-    """The Discord calls a thread's turns make (`kimaki.discord.rest.RESTClient` is one)."""
+class TurnREST(ToolREST, Protocol):
+    """The Discord calls a thread's turns and tools make (`kimaki.discord.rest.RESTClient` is
+    one)."""
 
     async def trigger_typing(self, channel_id: int) -> None: ...
 
@@ -201,12 +206,29 @@ class TurnOutcome:
 
 
 @final
+@attrs.define
+class _FollowState:
+    """What following one turn carries from event to event."""
+
+    model: str | None = None
+    flush_due: bool = False
+
+
+@final
 class ThreadTurns:
     """The `TurnHandler` of one thread. Made by `Threads` when the thread becomes active;
     `nursery` (the registry's) takes what outlives a turn."""
 
-    def __init__(self, thread_id: int, services: TurnServices, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        thread_id: int,
+        services: TurnServices,
+        nursery: trio.Nursery,
+        *,
+        tool_buttons: ToolButtons,
+    ) -> None:
         self._services = services
+        self._tool_buttons = tool_buttons
         self.thread_id = thread_id
         self._record: ThreadRecord | None = None
         self._session: EngineSession | None = None
@@ -233,6 +255,20 @@ class ThreadTurns:
     @property
     def session(self) -> EngineSession | None:
         return self._session
+
+    def tool_context(self, session_id: str) -> ThreadTools | None:
+        """This thread for the tools of engine session `session_id`, if it is the thread's."""
+        session, record = self._session, self._record
+        if session is None or record is None or session.session_id != session_id:
+            return None
+        return ThreadTools(
+            record=record,
+            writer=self._writer,
+            asks=self.asks,
+            button_sets=self._tool_buttons,
+            rest=self._services.rest,
+            data_dir=self._services.settings.data_dir,
+        )
 
     # ---- TurnHandler
 
@@ -498,42 +534,72 @@ class ThreadTurns:
     # ---- following the turn
 
     async def _follow(self, session: EngineSession, nursery: trio.Nursery) -> TurnOutcome | None:
-        model: str | None = None
-        flush_due = False
-        async for event in session.events:
-            if isinstance(event, TurnEnded) and event.turn_id != self._turn_id:
-                continue  # the late end of an interrupted turn
-            if isinstance(event, TextCompleted) and event.part_id in self._posted:
-                continue  # posted before a restart
-            if isinstance(event, Usage) and event.model:
-                model = event.model
-            rendered = self._renderer.render(event)
-            part_id = event.part_id if isinstance(event, TextCompleted) else None
-            for block in rendered.blocks:
-                self._writer.add(block, part_id=part_id)
-            flush_due = flush_due or rendered.flush or isinstance(event, TextCompleted)
-            if isinstance(event, PermissionRequested | QuestionAsked):
-                flush_due = False
-                await self._writer.flush()  # what led to the question comes before it
-            match event:
-                case PermissionRequested():
-                    await self.asks.ask_permission(session, event, nursery)
-                case QuestionAsked():
-                    await self.asks.ask_questions(session, event)
-                case PermissionResolved(request_id=request_id):
-                    self.asks.engine_resolved_permission(request_id)
-                case QuestionResolved(request_id=request_id):
-                    self.asks.engine_resolved_question(request_id)
-                case SessionRenamed():
-                    pass
-                case TurnEnded(stop_reason=reason):
-                    return TurnOutcome(reason, model)  # flushed with the footer
-            # Coalesce: while more events are already waiting (a burst, or the end of the
-            # turn), keep buffering, so a step and its footer go out as one message and the
-            # channel's 5-messages-per-5-seconds limit is spent on what matters.
-            if flush_due and session.events.statistics().pending == 0:
-                flush_due = False
-                await self._writer.flush()
+        """Render the turn's events until its `TurnEnded`. Each batch (the events already
+        queued) is handled holding the writer's lock, so a tool's message waits for what the
+        agent said before it (see `kimaki.threads._delivery`)."""
+        state = _FollowState()
+        events = session.events
+        with self._writer.following(events):
+            while True:
+                try:
+                    event: EngineEvent | None = await events.receive()
+                except trio.EndOfChannel:
+                    return None
+                async with self._writer.handling():
+                    while event is not None:
+                        outcome = await self._handle(session, event, state, nursery)
+                        if outcome is not None:
+                            return outcome  # flushed with the footer
+                        # As `receive()` does: a cancelled turn takes no more events.
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        try:
+                            event = events.receive_nowait()
+                        except trio.WouldBlock:
+                            event = None
+                        except trio.EndOfChannel:
+                            return None
+
+    async def _handle(
+        self,
+        session: EngineSession,
+        event: EngineEvent,
+        state: _FollowState,
+        nursery: trio.Nursery,
+    ) -> TurnOutcome | None:
+        """One event of the turn: rendered, buffered, flushed where due; the outcome at its end."""
+        if isinstance(event, TurnEnded) and event.turn_id != self._turn_id:
+            return None  # the late end of an interrupted turn
+        if isinstance(event, TextCompleted) and event.part_id in self._posted:
+            return None  # posted before a restart
+        if isinstance(event, Usage) and event.model:
+            state.model = event.model
+        rendered = self._renderer.render(event)
+        part_id = event.part_id if isinstance(event, TextCompleted) else None
+        for block in rendered.blocks:
+            self._writer.add(block, part_id=part_id)
+        state.flush_due = state.flush_due or rendered.flush or isinstance(event, TextCompleted)
+        if isinstance(event, PermissionRequested | QuestionAsked):
+            state.flush_due = False
+            await self._writer.flush()  # what led to the question comes before it
+        match event:
+            case PermissionRequested():
+                await self.asks.ask_permission(session, event, nursery)
+            case QuestionAsked():
+                await self.asks.ask_questions(session, event)
+            case PermissionResolved(request_id=request_id):
+                self.asks.engine_resolved_permission(request_id)
+            case QuestionResolved(request_id=request_id):
+                self.asks.engine_resolved_question(request_id)
+            case SessionRenamed():
+                pass
+            case TurnEnded(stop_reason=reason):
+                return TurnOutcome(reason, state.model)
+        # Coalesce: while more events are already waiting (a burst, or the end of the turn),
+        # keep buffering, so a step and its footer go out as one message and the channel's
+        # 5-messages-per-5-seconds limit is spent on what matters.
+        if state.flush_due and session.events.statistics().pending == 0:
+            state.flush_due = False
+            await self._writer.flush()
         return None
 
     async def _typing(self) -> None:

@@ -24,6 +24,8 @@ from kimaki.agents import (
     EngineRequestError,
     EngineUnavailableError,
     EventQueue,
+    Grants,
+    McpPlan,
     ModelRef,
     PermissionRequested,
     PermissionResolved,
@@ -35,6 +37,7 @@ from kimaki.agents import (
     SessionRenamed,
     TextDelta,
     ToolFinished,
+    ToolGrant,
     ToolStarted,
     TurnEnded,
     TurnInProgressError,
@@ -766,3 +769,35 @@ def drain(events: EventQueue) -> list[EngineEvent]:
             out.append(events.receive_nowait())
         except trio.WouldBlock:
             return out
+
+
+@attrs.define
+class _Policy:
+    """An `McpProvider` that gives every grant one stdio server holding its token."""
+
+    plans: list[ToolGrant] = attrs.Factory(list)
+
+    async def plan(self, grant: ToolGrant) -> McpPlan:
+        self.plans.append(grant)
+        return McpPlan(
+            servers=(McpServer("kimaki", command="kimaki", env={"KIMAKI_GRANT": grant.token}),)
+        )
+
+
+async def test_each_session_gets_its_own_grant_revoked_when_it_closes(tmp_path: Path) -> None:
+    script = AgentScript(turns=(TurnScript(Say("one")),))
+    grants, policy = Grants(), _Policy()
+    async with fake_agent(tmp_path, script, mcp=policy, grants=grants) as fake:
+        first = await fake.engine.open_session(fake.project)
+        second = await fake.engine.open_session(fake.project)
+        news = fake.sent("session/new")
+        tokens = [new["mcpServers"][0]["env"][0]["value"] for new in news]
+        assert len(set(tokens)) == 2
+        for session, token in zip((first, second), tokens, strict=True):
+            grant = grants.resolve(token)
+            assert grant is not None
+            assert grant.session_id == session.session_id
+            assert grant.directory == fake.project
+        await first.aclose()
+        assert grants.resolve(tokens[0]) is None
+        assert grants.resolve(tokens[1]) is not None

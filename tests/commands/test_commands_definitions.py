@@ -15,6 +15,7 @@ from kimaki.bot import Interactions
 from kimaki.bot.commands import (
     EngineCommands,
     MaintenanceCommands,
+    McpCommands,
     PreferenceCommands,
     ProjectCommands,
     SessionCommands,
@@ -49,6 +50,7 @@ EXPECTED = {
     "merge-worktree",
     "worktrees",
     "engine",
+    "mcp",
 }
 
 
@@ -60,6 +62,7 @@ GROUPS = (
     MaintenanceCommands,
     WorktreeCommands,
     EngineCommands,
+    McpCommands,
 )
 _UNUSED: Any = None  # what registering commands never touches
 

@@ -11,16 +11,20 @@ these tests skip, except under CI (the `CI` variable set), where a missing binar
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
+from kimaki._control import ControlServer, control_url
 from kimaki.agents import (
     EngineEvent,
+    Grants,
     ModelRef,
     PermissionRequested,
     ToolFinished,
@@ -28,9 +32,16 @@ from kimaki.agents import (
     TurnEnded,
 )
 from kimaki.agents.acp import AcpConfig, AcpEngine, open_acp_engine, resolve_agent
+from kimaki.bot import Engines
+from kimaki.bot._tool_places import GrantedPlaces
+from kimaki.mcp import McpPolicies, install_mcp_routes, load_catalog
+from kimaki.store import ChannelRecord, ServerPolicy, Store
+from kimaki.testing.daemon import free_port
 from kimaki.testing.engine import drive_turn, texts
 from kimaki.testing.model_server import ModelServer, Reply, opencode_config
 from kimaki.testing.opencode import real_opencode_binary
+from kimaki.testing.tools import RecordingToolContext
+from kimaki.tools import BUILTIN_TOOLS, ToolBox, ToolContext, install_tool_routes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -146,3 +157,91 @@ def drain(session: Any) -> list[EngineEvent]:
             out.append(session.events.receive_nowait())
         except trio.WouldBlock:
             return out
+
+
+@attrs.define
+class _OneThread:
+    """The thread pipeline's side: the session's thread, as a recording tool context."""
+
+    context: RecordingToolContext
+    session_id: str = ""
+
+    def tool_context(self, session_id: str) -> ToolContext | None:
+        return self.context if session_id == self.session_id else None
+
+
+async def test_kimaki_tools_and_a_policy_filtered_mcp_server_reach_opencode_acp(
+    tmp_path: Path,
+) -> None:
+    """`session/new` hands the agent kimaki's tool server and the test server behind the proxy,
+    each with the session's grant; the daemon's lock-port routes carry the calls out."""
+    project = tmp_path / "project"
+    project.mkdir()
+    mcp_json = tmp_path / "mcp.json"
+    server = {"command": sys.executable, "args": ["-m", "kimaki.testing.mcp_server"]}
+    mcp_json.write_text(json.dumps({"mcpServers": {"testmcp": server}}))
+    lock_port = free_port()
+    grants = Grants()
+    thread = _OneThread(RecordingToolContext(directory=project, data_dir=tmp_path / "data"))
+    async with (
+        model_server(
+            Reply.tool("kimaki_send_message", {"content": "Halfway there."}),
+            Reply.tool("testmcp_echo", {"text": "echo via acp"}),
+            Reply.tool("testmcp_add", {"a": 1, "b": 2}),
+            Reply.text("Finished."),
+        ) as (model, port),
+        await Store.open(tmp_path / "kimaki.db") as store,
+        trio.open_nursery() as nursery,
+    ):
+        policies = McpPolicies(
+            catalog=lambda: load_catalog(mcp_json, ()),
+            store=store.mcp,
+            channels=store.places,
+            control_url=control_url(lock_port),
+            on_change=_ignore,
+        )
+        await store.places.put_channel(
+            ChannelRecord(channel_id=1, directory=project, guild_id=2, app_id=3)
+        )
+        await store.mcp.set_policy(1, "testmcp", ServerPolicy("some", frozenset({"echo"})))
+        control = ControlServer(port=lock_port, data_dir=tmp_path, health=dict)
+        await nursery.start(control.serve)
+        install_mcp_routes(control, policies, grants)
+        agent = resolve_agent(f"{real_opencode_binary()} acp", tmp_path / "data")
+        content = opencode_config(port)
+        config = AcpConfig(
+            agent,
+            extra_env={"OPENCODE_CONFIG_CONTENT": json.dumps(content)},
+            ready_timeout=60.0,
+            mcp=policies,
+            grants=grants,
+        )
+        async with open_acp_engine(config) as engine:
+            places = GrantedPlaces(
+                grants, Engines({engine.name: engine}, default=engine.name), thread
+            )
+            install_tool_routes(control, ToolBox(BUILTIN_TOOLS), places)
+            session = await engine.open_session(project)
+            thread.session_id = session.session_id
+            events = await drive_turn(session, "report progress", permission="once")
+            await session.aclose()
+        nursery.cancel_scope.cancel()
+    assert texts(events)[-1] == "Finished."
+    assert [post.content for post in thread.context.posts] == ["Halfway there."]
+    offered = {tool["function"]["name"] for tool in model.agent_requests[0].body["tools"]}
+    assert {"kimaki_send_message", "testmcp_echo"} <= offered
+    assert "testmcp_add" not in offered
+    tool_results = [
+        str(message.get("content"))
+        for message in model.agent_requests[-1].body["messages"]
+        if message.get("role") == "tool"
+    ]
+    assert any("echo via acp" in result for result in tool_results), tool_results
+    # The unlisted tool: the model is told it cannot be used, and it never ran (no "3").
+    [blocked] = [result for result in tool_results if "testmcp_add" in result]
+    assert "3" not in blocked.replace("testmcp_add", "")
+    assert len(grants) == 0  # the session's grant ended with it
+
+
+async def _ignore(channel_id: int) -> None:
+    return None

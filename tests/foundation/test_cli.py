@@ -221,3 +221,35 @@ def test_end_of_input_at_the_token_prompt_is_no_token(monkeypatch: pytest.Monkey
     monkeypatch.setattr(getpass, "getpass", ctrl_d)
     with pytest.raises(ConfigError, match="no token given"):
         read_token_from_user()
+
+
+@pytest.mark.parametrize("command", [["mcp-tools"], ["mcp-proxy", "--server", "docs"]])
+async def test_the_agent_side_commands_say_who_runs_them(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Run by hand (no grant in the environment), they say so instead of waiting on stdin."""
+    result = await kimaki(*command, home=tmp_path)
+    assert result.returncode == 64
+    assert result.stdout == b""  # stdout is the MCP channel: never written to
+    assert b"started by an agent that kimaki runs" in result.stderr
+
+
+async def test_the_proxy_refused_its_plan_exits_with_the_reason(tmp_path: Path) -> None:
+    async def refuse(request: Request) -> Response:
+        return Response.json({"error": 'MCP server "docs" is not enabled here'}, status=403)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_http, refuse)
+        result = await kimaki(
+            "mcp-proxy",
+            "--server",
+            "docs",
+            home=tmp_path,
+            KIMAKI_CONTROL_URL=f"http://127.0.0.1:{port}",
+            KIMAKI_GRANT="grant-token-for-the-test",
+        )
+        nursery.cancel_scope.cancel()
+    assert result.returncode == 70
+    assert result.stdout == b""
+    assert b"not enabled here" in result.stderr
+    assert b"grant-token-for-the-test" not in result.stderr

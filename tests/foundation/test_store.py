@@ -272,3 +272,19 @@ async def test_thread_of_a_session(tmp_path: Path) -> None:
         assert await store.places.thread_of_session("ses_x") == first
         assert await store.places.thread_of_session("ses_y") is None
         assert await store.places.thread_of_session("") is None  # a thread not started yet
+
+
+async def test_the_channel_of_a_directory_its_worktrees_and_its_symlinks(tmp_path: Path) -> None:
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    worktree = tmp_path / "worktrees" / "fix"
+    for directory in (project, elsewhere, worktree):
+        directory.mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(project)
+    async with await Store.open(tmp_path / "db") as store:
+        await store.places.put_channel(ChannelRecord(10, link, guild_id=1, app_id=2))
+        await store.places.put_thread(ThreadRecord(11, "ses", "opencode", worktree, channel_id=10))
+        assert await store.places.channel_of_directory(link) == 10
+        assert await store.places.channel_of_directory(project) == 10  # as an engine sees it
+        assert await store.places.channel_of_directory(worktree) == 10
+        assert await store.places.channel_of_directory(elsewhere) is None

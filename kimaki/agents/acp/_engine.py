@@ -35,7 +35,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 from urllib.parse import quote
 
 import attrs
@@ -71,6 +71,7 @@ from kimaki.agents._events import (
     TurnEnded,
 )
 from kimaki.agents._extras import SessionSummary
+from kimaki.agents._mcp import Grants, McpProvider, McpServer, ToolGrant
 from kimaki.agents._process import AgentProcess, LaunchSpec
 from kimaki.agents._session import SendTurn, TurnRequest, TurnSession
 from kimaki.agents._supervisor import AgentServer, RestartPolicy
@@ -135,41 +136,13 @@ _ALLOW: Final[Mapping[str, tuple[str, ...]]] = {
 
 @final
 @attrs.frozen
-class McpServer:
-    """An MCP server handed to every session (ACP `mcpServers`): a command (`stdio`) or a URL
-    (`http`, `sse`; passed only to agents that advertise them)."""
-
-    name: str
-    transport: Literal["stdio", "http", "sse"] = "stdio"
-    command: str = ""
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    url: str = ""
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-    def to_wire(self) -> dict[str, Any]:
-        if self.transport == "stdio":
-            return {
-                "name": self.name,
-                "command": self.command,
-                "args": list(self.args),
-                "env": [{"name": k, "value": v} for k, v in self.env.items()],
-            }
-        return {
-            "type": self.transport,
-            "name": self.name,
-            "url": self.url,
-            "headers": [{"name": k, "value": v} for k, v in self.headers.items()],
-        }
-
-
-@final
-@attrs.frozen
 class AcpConfig:
     """How the engine starts its agent (one engine per agent; see `resolve_agent`).
 
     `extra_env` is added to the agent's own environment (e.g. `OPENCODE_CONFIG_CONTENT`).
-    `mcp_servers` are given to every session, or computed per directory. `abort_wait` bounds
+    `mcp_servers` are given to every session, or computed per directory; `mcp` adds the
+    servers of the daemon's MCP policy to each session, with a grant minted for that session
+    in `grants` (revoked when the session closes). `abort_wait` bounds
     how long `abort()` waits for the agent to end the turn before ending it here.
     """
 
@@ -184,6 +157,8 @@ class AcpConfig:
     abort_wait: float = 10.0
     # KIMAKI_AGENT_USER: the OS user the agent runs as (None: the daemon's).
     user: str | None = None
+    mcp: McpProvider | None = None
+    grants: Grants | None = None
 
 
 @final
@@ -429,9 +404,23 @@ class _AcpDirectory:
 
     # ------------------------------------------------------------------ to the agent
 
-    def mcp_servers(self, connection: AcpConnection) -> list[dict[str, Any]]:
+    def mint_grant(self) -> ToolGrant | None:
+        """A grant for a session about to be opened (None: no MCP policy here)."""
+        if self.config.mcp is None or self.config.grants is None:
+            return None
+        return self.config.grants.mint(self.engine.name, self.directory)
+
+    def revoke_grant(self, grant: ToolGrant | None) -> None:
+        if grant is not None and self.config.grants is not None:
+            self.config.grants.revoke(grant)
+
+    async def mcp_servers(
+        self, connection: AcpConnection, grant: ToolGrant | None
+    ) -> list[dict[str, Any]]:
         servers = self.config.mcp_servers
-        chosen = servers(self.directory) if callable(servers) else servers
+        chosen = list(servers(self.directory) if callable(servers) else servers)
+        if grant is not None and self.config.mcp is not None:
+            chosen += (await self.config.mcp.plan(grant)).servers
         caps = connection.capabilities
         out = []
         for server in chosen:
@@ -483,12 +472,17 @@ class _AcpDirectory:
             f"{self.agent.name} needs a login first: {login_fix(self.agent.name, how, home=home)}"
         )
 
-    async def new_session(self, connection: AcpConnection) -> tuple[str, SessionState]:
-        params = {"cwd": str(self.directory), "mcpServers": self.mcp_servers(connection)}
+    async def new_session(
+        self, connection: AcpConnection, grant: ToolGrant | None = None
+    ) -> tuple[str, SessionState]:
+        servers = await self.mcp_servers(connection, grant)
+        params = {"cwd": str(self.directory), "mcpServers": servers}
         state = await self.call(connection, "session/new", params, SessionState)
         if not state.session_id:
             raise EngineRequestError(f"{self.agent.name} answered session/new without an id")
         self.catalog.take_session(state)
+        if grant is not None:
+            grant.session_id = state.session_id
         return state.session_id, state
 
     async def attach(self, session: AcpSession, connection: AcpConnection) -> None:
@@ -504,7 +498,7 @@ class _AcpDirectory:
         params = {
             "sessionId": session.session_id,
             "cwd": str(self.directory),
-            "mcpServers": self.mcp_servers(connection),
+            "mcpServers": await self.mcp_servers(connection, session.grant),
         }
         self._loading.add(session.session_id)
         try:
@@ -558,7 +552,15 @@ def _new_id(prefix: str) -> str:
 class AcpSession(TurnSession[_AcpDirectory, UpdateMapper]):
     """One ACP session (implements `kimaki.agents.EngineSession`)."""
 
-    def __init__(self, directory: _AcpDirectory, session_id: str, title: str) -> None:
+    def __init__(
+        self,
+        directory: _AcpDirectory,
+        session_id: str,
+        title: str,
+        grant: ToolGrant | None = None,
+    ) -> None:
+        # What its kimaki MCP servers hold (see `kimaki.agents.McpProvider`); revoked on close.
+        self.grant = grant
         super().__init__(
             directory,
             session_id,
@@ -645,6 +647,7 @@ class AcpSession(TurnSession[_AcpDirectory, UpdateMapper]):
 
     def _closing(self) -> None:
         self._cancel_permissions()
+        self._dir.revoke_grant(self.grant)
 
     # ------------------------------------------------------------------ turns
 
@@ -848,14 +851,21 @@ class AcpEngine:
 
         async def opener(resume_id: str | None) -> AcpSession:
             connection = await state.server.connection()
-            if resume_id is None:
-                session_id, created = await state.new_session(connection)
-                session = AcpSession(state, session_id, title or "")
-                session.catalog.take_session(created)
-                session._connection = connection
-            else:
-                session = AcpSession(state, resume_id, title or "")
-                await state.attach(session, connection)
+            grant = state.mint_grant()
+            try:
+                if resume_id is None:
+                    session_id, created = await state.new_session(connection, grant)
+                    session = AcpSession(state, session_id, title or "", grant)
+                    session.catalog.take_session(created)
+                    session._connection = connection
+                else:
+                    if grant is not None:
+                        grant.session_id = resume_id
+                    session = AcpSession(state, resume_id, title or "", grant)
+                    await state.attach(session, connection)
+            except BaseException:
+                state.revoke_grant(grant)
+                raise
             return session
 
         return await state.sessions.open(resume_id, opener)
@@ -888,6 +898,12 @@ class AcpEngine:
                 break
         found.sort(key=lambda s: s.updated_at, reverse=True)
         return found[:limit]
+
+    def server_directories(self) -> list[Path]:
+        return self._directories.running()
+
+    def retire_server(self, directory: Path) -> None:
+        self._directories.retire(directory)
 
     async def restart_server(self, directory: Path) -> None:
         """Stop the agent of `directory` and start it again; running turns end with an error,

@@ -24,6 +24,7 @@ kept running meanwhile (what the server did during the restart is replayed from 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import secrets
@@ -75,6 +76,15 @@ from kimaki.agents._extras import (
     UndoResult,
 )
 from kimaki.agents._handover import AgentServerHandover
+from kimaki.agents._mcp import (
+    TOOL_SERVER_NAME,
+    Grants,
+    McpPlan,
+    McpProvider,
+    ToolCallBoard,
+    ToolGrant,
+    derived_token,
+)
 from kimaki.agents._process import AgentProcess, LaunchSpec, child_environment, close_fds
 from kimaki.agents._session import SendTurn, TurnRequest, TurnSession
 from kimaki.agents._supervisor import AgentServer, ProbePolicy, RestartPolicy
@@ -85,10 +95,12 @@ from kimaki.agents.opencode._wire import (
     MalformedEvent,
     MessageInfo,
     Part,
+    PartUpdated,
     ServerConnected,
     ServerHeartbeat,
     SessionInfo,
     TextPart,
+    ToolPart,
     WireEvent,
     decode_event,
 )
@@ -127,7 +139,10 @@ class OpenCodeConfig:
     HOME (and XDG dirs) of the server of a directory; otherwise the person's own apply, so
     their OpenCode providers and logins work. `extra_env` is added to the allowlisted
     environment (e.g. `OPENCODE_CONFIG_CONTENT`). `probe`: how a server in use is checked
-    for a hang (its health endpoint); None turns that off.
+    for a hang (its health endpoint); None turns that off. `mcp` and `grants`: the MCP
+    servers each server is configured with (kimaki's tool server, the policy's servers behind
+    the proxy; see `kimaki.agents.McpProvider`) and the registry its grant goes in;
+    `tool_call_wait` bounds how long a tool call waits to be matched to its session.
     """
 
     command: tuple[str, ...] = ("opencode",)
@@ -144,6 +159,9 @@ class OpenCodeConfig:
     probe: ProbePolicy | None = attrs.field(factory=ProbePolicy)
     # KIMAKI_AGENT_USER: the OS user the server runs as (None: the daemon's).
     user: str | None = None
+    mcp: McpProvider | None = None
+    grants: Grants | None = None
+    tool_call_wait: float = 10.0
 
 
 _last_ms = 0
@@ -211,6 +229,8 @@ class _OpenCodeDirectory:
         self._password = ""
         self._url: str | None = None  # of the current or last server
         self._rng = random.Random()
+        self.tool_calls = ToolCallBoard()
+        self.grant: ToolGrant | None = None  # of the current server's tool server
         self.server: AgentServer[OpenCodeConnection] = supervised_server(
             f"opencode[{directory}]", self, self.config, probe=self.config.probe
         )
@@ -221,11 +241,17 @@ class _OpenCodeDirectory:
         self._password = secrets.token_urlsafe(32)
         register_secret(self._password)
         home = self.config.home_for(self.directory) if self.config.home_for else None
+        extra = dict(self.config.extra_env)
+        plan = self._mcp_plan()
+        if plan is not None:
+            extra["OPENCODE_CONFIG_CONTENT"] = json.dumps(
+                with_mcp(extra.get("OPENCODE_CONFIG_CONTENT"), plan)
+            )
         env = child_environment(
             home=home,
             passthrough=self.config.passthrough_env,
             extra={
-                **self.config.extra_env,
+                **extra,
                 "OPENCODE_SERVER_PASSWORD": self._password,
                 "OPENCODE_DISABLE_MODELS_FETCH": "1",
             },
@@ -238,6 +264,26 @@ class _OpenCodeDirectory:
             setting="KIMAKI_OPENCODE_PATH",
             user=self.config.user,
         )
+
+    def _mcp_plan(self) -> McpPlan | None:
+        """In the worker thread `launch_spec` runs in: a grant for the next server (the last
+        one's is revoked) and the MCP servers it is configured with."""
+        mcp, grants = self.config.mcp, self.config.grants
+        if mcp is None or grants is None:
+            return None
+        self._new_grant(grants)
+        assert self.grant is not None
+        return trio.from_thread.run(mcp.plan, self.grant)
+
+    def _new_grant(self, grants: Grants) -> None:
+        if self.grant is not None:
+            grants.revoke(self.grant)
+        self.grant = grants.mint(ENGINE_NAME, self.directory, token=derived_token(self._password))
+
+    def _revoke_grant(self) -> None:
+        if self.grant is not None and self.config.grants is not None:
+            self.config.grants.revoke(self.grant)
+        self.grant = None
 
     async def connect(self, process: AgentProcess, nursery: trio.Nursery) -> OpenCodeConnection:
         if process.adopted:
@@ -284,6 +330,8 @@ class _OpenCodeDirectory:
             return False
         register_secret(handover.password)
         self._password = handover.password
+        if self.config.mcp is not None and self.config.grants is not None:
+            self._new_grant(self.config.grants)  # the one its tool server holds
         self._url = f"http://127.0.0.1:{handover.port}"
         self.server.adopt(process)
         return True
@@ -314,6 +362,7 @@ class _OpenCodeDirectory:
             await self._pump(connection, nursery)
 
     async def disconnect(self, connection: OpenCodeConnection) -> None:
+        self._revoke_grant()  # its tool server ended with it
         connection._stream_lost()
         await connection.client.aclose()
 
@@ -379,7 +428,18 @@ class _OpenCodeDirectory:
         target = self.sessions.get(session_id) if isinstance(session_id, str) else None
         if target is not None:
             target._handle(wire)
+            if isinstance(wire, PartUpdated) and isinstance(wire.part, ToolPart):
+                self._note_tool_call(wire.part, target.session_id)
         return False
+
+    def _note_tool_call(self, part: ToolPart, session_id: str) -> None:
+        """Keep the board of kimaki's tool calls running in this server's sessions."""
+        if not part.tool.startswith(TOOL_SERVER_NAME + "_"):
+            return
+        if part.status == "running":
+            self.tool_calls.running(part.id, part.tool, part.input, session_id)
+        elif part.status in ("completed", "error"):
+            self.tool_calls.ended(part.id)
 
     async def _load_context_limits(self, connection: OpenCodeConnection) -> None:
         try:
@@ -677,6 +737,17 @@ class OpenCodeEngine:
     def _directory(self, directory: Path) -> _OpenCodeDirectory:
         return self._directories.get(directory)
 
+    async def tool_call_session(
+        self, grant: ToolGrant, tool: str, arguments: Mapping[str, Any]
+    ) -> str | None:
+        """Which session of `grant`'s server is calling kimaki's `tool` (`ToolCallOwners`)."""
+        state = self._directory(grant.directory)
+        if state.grant is not grant:
+            return None  # a grant of a server that has since ended
+        return await state.tool_calls.claim(
+            f"{TOOL_SERVER_NAME}_{tool}", arguments, within=self.config.tool_call_wait
+        )
+
     async def _client(self, directory: Path) -> OpenCodeClient:
         """The client of the server of `directory`, started if need be."""
         return (await self._directory(directory).server.connection()).client
@@ -813,6 +884,12 @@ class OpenCodeEngine:
             )
         await client.summarize(session_id, model, request_timeout=_COMPACT_TIMEOUT)
 
+    def server_directories(self) -> list[Path]:
+        return self._directories.running()
+
+    def retire_server(self, directory: Path) -> None:
+        self._directories.retire(directory)
+
     async def restart_server(self, directory: Path) -> None:
         state = self._directory(directory)
         # A stop on request is not a crash: end the running turns here, or they would wait
@@ -884,3 +961,30 @@ if TYPE_CHECKING:  # the engine interface is what the rest of the daemon sees: k
         KnownProjects,
     ]:
         return engine, engine, engine, engine, engine, engine, engine
+
+
+def with_mcp(content: str | None, plan: McpPlan) -> dict[str, Any]:
+    """An `OPENCODE_CONFIG_CONTENT` with `plan`'s MCP servers, over `content` (the configuration
+    given in settings, if any). OpenCode merges it over the person's own configuration, so the
+    servers from there that the policy does not enable are named again, switched off."""
+    config: dict[str, Any] = json.loads(content) if content else {}
+    entries: dict[str, Any] = dict(config.get("mcp") or {})
+    for name, raw in plan.switched_off.items():
+        entries[name] = {**raw, "enabled": False}
+    for server in plan.servers:
+        if server.transport == "stdio":
+            entries[server.name] = {
+                "type": "local",
+                "command": [server.command, *server.args],
+                "environment": dict(server.env),
+                "enabled": True,
+            }
+        else:
+            entries[server.name] = {
+                "type": "remote",
+                "url": server.url,
+                "headers": dict(server.headers),
+                "enabled": True,
+            }
+    config["mcp"] = entries
+    return config

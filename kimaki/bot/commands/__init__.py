@@ -8,6 +8,7 @@ _preferences ... PreferenceCommands .. /model /agent /verbosity
 _maintenance ... MaintenanceCommands . /undo /redo /compact /diff /restart-agent-server
 _worktrees ..... WorktreeCommands .... /new-worktree /merge-worktree /worktrees
 _engine ........ EngineCommands ...... /engine
+_mcp ........... McpCommands ......... /mcp
 _common ........ what several groups share: option builders, the session thread, the narrow
                  protocols they consume
 ```
@@ -29,6 +30,7 @@ from typing import Protocol
 from kimaki.bot.commands._common import CommandRegistry
 from kimaki.bot.commands._engine import EngineCommands
 from kimaki.bot.commands._maintenance import MaintenanceCommands
+from kimaki.bot.commands._mcp import McpCommands, McpPolicyDoor
 from kimaki.bot.commands._preferences import PreferenceCommands
 from kimaki.bot.commands._projects import ProjectCommands
 from kimaki.bot.commands._sessions import SessionCommands
@@ -39,6 +41,8 @@ __all__ = [
     "CommandRegistry",
     "EngineCommands",
     "MaintenanceCommands",
+    "McpCommands",
+    "McpPolicyDoor",
     "PreferenceCommands",
     "ProjectCommands",
     "SessionCommands",

@@ -26,6 +26,7 @@ from kimaki._http import Request, Response
 from kimaki.testing.discord._errors import DiscordAPIError, invalid_form_body
 from kimaki.testing.discord._openapi import RequestValidator
 from kimaki.testing.discord._state import DiscordState, File
+from kimaki.testing.discord._world import FLAG_EPHEMERAL
 
 __all__ = ["RestServer", "RestStatistics", "parse_multipart"]
 
@@ -493,6 +494,10 @@ def _get_message(server: RestServer, call: _Call) -> Response:
 
 @_route("PATCH", "/channels/{channel_id}/messages/{message_id}")
 def _edit_message(server: RestServer, call: _Call) -> Response:
+    # An ephemeral message exists only for its interaction's webhook, as on Discord.
+    message = server.state.message(call.params["channel_id"], call.params["message_id"])
+    if message["flags"] & FLAG_EPHEMERAL:
+        raise DiscordAPIError(404, 10008, "Unknown Message")
     return _ok(
         server.state.edit_message(
             call.params["channel_id"],
