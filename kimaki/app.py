@@ -53,6 +53,7 @@ import trio
 
 from kimaki._backoff import Backoff
 from kimaki._control import ControlServer, control_url
+from kimaki._control_client import issue_control_token
 from kimaki._log import open_log_file, register_secret
 from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
 from kimaki._restart import RestartMarker, exec_self, flush_output, take_restart_marker
@@ -69,6 +70,7 @@ from kimaki.agents.acp import AcpConfig, AcpEngine, find_agents, open_acp_engine
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
 from kimaki.bot import BotConfig, Engines
 from kimaki.bot._serve import BotConnection, connection_state, serve_bot
+from kimaki.bot._session_routes import install_session_routes
 from kimaki.bot._tool_places import GrantedPlaces
 from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
 from kimaki.discord.models import Application
@@ -84,6 +86,9 @@ from kimaki.mcp import (
     retire_channel_servers,
 )
 from kimaki.projects import install_project_routes
+from kimaki.schedules import schedule_tools
+from kimaki.schedules._routes import install_schedule_routes
+from kimaki.schedules._shell import ShellTasks
 from kimaki.settings import Settings, check_token_shape
 from kimaki.store import Store
 from kimaki.tools import BUILTIN_TOOLS, ToolBox, install_tool_routes
@@ -299,10 +304,24 @@ class Daemon:
                 )
                 self._connection = connection
                 # The same project operations as the bot's commands (`compose_bot` built them).
-                await install_project_routes(self._control, connection.bot.projects)
+                # One control token for every subsystem's routes (0600, under the data dir).
+                control_token = await issue_control_token(self.settings.data_dir)
+                await install_project_routes(self._control, connection.bot.projects, control_token)
+                # `kimaki send` / `kimaki task` / `kimaki session` through the running daemon.
+                install_schedule_routes(
+                    self._control, ShellTasks(connection.bot.schedules, store.places), control_token
+                )
+                install_session_routes(
+                    self._control,
+                    control_token,
+                    index=store.places,
+                    live=connection.bot.threads,
+                    engines=engines,
+                )
                 # Agents' tool calls, carried out in the thread of the session that makes them.
                 places = GrantedPlaces(mcp.grants, engines, connection.bot.threads)
-                install_tool_routes(self._control, ToolBox(BUILTIN_TOOLS), places)
+                tools = ToolBox((*BUILTIN_TOOLS, *schedule_tools(connection.bot.schedules)))
+                install_tool_routes(self._control, tools, places)
                 guilds = self._guild_count()
                 log.info("connected to Discord: %d guild(s)", guilds)
                 self._notifier.ready(f"connected to Discord, {guilds} guild(s)")
@@ -460,6 +479,8 @@ def _bot_config(settings: Settings) -> BotConfig:
         projects_dir=settings.projects_dir,
         thread_idle_timeout=settings.thread_idle_timeout,
         permission_timeout=settings.permission_timeout,
+        task_time_limit=settings.task_time_limit,
+        task_grace=settings.task_grace,
     )
 
 

@@ -8,12 +8,14 @@ traceback in the log file only (exit 70). Exception groups from nurseries are un
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
 import shlex
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,6 +23,7 @@ import attrs
 import trio
 
 from kimaki._agent_side import AGENT_COMMANDS, run_agent_command
+from kimaki._control_client import DaemonNotRunningError, find_daemon
 from kimaki._log import FILE_ONLY, configure_logging, redact
 from kimaki._restart import TOKEN_ENV, exec_without_token_env, take_handed_token
 from kimaki._systemd_unit import unit_for_current_user
@@ -28,6 +31,13 @@ from kimaki._version import __version__
 from kimaki.agents import INSTALL_COMMANDS
 from kimaki.agents.acp import find_agents
 from kimaki.app import Daemon, prepare_data_dir, read_token_from_user
+from kimaki.bot._session_routes import (
+    DEFAULT_READ_LIMIT,
+    SessionError,
+    SessionsClient,
+    list_sessions,
+    session_json,
+)
 from kimaki.errors import EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError, FatalError
 from kimaki.projects import (
     ProjectError,
@@ -37,8 +47,11 @@ from kimaki.projects import (
     open_direct_projects,
     record_json,
 )
+from kimaki.schedules import ScheduleError
+from kimaki.schedules._client import NO_DAEMON, TaskOperations, TasksClient, open_direct_tasks
+from kimaki.schedules._shell import SendRequest, task_json
 from kimaki.settings import Settings, check_token_shape, load_settings
-from kimaki.store import Store
+from kimaki.store import ScheduledTask, Store
 
 __all__ = ["main"]
 
@@ -166,6 +179,100 @@ def _build_parser() -> argparse.ArgumentParser:
         "--delete-channel", action="store_true", help="also delete the Discord channels"
     )
 
+    send = commands.add_parser(
+        "send",
+        parents=[common],
+        help="send a prompt to a project channel or thread, now or later",
+        description="Send a prompt through the running daemon: a new thread in the project's "
+        "channel (named by --name or the prompt's first line), or the session of --thread. "
+        "With --send-at the prompt is stored as a task instead, which works with no daemon "
+        "running too (it is sent when the daemon runs). Discord shows it as sent by the "
+        "command line and the user who ran it. Exit 64 for bad input (nothing is stored), 69 "
+        "for an immediate send with no daemon running; with --wait, 1 if the turn failed.",
+    )
+    where = send.add_mutually_exclusive_group()
+    where.add_argument("--channel", metavar="ID", type=int, help="the project's channel")
+    where.add_argument("--project", metavar="DIR", help="the project's folder")
+    send.add_argument(
+        "--thread", metavar="ID", type=int, help="continue this thread's session instead"
+    )
+    send.add_argument("--prompt", metavar="TEXT", help="the prompt (default: standard input)")
+    send.add_argument("--name", help="the new thread's (or the task's) name")
+    send.add_argument("--agent", help="the agent persona for this prompt")
+    send.add_argument("--model", help="the model for this prompt (provider/model)")
+    send.add_argument("--worktree", metavar="NAME", help="a new thread in a new git worktree")
+    when = send.add_mutually_exclusive_group()
+    when.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the turn to end and print the agent's final answer",
+    )
+    when.add_argument(
+        "--send-at",
+        metavar="WHEN",
+        help="schedule instead: an ISO 8601 time with an offset or Z (in the future), a "
+        "delay (10m, 2h30m, 1d), or a 5-field cron expression (repeats)",
+    )
+    send.add_argument(
+        "--tz",
+        metavar="AREA/CITY",
+        help="the timezone of a cron expression (default: the machine's)",
+    )
+
+    task = commands.add_parser(
+        "task",
+        help="list, pause, resume or delete scheduled tasks",
+        description="The scheduled tasks (from --send-at, /schedule, /remind and the agents' "
+        "schedule tool). Through the daemon when it runs, else the database directly.",
+    )
+    task_commands = task.add_subparsers(
+        dest="task_command", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    task_list = task_commands.add_parser(
+        "list",
+        parents=[common],
+        help="list the tasks not finished, by next run",
+        description="List the tasks: id, next run, schedule, last result, name, who made it.",
+    )
+    task_list.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    for action, what in (
+        ("delete", "delete a task (its runs' history goes with it)"),
+        ("pause", "pause a task: it does not run until resumed"),
+        ("resume", "resume a paused task (a cron task's next run counts from now)"),
+    ):
+        acting = task_commands.add_parser(action, parents=[common], help=what, description=what)
+        acting.add_argument("task_id", metavar="ID", type=int, help="the task (see `task list`)")
+
+    session = commands.add_parser(
+        "session",
+        help="list the threads' sessions, or read one",
+        description="The threads of the projects and their agent sessions.",
+    )
+    session_commands = session.add_subparsers(
+        dest="session_command", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    session_list = session_commands.add_parser(
+        "list",
+        parents=[common],
+        help="threads with their session, engine, folder, last activity and state",
+        description="List the threads, most recently active first. State (with the daemon "
+        "running): running (a turn is under way), idle (in memory), evicted (not in memory; "
+        "resumed on the next message). With no daemon every thread is evicted.",
+    )
+    session_list.add_argument("--project", metavar="DIR", help="only this project's threads")
+    session_list.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    session_read = session_commands.add_parser(
+        "read",
+        parents=[common],
+        help="print a thread's session messages, from its engine (needs the daemon)",
+        description="Print the session's last messages as text, as its engine keeps them. "
+        "Needs the running daemon (exit 69 otherwise).",
+    )
+    session_read.add_argument("thread_id", metavar="THREAD_ID", type=int, help="the thread")
+    session_read.add_argument(
+        "--limit", type=int, default=DEFAULT_READ_LIMIT, help="at most this many messages"
+    )
+
     commands.add_parser(
         "mcp-tools",
         help="(run by agents) kimaki's MCP tool server, on stdio",
@@ -218,6 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trio.run(_token_command, settings, args.token_command)
         if args.command == "project":
             return trio.run(_project_command, settings, args)
+        if args.command == "send":
+            return trio.run(_send_command, settings, args, _read_prompt(args))
+        if args.command == "task":
+            return trio.run(_task_command, settings, args)
+        if args.command == "session":
+            return trio.run(_session_command, settings, args)
         if handed_token is not None:
             settings = attrs.evolve(settings, bot_token=handed_token)
         from_env = os.environ.pop(TOKEN_ENV, "").strip()
@@ -371,4 +484,183 @@ async def _project_action(projects: Projects | ProjectsClient, args: argparse.Na
     channels = ", ".join(str(record.channel_id) for record in removed)
     what = "deleted" if args.delete_channel else "kept"
     print(f"unmapped {removed[0].directory} (channels {channels}, {what}); files are untouched")
+    return EXIT_OK
+
+
+# ---- send, task, session
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    """`--prompt`, or all of standard input when it is not a terminal."""
+    if args.prompt is not None:
+        return str(args.prompt)
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ConfigError("no prompt: give --prompt TEXT, or pipe it on standard input")
+    return sys.stdin.read()
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return f"uid {os.getuid()}"
+
+
+def _absolute(path: str) -> Path:
+    """Relative to where the command runs, not to wherever the daemon runs."""
+    return Path(os.path.normpath(Path(path).expanduser().absolute()))
+
+
+async def _send_command(settings: Settings, args: argparse.Namespace, prompt: str) -> int:
+    request = SendRequest(
+        prompt=prompt,
+        os_user=_os_user(),
+        channel_id=args.channel,
+        directory=None if args.project is None else _absolute(args.project),
+        thread_id=args.thread,
+        name=args.name or "",
+        agent=args.agent,
+        model=args.model,
+        worktree=args.worktree,
+        send_at=args.send_at,
+        tz=args.tz,
+        wait=args.wait,
+    )
+    try:
+        daemon = await find_daemon(settings.lock_port, settings.data_dir)
+        if daemon is not None:
+            outcome = await TasksClient(daemon).send(request)
+        elif request.send_at is None:
+            raise DaemonNotRunningError(NO_DAEMON)
+        else:
+            await trio.to_thread.run_sync(prepare_data_dir, settings)
+            async with open_direct_tasks(settings.database_path) as tasks:
+                outcome = await tasks.send(request)
+    except ScheduleError as exc:
+        raise ConfigError(str(exc)) from None
+    if outcome.task is not None:
+        later = "" if daemon is not None else " (no daemon is running: it is sent once one runs)"
+        print(f"scheduled {_task_line(outcome.task)}{later}")
+        return EXIT_OK
+    result = outcome.result
+    if result is None:
+        print(f"sent: thread {outcome.thread_id}")
+        return EXIT_OK
+    if result.status == "answered":
+        if result.answer:
+            print(result.answer)
+        return EXIT_OK
+    _say(f"the turn in thread {outcome.thread_id} {result.status}: {result.error or 'no answer'}")
+    return 1
+
+
+async def _task_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`kimaki task ...`: through the running daemon, or the store directly."""
+    try:
+        daemon = await find_daemon(settings.lock_port, settings.data_dir)
+        if daemon is not None:
+            return await _task_action(TasksClient(daemon), args)
+        await trio.to_thread.run_sync(prepare_data_dir, settings)
+        async with open_direct_tasks(settings.database_path) as tasks:
+            return await _task_action(tasks, args)
+    except ScheduleError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def _task_action(tasks: TaskOperations, args: argparse.Namespace) -> int:
+    action = args.task_command
+    if action == "list":
+        listed = await tasks.tasks()
+        if args.json:
+            print(json.dumps([task_json(task) for task in listed], indent=2))
+        elif not listed:
+            print("no tasks: schedule one with `kimaki send --send-at WHEN` or /schedule")
+        else:
+            for task in listed:
+                print(_task_row(task))
+        return EXIT_OK
+    if action == "delete":
+        await tasks.delete(args.task_id)
+        print(f"deleted task {args.task_id}")
+    elif action == "pause":
+        print(f"paused {_task_line(await tasks.pause(args.task_id))}")
+    else:
+        print(f"resumed {_task_line(await tasks.resume(args.task_id))}")
+    return EXIT_OK
+
+
+def _when_text(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
+
+
+def _task_line(task: ScheduledTask) -> str:
+    repeats = f", repeating ({task.schedule}{' ' + task.tz if task.tz else ''})"
+    name = f" {task.name!r}" if task.name else ""
+    return (
+        f"task {task.task_id}{name}: next run {_when_text(task.next_run_at)}"
+        f"{repeats if task.schedule else ''}"
+    )
+
+
+def _task_row(task: ScheduledTask) -> str:
+    next_run = "paused" if task.paused else _when_text(task.next_run_at)
+    schedule = task.schedule or "once"
+    return "\t".join(
+        (
+            str(task.task_id),
+            next_run,
+            schedule,
+            task.last_status or "-",
+            task.name or "-",
+            task.created_by_name or str(task.created_by),
+        )
+    )
+
+
+async def _session_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`kimaki session ...`: the list from the daemon (with live states) or the store; a
+    session's messages only from the daemon (its engines)."""
+    directory = getattr(args, "project", None)
+    try:
+        daemon = await find_daemon(settings.lock_port, settings.data_dir)
+        sessions = None if daemon is None else SessionsClient(daemon)
+        if args.session_command == "read":
+            if sessions is None:
+                raise DaemonNotRunningError(
+                    "reading a session needs the running daemon (its engines keep the "
+                    "messages): start it with `kimaki`"
+                )
+            entries = await sessions.read(args.thread_id, limit=args.limit)
+            for entry in entries:
+                print(f"[{entry.role}]\n{entry.text}\n")
+            return EXIT_OK
+        where = None if directory is None else _absolute(directory)
+        if sessions is not None:
+            rows = await sessions.list_sessions(directory=where)
+        else:
+            await trio.to_thread.run_sync(prepare_data_dir, settings)
+            async with await Store.open(settings.database_path) as store:
+                rows = await list_sessions(store.places, live=None, directory=where)
+    except SessionError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.json:
+        print(json.dumps([session_json(row) for row in rows], indent=2))
+    elif not rows:
+        print("no sessions yet: send a message in a project channel, or `kimaki send`")
+    else:
+        for row in rows:
+            print(
+                "\t".join(
+                    (
+                        str(row.thread_id),
+                        row.state,
+                        row.engine,
+                        row.session_id or "-",
+                        _when_text(row.last_activity),
+                        str(row.directory),
+                    )
+                )
+            )
     return EXIT_OK

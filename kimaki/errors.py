@@ -5,6 +5,7 @@ say with which exit code.
 KimakiError
 ├── FatalError ................ stops the daemon; `exit_code` says how (see docs/operations.md)
 │   ├── ConfigError ........... 64: usage or configuration (no token, bad flag, lock held, ...)
+│   ├── DaemonNotRunningError . 69: a shell command needs the daemon (kimaki._control_client)
 │   └── CredentialsError ...... 78: Discord rejected the credentials or a required intent
 ├── RESTError ................. a REST call to Discord did not succeed (kimaki.discord.errors)
 ├── ModelError ................ a Discord payload not of the model's shape (kimaki.discord.errors)
@@ -28,6 +29,12 @@ KimakiError
 ├── McpConfigError ............ also a ValueError: an mcp.json the catalog cannot read (kimaki.mcp)
 ├── McpPolicyError ............ also a ValueError: a policy change that cannot be made (kimaki.mcp)
 ├── UpstreamError ............. an MCP server that cannot be started or reached (kimaki.mcp)
+├── ScheduleError ............. also a ValueError: a task that cannot be made as asked; says
+│                               what to fix (kimaki.schedules)
+├── ControlError .............. the daemon refused a shell command (kimaki._control_client)
+├── SessionError .............. also a ValueError: `kimaki session` asked for what is not there
+├── UnknownChannelError ....... also a LookupError: a task for a channel that is not a project
+│                               (kimaki.store)
 ├── EmulatorError ............. the Discord emulator's (kimaki.testing.discord)
 └── ScriptError ............... also a ValueError: a script a fake cannot play (testing.script)
 ```

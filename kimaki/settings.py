@@ -46,6 +46,8 @@ _AGENT_PROBE_INTERVAL: Final = 60.0
 _AGENT_SILENCE_TIMEOUT: Final = 60.0
 _THREAD_IDLE_TIMEOUT: Final = 15 * 60.0
 _PERMISSION_TIMEOUT: Final = 10 * 60.0
+_TASK_TIME_LIMIT: Final = 30 * 60.0
+_TASK_GRACE: Final = 60 * 60.0
 _GATEWAY_HANDSHAKE_TIMEOUT: Final = HANDSHAKE_TIMEOUT
 
 
@@ -69,6 +71,10 @@ class Settings:
     thread_idle_timeout: float = _THREAD_IDLE_TIMEOUT
     # Seconds a permission request waits for a person before it is denied.
     permission_timeout: float = _PERMISSION_TIMEOUT
+    # A scheduled run's turn is aborted past this; a run missed by less than `task_grace`
+    # (downtime) runs late, once; an older miss is skipped.
+    task_time_limit: float = _TASK_TIME_LIMIT
+    task_grace: float = _TASK_GRACE
     # Seconds the gateway has to answer IDENTIFY with READY, or RESUME with RESUMED / op 9.
     gateway_handshake_timeout: float = _GATEWAY_HANDSHAKE_TIMEOUT
     # Start tracemalloc at boot, so heap snapshots have allocation sites from the start.
@@ -186,6 +192,8 @@ def load_settings(
     silence_timeout = duration("KIMAKI_AGENT_SILENCE_TIMEOUT", _AGENT_SILENCE_TIMEOUT)
     thread_idle = duration("KIMAKI_THREAD_IDLE_TIMEOUT", _THREAD_IDLE_TIMEOUT)
     permission_timeout = duration("KIMAKI_PERMISSION_TIMEOUT", _PERMISSION_TIMEOUT)
+    task_time_limit = duration("KIMAKI_TASK_TIME_LIMIT", _TASK_TIME_LIMIT)
+    task_grace = duration("KIMAKI_TASK_GRACE", _TASK_GRACE)
     handshake_timeout = duration("KIMAKI_GATEWAY_HANDSHAKE_TIMEOUT", _GATEWAY_HANDSHAKE_TIMEOUT)
 
     raw_limit, limit_source = pick(memory_limit, "KIMAKI_MEMORY_LIMIT")
@@ -221,6 +229,8 @@ def load_settings(
         agent_silence_timeout=silence_timeout,
         thread_idle_timeout=thread_idle,
         permission_timeout=permission_timeout,
+        task_time_limit=task_time_limit,
+        task_grace=task_grace,
         gateway_handshake_timeout=handshake_timeout,
         trace_memory=trace,
         memory_limit=limit,

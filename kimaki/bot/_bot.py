@@ -42,6 +42,7 @@ from kimaki.bot._router import Router
 from kimaki.discord.models import Guild, Interaction, Message
 from kimaki.dispatch import Dispatcher
 from kimaki.projects import Projects
+from kimaki.schedules import Schedules
 from kimaki.threads import Threads, ThreadSettings
 
 __all__ = ["Bot", "BotConfig"]
@@ -56,6 +57,8 @@ class BotConfig:
     projects_dir: Path
     thread_idle_timeout: float = 15 * 60
     permission_timeout: float = 10 * 60
+    task_time_limit: float = 30 * 60
+    task_grace: float = 60 * 60
     typing_interval: float = 8.0
     key_sweep_interval: float = KEY_SWEEP_INTERVAL
 
@@ -93,6 +96,8 @@ class Bot:
     projects: Projects
     """The project operations the commands use; the daemon's lock-port routes use them too."""
     keys: ExpiringKeys
+    schedules: Schedules
+    """Scheduled prompts, reminders and sleeps: its runner runs here; the agents' tools use it."""
     key_sweep_interval: float = KEY_SWEEP_INTERVAL
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -102,16 +107,23 @@ class Bot:
             nursery.start_soon(self.handled.run)
             await nursery.start(self.router.run)
             await nursery.start(self.threads.run)
+            # After the threads: a run due at start goes to a restored thread, in its order.
+            await nursery.start(self.schedules.run)
             await nursery.start(sweep_expired_keys, self.keys, self.key_sweep_interval)
             task_status.started()
             await trio.sleep_forever()
 
     async def prepare_restart(self) -> None:
-        """An in-place restart: hand running turns and queues to the next process."""
+        """An in-place restart: hand running turns and queues to the next process. The
+        scheduler first stops starting runs and finishes handing on those it started (a
+        reminder posted, a prompt in its thread's queue), so the threads hand those on too."""
+        await self.schedules.stop_starting()
         await self.threads.suspend_for_restart()
 
     async def stop_turns(self, notice: str) -> None:
-        """The daemon stops: interrupt running turns with `notice` and wait for them."""
+        """The daemon stops: no more scheduled runs start (those starting are handed on
+        first), then running turns are interrupted with `notice` and waited for."""
+        await self.schedules.stop_starting()
         await self.threads.stop_turns(notice)
 
     def subscribe(self, dispatcher: Dispatcher) -> None:

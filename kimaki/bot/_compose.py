@@ -18,6 +18,7 @@ from kimaki.bot._handled import HandledEvents
 from kimaki.bot._interactions import Interactions
 from kimaki.bot._places import ProjectPlaces
 from kimaki.bot._router import Router
+from kimaki.bot._schedule_target import ThreadRunTarget
 from kimaki.bot._tool_buttons import install_tool_buttons
 from kimaki.bot.commands import (
     EngineCommands,
@@ -26,6 +27,8 @@ from kimaki.bot.commands import (
     McpPolicyDoor,
     PreferenceCommands,
     ProjectCommands,
+    ScheduleCommands,
+    ScheduleDoor,
     SessionCommands,
     WorktreeCommands,
     install_commands,
@@ -33,6 +36,7 @@ from kimaki.bot.commands import (
 from kimaki.discord.rest import RESTClient
 from kimaki.guilds import GuildCache
 from kimaki.projects import Projects
+from kimaki.schedules import Schedules
 from kimaki.store import Store
 from kimaki.threads import Threads
 
@@ -50,8 +54,11 @@ def compose_bot(
     mcp: McpPolicyDoor,
     config: BotConfig,
     current_sequence: Callable[[], int | None] = lambda: None,
+    schedule_commands_door: ScheduleDoor | None = None,
 ) -> Bot:
-    """The bot's parts, wired; `current_sequence` is the dispatcher's (for held messages)."""
+    """The bot's parts, wired; `current_sequence` is the dispatcher's (for held messages).
+    `schedule_commands_door` replaces the scheduler behind `/schedule`, `/remind` and `/tasks`
+    only (the commands' tests drive a fake one); the runner is always the real one."""
     handled = HandledEvents(store.handled, current_sequence=current_sequence)
     places = ProjectPlaces(records=store.places, channels=guilds, application_id=application_id)
     interactions = Interactions(
@@ -74,6 +81,14 @@ def compose_bot(
     )
     install_ask_buttons(interactions, threads)
     install_tool_buttons(interactions, threads)
+    schedules = Schedules(
+        store=store.schedules,
+        target=ThreadRunTarget(
+            threads=threads, places=store.places, rest=rest, worktrees_dir=config.worktrees_dir
+        ),
+        run_time_limit=config.task_time_limit,
+        grace=config.task_grace,
+    )
     router = Router(
         bot_user_id=bot_user_id,
         places=places,
@@ -81,6 +96,7 @@ def compose_bot(
         handled=handled,
         threads=threads,
         rest=rest,
+        arrivals=schedules,  # a person's message in a thread ends its agent's sleep
     )
     projects = Projects(
         rest=rest,
@@ -127,6 +143,12 @@ def compose_bot(
             ),
             EngineCommands(engines=engines, records=store.places, threads=threads),
             McpCommands(policies=mcp, rest=rest, keys=store.keys),
+            ScheduleCommands(
+                schedules=schedule_commands_door or schedules,
+                channels=store.places,
+                guilds=guilds,
+                keys=store.keys,
+            ),
         ),
     )
     return Bot(
@@ -136,5 +158,6 @@ def compose_bot(
         handled=handled,
         projects=projects,
         keys=store.keys,
+        schedules=schedules,
         key_sweep_interval=config.key_sweep_interval,
     )

@@ -45,6 +45,7 @@ __all__ = [
     "RouterGuilds",
     "RouterREST",
     "RouterThreads",
+    "ThreadArrivals",
     "split_queue_suffix",
 ]
 
@@ -124,6 +125,13 @@ class RouterThreads(Protocol):
     ) -> object: ...
 
 
+class ThreadArrivals(Protocol):
+    """Told when a person writes in a thread (`kimaki.schedules.Schedules` is one: the
+    sleeps of that thread's agent end, since someone is talking to it now)."""
+
+    def message_arrived(self, thread_id: int) -> None: ...
+
+
 class RouterREST(Protocol):
     """The router's one Discord call: a reply (`kimaki.discord.rest.RESTClient` is one)."""
 
@@ -146,8 +154,10 @@ class Router:
         handled: RoutedMessages,
         threads: RouterThreads,
         rest: RouterREST,
+        arrivals: ThreadArrivals | None = None,
     ) -> None:
         self._bot_user_id = bot_user_id
+        self._arrivals = arrivals
         self._places = places
         self._guilds = guilds
         self._handled = handled
@@ -248,6 +258,8 @@ class Router:
         thread_id = message.channel_id
         if place.thread is None:
             place = Place(project, await self._threads.adopt_thread(project, thread_id))
+        if self._arrivals is not None:
+            self._arrivals.message_arrived(thread_id)
         try:
             position = self._threads.submit(
                 thread_id, attrs.evolve(prompt, thread_id=thread_id, place=place)

@@ -18,7 +18,7 @@ from kimaki._backoff import Backoff
 from kimaki.bot._bot import Bot, BotConfig
 from kimaki.bot._compose import compose_bot
 from kimaki.bot._engines import Engines
-from kimaki.bot.commands import McpPolicyDoor
+from kimaki.bot.commands import McpPolicyDoor, ScheduleDoor
 from kimaki.discord.errors import RESTError
 from kimaki.discord.gateway import HANDSHAKE_TIMEOUT, GatewayEvent, GatewayShard
 from kimaki.discord.models import Application
@@ -55,6 +55,7 @@ async def serve_bot(
     mcp: McpPolicyDoor,
     config: BotConfig,
     guilds: GuildCache,
+    schedule_commands_door: ScheduleDoor | None = None,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     task_status: trio.TaskStatus[BotConnection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -76,6 +77,7 @@ async def serve_bot(
         engines=engines,
         mcp=mcp,
         config=config,
+        schedule_commands_door=schedule_commands_door,
         current_sequence=lambda: dispatcher.sequence,
     )
     shard = GatewayShard(

@@ -1,4 +1,5 @@
-"""The shell's side: the running daemon through the lock port, or Discord and the store directly.
+"""The shell's side: the running daemon through the lock port (the one control client every
+shell command shares, `kimaki._control_client`), or Discord and the store directly.
 
 `kimaki project` prefers the daemon (`connect_to_daemon`), whose REST client and rate limits
 are already warm and whose store is the one being written; with no daemon of this data dir it
@@ -12,23 +13,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
-import httpx
-import trio
-
-from kimaki._control import control_url, query_health
-from kimaki._log import register_secret
+from kimaki._control_client import ControlClient, ControlError, find_daemon
 from kimaki.discord.errors import HTTPError, NetworkError
 from kimaki.discord.rest import RESTClient
 from kimaki.errors import ConfigError, CredentialsError
 from kimaki.projects._errors import ProjectError
 from kimaki.projects._operations import Projects
-from kimaki.projects._shapes import (
-    CONTROL_TOKEN_FILE,
-    TOKEN_HEADER,
-    AddedProject,
-    added_from_json,
-    record_from_json,
-)
+from kimaki.projects._shapes import AddedProject, added_from_json, record_from_json
 from kimaki.store import ChannelRecord, Store
 
 if TYPE_CHECKING:
@@ -41,31 +32,20 @@ __all__ = ["ProjectsClient", "connect_to_daemon", "open_direct_projects"]
 class ProjectsClient:
     """The project routes of a running daemon, as the shell calls them."""
 
-    def __init__(self, port: int, token: str) -> None:
-        self._url = control_url(port)
-        self._token = token
+    def __init__(self, client: ControlClient) -> None:
+        self._client = client
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
-            async with httpx.AsyncClient(base_url=self._url, timeout=60.0) as client:
-                response = await client.request(
-                    method, path, json=body, headers={TOKEN_HEADER: self._token}
-                )
-        except httpx.HTTPError as exc:
-            raise ProjectError(f"the daemon did not answer on the lock port: {exc}") from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if response.status_code == 404:
-            raise ProjectError(
-                "the running daemon does not take project commands yet (still connecting to "
-                "Discord?); try again in a moment"
+            return await self._client.call(
+                method,
+                path,
+                body,
+                missing="the running daemon does not take project commands yet (still "
+                "connecting to Discord?); try again in a moment",
             )
-        if response.status_code != 200 or not isinstance(data, dict):
-            error = data.get("error") if isinstance(data, dict) else None
-            raise ProjectError(str(error or f"the daemon answered {response.status_code}"))
-        return data
+        except ControlError as exc:
+            raise ProjectError(str(exc)) from None
 
     async def list_projects(self, *, guild_id: int | None = None) -> list[ChannelRecord]:
         query = "" if guild_id is None else f"?guild_id={guild_id}"
@@ -86,19 +66,8 @@ class ProjectsClient:
 
 async def connect_to_daemon(settings: Settings) -> ProjectsClient | None:
     """The running daemon of this data dir, or None when there is none."""
-    health = await query_health(settings.lock_port)
-    if health is None or health.get("data_dir") != str(settings.data_dir):
-        return None
-    token_path = settings.data_dir / CONTROL_TOKEN_FILE
-    try:
-        token = (await trio.Path(token_path).read_text()).strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"the daemon (pid {health.get('pid')}) runs, but its control token "
-            f"{token_path} cannot be read: {exc.strerror}"
-        ) from None
-    register_secret(token)
-    return ProjectsClient(settings.lock_port, token)
+    client = await find_daemon(settings.lock_port, settings.data_dir)
+    return None if client is None else ProjectsClient(client)
 
 
 @asynccontextmanager

@@ -7,10 +7,11 @@ one format whether or not a daemon runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Any, final
 
 import attrs
 
+from kimaki._control_client import CONTROL_TOKEN_FILE, TOKEN_HEADER
 from kimaki.store import ChannelRecord
 
 __all__ = [
@@ -23,9 +24,8 @@ __all__ = [
     "record_json",
 ]
 
-CONTROL_TOKEN_FILE: Final = "control-token"
-"""Under the data dir, mode 0600: the lock port listens where every local user can connect."""
-TOKEN_HEADER: Final = "x-kimaki-control-token"
+# The token's file and header belong to the lock port's API (`kimaki._control_client`),
+# shared by every subsystem's routes; named here too for the project routes' users.
 
 
 @final

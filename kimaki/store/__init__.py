@@ -29,10 +29,12 @@ from kimaki.store._records import (
     ScanRecord,
     ScheduledTask,
     ServerPolicy,
+    TaskKind,
+    TaskRun,
     ThreadRecord,
     WorktreeRecord,
 )
-from kimaki.store._schedules import ScheduledTasks
+from kimaki.store._schedules import ScheduledTasks, UnknownChannelError
 from kimaki.store._schema import LATEST_VERSION
 from kimaki.store._store import Store
 
@@ -61,6 +63,9 @@ __all__ = [
     "ServerPolicy",
     "Store",
     "StoreClosedError",
+    "TaskKind",
+    "TaskRun",
     "ThreadRecord",
+    "UnknownChannelError",
     "WorktreeRecord",
 ]

@@ -113,6 +113,24 @@ class Places:
             return None
         return await self._db.run(query)
 
+    async def list_threads(self) -> list[tuple[ThreadRecord, float]]:
+        """Every thread record, with when it was last active (Unix time: the latest of its
+        record's last change, its running turn's start, and the last part posted in it), most
+        recently active first (`kimaki session list`)."""
+
+        def query() -> list[tuple[ThreadRecord, float]]:
+            rows = self._db.select(
+                "SELECT t.*, MAX(t.updated_at,"
+                " COALESCE((SELECT MAX(r.started_at) FROM running_turns r"
+                "           WHERE r.thread_id = t.thread_id), 0),"
+                " COALESCE((SELECT MAX(p.posted_at) FROM posted_parts p"
+                "           WHERE p.thread_id = t.thread_id), 0)) AS last_activity"
+                " FROM threads t ORDER BY last_activity DESC"
+            )
+            return [(from_row(ThreadRecord, row), float(row["last_activity"])) for row in rows]
+
+        return await self._db.run(query)
+
     async def delete_thread(self, thread_id: int) -> bool:
         self._db.recent_threads.forget(thread_id)
         deleted = await self._db.run(self._db.delete, "threads", "thread_id = ?", [thread_id])

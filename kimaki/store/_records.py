@@ -109,8 +109,41 @@ class ScheduledTask:
     created_by: int
     thread_id: int | None = None
     schedule: str | None = None
+    # False once a one-off task has run (kept for its history); see `paused` for a pause.
     enabled: bool = True
     task_id: int | None = None
+    name: str = ""
+    # "prompt": a prompt to an agent; "remind": a message posted, no agent; "wake": the end of
+    # an agent's `sleep` (cancelled by any new message in its thread).
+    kind: TaskKind = "prompt"
+    tz: str | None = None  # the cron expression's timezone (None: the machine's)
+    created_by_name: str = ""  # a Discord display name, or "command line (<os user>)"
+    reuse_thread: bool = False  # a channel task's runs share one thread (else one each)
+    mention_user_id: int | None = None  # "remind": who is pinged
+    agent: str | None = None
+    model: str | None = None
+    worktree: str | None = None  # a new thread per run works in a new worktree of this name
+    paused: bool = False
+    last_run_at: float | None = None
+    last_status: str | None = None  # how the last run ended ("answered", "timed out", ...)
+
+
+TaskKind = Literal["prompt", "remind", "wake"]
+
+
+@final
+@attrs.frozen
+class TaskRun:
+    """One run of a scheduled task: when it started and ended, and how."""
+
+    task_id: int
+    started_at: float
+    status: str  # "running", "answered", "failed", "timed out", "interrupted", "skipped", ...
+    ended_at: float | None = None
+    error: str | None = None
+    thread_id: int | None = None
+    late_by: float = 0.0  # seconds after its time (a catch-up after downtime)
+    run_id: int | None = None
 
 
 @final

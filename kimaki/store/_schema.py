@@ -169,6 +169,39 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         scanned_at REAL NOT NULL
     );
     """,
+    # 7: scheduling. A task has a name, a kind ('prompt' to an agent, 'remind' posted with no
+    # agent, 'wake' ending an agent's sleep), the cron expression's timezone, who made it, how
+    # its runs reach Discord, a pause, and how its last run went; every run is kept in
+    # task_runs (its start, end, status, error, thread, and how late it was).
+    """
+    ALTER TABLE scheduled_tasks ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE scheduled_tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'prompt'
+        CHECK (kind IN ('prompt', 'remind', 'wake'));
+    ALTER TABLE scheduled_tasks ADD COLUMN tz TEXT;
+    ALTER TABLE scheduled_tasks ADD COLUMN created_by_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE scheduled_tasks ADD COLUMN reuse_thread INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE scheduled_tasks ADD COLUMN mention_user_id INTEGER;
+    ALTER TABLE scheduled_tasks ADD COLUMN agent TEXT;
+    ALTER TABLE scheduled_tasks ADD COLUMN model TEXT;
+    ALTER TABLE scheduled_tasks ADD COLUMN worktree TEXT;
+    ALTER TABLE scheduled_tasks ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE scheduled_tasks ADD COLUMN last_run_at REAL;
+    ALTER TABLE scheduled_tasks ADD COLUMN last_status TEXT;
+    CREATE INDEX scheduled_tasks_by_thread ON scheduled_tasks (thread_id);
+
+    CREATE TABLE task_runs (
+        run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id INTEGER NOT NULL REFERENCES scheduled_tasks (task_id) ON DELETE CASCADE,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        status TEXT NOT NULL,
+        error TEXT,
+        thread_id INTEGER,
+        late_by REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX task_runs_by_task ON task_runs (task_id, started_at);
+    CREATE INDEX task_runs_by_status ON task_runs (status);
+    """,
 )
 
 LATEST_VERSION: Final = len(MIGRATIONS)

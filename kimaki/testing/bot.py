@@ -27,6 +27,7 @@ import trio
 from kimaki.agents import Engine
 from kimaki.bot import Bot, BotConfig, Engines
 from kimaki.bot._serve import BotConnection, serve_bot
+from kimaki.bot.commands import ScheduleDoor
 from kimaki.discord.rest import RESTClient
 from kimaki.guilds import GuildCache
 from kimaki.mcp import McpPolicies, load_catalog
@@ -157,6 +158,7 @@ async def connect_bot(
     engines: Mapping[str, Engine],
     default_engine: str,
     channel_fields: Mapping[str, Any] | None = None,
+    schedule_commands_door: ScheduleDoor | None = None,
     **config: Any,
 ) -> AsyncIterator[ConnectedBot]:
     """The daemon's wiring against any Discord-compatible server (the emulator, here or in
@@ -201,6 +203,7 @@ async def connect_bot(
                 engines=Engines(engines, default=default_engine),
                 mcp=mcp,
                 config=bot_config,
+                schedule_commands_door=schedule_commands_door,
                 guilds=guilds,
                 task_status=task_status,
             )
@@ -218,6 +221,7 @@ async def running_bot(
     workspace: Workspace | None = None,
     engines: Mapping[str, Engine] | None = None,
     channel_fields: Mapping[str, Any] | None = None,
+    schedule_commands_door: ScheduleDoor | None = None,
     **config: Any,
 ) -> AsyncIterator[BotHarness]:
     """Run the bot until the block ends. `config` overrides `BotConfig` fields."""
@@ -234,6 +238,7 @@ async def running_bot(
         engines=all_engines,
         default_engine=engine.name,
         channel_fields=channel_fields,
+        schedule_commands_door=schedule_commands_door,
         **config,
     ) as connected:
         yield BotHarness(

@@ -36,7 +36,16 @@ from kimaki.threads._attachments import (
     prepare_attachments,
 )
 from kimaki.threads._delivery import MessagePoster, ThreadWriter
-from kimaki.threads._prompt import Place, Prompt, PromptFile, PromptSource, QuotedMessage
+from kimaki.threads._prompt import (
+    Place,
+    Prompt,
+    PromptDone,
+    PromptFile,
+    PromptOutcome,
+    PromptSource,
+    PromptStatus,
+    QuotedMessage,
+)
 from kimaki.threads._render import VERBOSITY_LEVELS, Verbosity
 from kimaki.threads._runtime import (
     RuntimeStatistics,
@@ -95,8 +104,11 @@ __all__ = [
     "Place",
     "PreparedAttachments",
     "Prompt",
+    "PromptDone",
     "PromptFile",
+    "PromptOutcome",
     "PromptSource",
+    "PromptStatus",
     "QuotedMessage",
     "RestartHandover",
     "RuntimeStatistics",

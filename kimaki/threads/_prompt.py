@@ -6,20 +6,59 @@ reply and attachments (`Prompt.parts`).
 
 A prompt from a routed message carries its `Place` (the thread's record and its project
 channel's, as the router found them), so the turn does not read them from the store again.
+
+Whoever must know how a prompt ended (a scheduled run waits for its answer) gives it an
+`on_done`: the runtime calls it once, with a `PromptOutcome`, when the prompt's turn ends, is
+interrupted, is dropped from the queue, or cannot start. A prompt handed to the next process
+by an in-place restart is not ended here, so its `on_done` is not called (it is not stored).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, final
 
 import attrs
 
 from kimaki.store import ChannelRecord, ThreadRecord
 
-__all__ = ["AttachmentInfo", "Place", "Prompt", "PromptFile", "PromptSource", "QuotedMessage"]
+__all__ = [
+    "AttachmentInfo",
+    "Place",
+    "Prompt",
+    "PromptDone",
+    "PromptFile",
+    "PromptOutcome",
+    "PromptSource",
+    "PromptStatus",
+    "QuotedMessage",
+]
+
+log = logging.getLogger("kimaki.threads")
 
 PromptSource = Literal["message", "command", "scheduled", "voice", "resume"]
+PromptStatus = Literal["answered", "failed", "interrupted", "dropped"]
+
+
+@final
+@attrs.frozen
+class PromptOutcome:
+    """How a prompt ended, for whoever waits on it (`Prompt.on_done`).
+
+    "answered": its turn ran to the agent's end; "failed": the agent could not take it, or its
+    turn ended in an error (`error` says why); "interrupted": a newer message, `/abort` or the
+    daemon stopping cut its turn short; "dropped": it never ran (`/clear-queue`, `/abort` while
+    it was being joined, the thread deleted). `answer` is the agent's final text, if it said any.
+    """
+
+    status: PromptStatus
+    answer: str | None = None
+    error: str | None = None
+
+
+PromptDone = Callable[[PromptOutcome], None]
+"""Told how a prompt ended; synchronous, so calling it can never block the runtime."""
 
 
 @final
@@ -97,6 +136,11 @@ class Prompt:
     # Where the message was routed (None for a prompt restored after a restart or made by a
     # command: the turn then reads the records). Not stored with a queue: read again then.
     place: Place | None = attrs.field(default=None, eq=False, repr=False)
+    # For a scheduled run: the persona and model of this prompt's turn, over the thread's.
+    agent: str | None = None
+    model: str | None = None
+    # Called once with how this message's prompt ended (see `finish`). Not stored.
+    on_done: PromptDone | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def parts(self) -> tuple[Prompt, ...]:
@@ -113,6 +157,17 @@ class Prompt:
             for part in self.parts
             if part.source == "message" and part.message_id is not None
         )
+
+    def finish(self, outcome: PromptOutcome) -> None:
+        """Tell every part of the prompt that waits (`on_done`) how it ended. A part's
+        `on_done` failing is logged, never raised into the runtime that serves the thread."""
+        for part in self.parts:
+            if part.on_done is None:
+                continue
+            try:
+                part.on_done(outcome)
+            except Exception:
+                log.exception("thread %s: a prompt's on_done failed", part.thread_id)
 
     def joined(self, later: Prompt) -> Prompt:
         """This prompt and then `later` (with whatever joined it), served as one turn.
@@ -133,7 +188,8 @@ class Prompt:
     def to_json(self) -> dict[str, Any]:
         """JSON-compatible, for the store (a queue handed to the next process). Files sent as
         bytes are left out: a prompt with files is rare and their bytes do not belong there;
-        so is the place, which may have changed by the time the queue is served."""
+        so is the place, which may have changed by the time the queue is served, and so is
+        `on_done`, a callable of this process."""
         return attrs.asdict(self, filter=lambda attribute, _: attribute.name not in _NOT_STORED)
 
     @classmethod
@@ -153,5 +209,5 @@ class Prompt:
         return cls(**fields)
 
 
-_NOT_STORED: Final = frozenset({"files", "place"})
+_NOT_STORED: Final = frozenset({"files", "place", "on_done"})
 _PROMPT_FIELDS: Final = frozenset(a.name for a in attrs.fields(Prompt)) - _NOT_STORED

@@ -23,6 +23,11 @@ order), always:
 - **Queue mode**: a prompt with `queued=True` waits behind the running turn and behind the
   interrupting prompt, if any; queued prompts keep their order. On an idle thread it is
   served at once, like any other message (and later messages may join it).
+- **Told how it ended**: each prompt's `on_done` (see `Prompt.finish`) hears once how it
+  ended: its turn's outcome (the handler's), "interrupted", "dropped" when it leaves the
+  queue unserved (`clear_queue`, `/abort` while it was being joined), or "failed" when a bug
+  ended its turn. A withdrawn prompt is not ended (it is served again, joined), nor is one
+  handed over to the next process by `suspend`.
 - **Idle eviction**: waiting for the next prompt happens under `trio.move_on_after(idle)`.
   When it fires with nothing pending, the runtime deregisters itself (synchronously, so a
   prompt arriving at that moment starts a fresh runtime instead of being lost) and returns.
@@ -46,7 +51,7 @@ from typing import Generic, Protocol, TypeVar, final
 import attrs
 import trio
 
-from kimaki.threads._prompt import Prompt
+from kimaki.threads._prompt import Prompt, PromptOutcome
 
 __all__ = [
     "RuntimeStatistics",
@@ -86,11 +91,12 @@ class TurnHandler(Protocol):
         """The daemon is stopping: when the running turn is cancelled, say `notice` instead of
         "interrupted"."""
 
-    async def run_turn(self, prompt: Prompt, reached: Callable[[], None]) -> None:
+    async def run_turn(self, prompt: Prompt, reached: Callable[[], None]) -> PromptOutcome | None:
         """Send `prompt` and render the turn until it ends. Cancelled on interrupt.
 
         Call `reached()` as soon as the engine has the prompt (a turn it follows included):
-        until then, a newer message cancels the turn and joins this prompt instead.
+        until then, a newer message cancels the turn and joins this prompt instead. Returns
+        how the turn ended, for the prompt's `on_done` (None: "answered", no answer known).
         """
 
     async def interrupted(self, prompt: Prompt) -> None:
@@ -263,12 +269,14 @@ class ThreadRuntime(Generic[H]):
         if position is None:
             dropped = list(self._pending)
             self._pending.clear()
-            return dropped
-        if not 1 <= position <= len(self._pending):
-            return []
-        dropped_one = self._pending[position - 1]
-        del self._pending[position - 1]
-        return [dropped_one]
+        elif not 1 <= position <= len(self._pending):
+            dropped = []
+        else:
+            dropped = [self._pending[position - 1]]
+            del self._pending[position - 1]
+        for prompt in dropped:
+            prompt.finish(PromptOutcome("dropped"))
+        return dropped
 
     async def run(self) -> None:
         try:
@@ -279,6 +287,12 @@ class ThreadRuntime(Generic[H]):
                 await self._serve(prompt)
         finally:
             self._close()
+            if not self._suspended:
+                # Cancelled from outside (the daemon stopping): what waited is never served.
+                dropped = list(self._pending)
+                self._pending.clear()
+                for prompt in dropped:
+                    prompt.finish(PromptOutcome("dropped", error="the bot stopped"))
 
     async def _next_prompt(self) -> Prompt | None:
         with trio.move_on_after(self._idle_timeout):
@@ -309,30 +323,45 @@ class ThreadRuntime(Generic[H]):
             # Interrupted before it started: only a followed turn can be (any other prompt is
             # joined by the newer one), handed over with the message that was interrupting it.
             turn.scope.cancel()
+        # How the prompt ended, for its `on_done`; None while it is not over here.
+        outcome: PromptOutcome | None = None
+        carried_on = False  # served again (joined) or handed over: not over
         try:
             with turn.scope:
-                await self._handler.run_turn(prompt, turn.mark_reached)
+                result = await self._handler.run_turn(prompt, turn.mark_reached)
             turn.unwound = True
             if turn.scope.cancelled_caught and self._suspended:
-                pass  # handed to the next process: the agent goes on, nobody is told
+                carried_on = True  # handed to the next process: the agent goes on, nobody is told
             elif turn.scope.cancelled_caught and self._superseded(turn):
                 try:
                     with trio.CancelScope(shield=True):
                         await self._handler.withdrawn(prompt)
                 finally:
-                    self._rejoin(turn)  # the messages are served even if withdrawing failed
+                    # The messages are served even if withdrawing failed.
+                    carried_on = self._rejoin(turn)
+                    if not carried_on:
+                        outcome = PromptOutcome("dropped")
             elif turn.scope.cancelled_caught:
                 self._counters.turns_interrupted += 1
+                outcome = PromptOutcome("interrupted")
                 with trio.CancelScope(shield=True):
                     await self._handler.interrupted(prompt)
             else:
                 self._counters.turns_served += 1
+                outcome = result if result is not None else PromptOutcome("answered")
         except Exception:
             # A bug in one turn must not take the thread, or the daemon, down with it; the
             # handler reports engine errors itself, so this is only ever a bug.
             log.exception("thread %d: turn failed", self.thread_id)
+            if outcome is None and not carried_on:
+                outcome = PromptOutcome("failed", error="the turn failed (see the daemon's log)")
         finally:
             self._turn = None
+            if outcome is None and not carried_on and not self._suspended:
+                # Cancelled from outside (the daemon stopping): it will not be served.
+                outcome = PromptOutcome("interrupted", error="the bot stopped")
+            if outcome is not None:
+                prompt.finish(outcome)
             self._on_turn_over()
 
     def _superseded(self, turn: _Turn) -> bool:
@@ -344,12 +373,14 @@ class ThreadRuntime(Generic[H]):
         newer = self._pending[0]
         return not newer.queued and newer.resume_turn_id is None
 
-    def _rejoin(self, turn: _Turn) -> None:
+    def _rejoin(self, turn: _Turn) -> bool:
         """The turn's prompt was withdrawn: it heads the newer messages again (they arrived
         after it), as one prompt, unless the runtime was handed over meanwhile (`suspend` took
-        it) or `/abort` came while it was being withdrawn."""
-        if self._suspended or turn.abandoned:
-            return
+        it) or `/abort` came while it was being withdrawn. False when it is dropped (`/abort`)."""
+        if self._suspended:
+            return True
+        if turn.abandoned:
+            return False
         prompt = turn.prompt
         newer = self._pending[0] if self._pending else None
         if newer is not None and not newer.queued and newer.resume_turn_id is None:
@@ -358,6 +389,7 @@ class ThreadRuntime(Generic[H]):
         else:  # the newer messages were cleared from the queue meanwhile
             self._pending.appendleft(attrs.evolve(prompt, queued=False))
         log.debug("thread %d: newer messages joined the prompt not yet sent", self.thread_id)
+        return True
 
     def _close(self) -> None:
         if not self._closed:

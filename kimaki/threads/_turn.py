@@ -9,7 +9,8 @@ run_turn(prompt, reached)
 │  each replied to; sent, then `reached()` (until then newer messages join the prompt)
 ├─ typing indicator every ~8 s, paused while a permission or question waits for a person
 └─ engine events → Renderer → ThreadWriter (flushed at each completed text, step end and
-   before anything interactive), until this turn's TurnEnded; then the footer
+   before anything interactive), until this turn's TurnEnded; then the footer; returns the
+   outcome (status, the agent's final answer) for the prompt's `on_done`
 interrupted(prompt)         (the runtime cancelled the turn: a new message, or /abort)
 └─ deny open asks → abort the engine's turn → drop what the old turn still sends →
    flush what was already rendered, with "⏹ interrupted"
@@ -54,6 +55,7 @@ from kimaki.agents import (
     SessionNotFoundError,
     SessionRenamed,
     TextCompleted,
+    ToolStarted,
     TurnEnded,
     TurnInProgressError,
     Usage,
@@ -64,7 +66,7 @@ from kimaki.store import ChannelRecord, Preference, RunningTurn, ThreadRecord
 from kimaki.threads._asks import Asks, CustomIds
 from kimaki.threads._attachments import IMAGE_LIMIT, SAVED_TEXT_LIMIT, prepare_attachments
 from kimaki.threads._delivery import ThreadWriter
-from kimaki.threads._prompt import Place, Prompt, PromptFile
+from kimaki.threads._prompt import Place, Prompt, PromptFile, PromptOutcome
 from kimaki.threads._render import VERBOSITY_LEVELS, Footer, Renderer, format_footer
 from kimaki.threads._settings import ThreadSettings
 from kimaki.threads._tools import ThreadTools, ToolButtons, ToolREST
@@ -189,6 +191,14 @@ def _compose_part(prompt: Prompt, attachments_text: str) -> str:
     if prompt.reply_to is not None:
         quoted = "\n".join("> " + line for line in prompt.reply_to.content.splitlines()[:40])
         parts.append(f"(In reply to {prompt.reply_to.author_name}:)\n{quoted}")
+    if prompt.source == "scheduled":
+        # A scheduled run or the command line (no Discord user: id 0); its author name says so.
+        ids = [f"Discord user id {prompt.author_id}"] if prompt.author_id else []
+        if prompt.thread_id is not None:
+            ids.append(f"thread id {prompt.thread_id}")
+        where = f" ({', '.join(ids)})" if ids else ""
+        parts.append(f"<discord>From {prompt.author_name}{where}</discord>")
+        return "\n\n".join(parts)
     origin = f"From {prompt.author_name} (Discord user id {prompt.author_id}"
     if prompt.message_id is not None:
         origin += f", message id {prompt.message_id}"
@@ -203,6 +213,8 @@ def _compose_part(prompt: Prompt, attachments_text: str) -> str:
 class TurnOutcome:
     stop_reason: str
     model: str | None
+    message: str | None = None  # the engine's reason, for an error
+    answer: str | None = None
 
 
 @final
@@ -212,6 +224,14 @@ class _FollowState:
 
     model: str | None = None
     flush_due: bool = False
+    # The agent's texts since its last tool call (its final answer, once the turn is over),
+    # and the last text it said at all (the answer when it ended on a tool call).
+    since_tool: list[str] = attrs.Factory(list)
+    last_text: str | None = None
+
+    @property
+    def answer(self) -> str | None:
+        return "\n\n".join(self.since_tool) if self.since_tool else self.last_text
 
 
 @final
@@ -251,6 +271,10 @@ class ThreadTurns:
         self._stale_record = False
         # Said instead of "⏹ interrupted" when the daemon stops (SIGTERM) mid-turn.
         self._stop_notice: str | None = None
+        # Said instead of "⏹ interrupted" by the next interruption only (a time limit).
+        self._interrupt_notice: str | None = None
+        # Why the last `_open_session` found no session (said in the thread already).
+        self._open_failure: str | None = None
 
     @property
     def session(self) -> EngineSession | None:
@@ -290,29 +314,37 @@ class ThreadTurns:
     def stopping(self, notice: str) -> None:
         self._stop_notice = notice
 
-    async def run_turn(self, prompt: Prompt, reached: Callable[[], None]) -> None:
+    def interrupt_notice(self, notice: str | None) -> None:
+        """Say `notice` instead of "⏹ interrupted" if the running turn is interrupted next (a
+        scheduled run past its time limit); None takes it back."""
+        self._interrupt_notice = notice
+
+    async def run_turn(self, prompt: Prompt, reached: Callable[[], None]) -> PromptOutcome:
         started = trio.current_time()
         self._taken = False
+        self._interrupt_notice = None  # meant for an earlier turn
         session = await self._open_session(prompt.place)
         if session is None:
             if prompt.resume_turn_id is not None:  # said in the thread; not tried again
                 await self._forget_turn()
-            return
+            return PromptOutcome("failed", error=self._open_failure)
         record = self._record
         assert record is not None
         await self._apply_verbosity(record, prompt.place)
         preference = await self._services.preferences.effective_preference(
             session_id=session.session_id, channel_id=record.channel_id
         )
+        # A scheduled run may name its own persona and model.
+        model, agent = prompt.model or preference.model, prompt.agent or preference.agent
         outcome: TurnOutcome | None = None
         refused: EngineError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._typing)
             try:
                 if prompt.resume_turn_id is not None:
-                    await self._resume(session, prompt, preference.model, preference.agent)
+                    await self._resume(session, prompt, model, agent)
                 else:
-                    await self._send(session, prompt, preference.model, preference.agent)
+                    await self._send(session, prompt, model, agent)
             except EngineError as exc:
                 refused = exc
             else:
@@ -323,8 +355,9 @@ class ThreadTurns:
         if refused is not None:
             # Said outside the nursery: its cancelled scope would swallow the line.
             await self._forget_turn()
-            await self._writer.say(failure_line("The agent could not take the message", refused))
-            return
+            line = failure_line("The agent could not take the message", refused)
+            await self._writer.say(line)
+            return PromptOutcome("failed", error=first_line(str(refused)))
         # Whatever still waits for a person is moot once the agent ended the turn.
         await self.asks.cancel_all("the turn ended")
         if outcome is not None and outcome.stop_reason == "end_turn":
@@ -332,8 +365,8 @@ class ThreadTurns:
                 directory=str(record.directory),
                 branch=await trio.to_thread.run_sync(read_branch, record.directory),
                 seconds=trio.current_time() - started,
-                model=outcome.model or preference.model,
-                agent=preference.agent,
+                model=outcome.model or model,
+                agent=agent,
             )
             self._writer.add(format_footer(footer))
         await self._writer.flush()
@@ -342,6 +375,7 @@ class ThreadTurns:
         # post what is missing, rather than lose it.
         with trio.CancelScope(shield=True):
             await self._forget_turn()
+        return prompt_outcome(outcome)
 
     async def _send(
         self, session: EngineSession, prompt: Prompt, model: str | None, agent: str | None
@@ -385,11 +419,12 @@ class ThreadTurns:
         )
 
     async def interrupted(self, prompt: Prompt) -> None:
+        notice, self._interrupt_notice = self._interrupt_notice, None
         await self.asks.cancel_all("a new message interrupted the turn")
         if self._session is not None:
             await self._abort(self._session)
         await self._forget_turn()
-        self._writer.add(INTERRUPTED if self._stop_notice is None else self._stop_notice)
+        self._writer.add(self._stop_notice or notice or INTERRUPTED)
         await self._writer.flush()
 
     async def withdrawn(self, prompt: Prompt) -> None:
@@ -434,12 +469,14 @@ class ThreadTurns:
         if self._session is not None:
             return self._session
         records = self._services.records
+        self._open_failure = None
         if place is not None and place.thread is not None:
             record: ThreadRecord | None = place.thread
         else:
             record = await records.get_thread(self.thread_id)
         if record is None:
             log.warning("thread %d has no record; ignoring its prompt", self.thread_id)
+            self._open_failure = "the thread is not a session of this bot"
             return None
         try:
             engine = self._services.engines.get(record.engine)
@@ -454,6 +491,7 @@ class ThreadTurns:
             else:
                 session = await engine.open_session(record.directory)
         except (EngineError, LookupError) as exc:
+            self._open_failure = first_line(str(exc))
             await self._writer.say(failure_line("The agent could not be started", exc))
             return None
         if session.session_id != record.session_id:
@@ -573,6 +611,11 @@ class ThreadTurns:
             return None  # posted before a restart
         if isinstance(event, Usage) and event.model:
             state.model = event.model
+        if isinstance(event, TextCompleted) and event.text.strip():
+            state.since_tool.append(event.text.strip())
+            state.last_text = event.text.strip()
+        elif isinstance(event, ToolStarted):
+            state.since_tool.clear()
         rendered = self._renderer.render(event)
         part_id = event.part_id if isinstance(event, TextCompleted) else None
         for block in rendered.blocks:
@@ -592,8 +635,8 @@ class ThreadTurns:
                 self.asks.engine_resolved_question(request_id)
             case SessionRenamed():
                 pass
-            case TurnEnded(stop_reason=reason):
-                return TurnOutcome(reason, state.model)
+            case TurnEnded(stop_reason=reason, message=message):
+                return TurnOutcome(reason, state.model, message, state.answer)
         # Coalesce: while more events are already waiting (a burst, or the end of the turn),
         # keep buffering, so a step and its footer go out as one message and the channel's
         # 5-messages-per-5-seconds limit is spent on what matters.
@@ -651,6 +694,28 @@ def decode_sent_prompt(payload: str | None) -> tuple[str, tuple[PromptFile, ...]
         for item in data.get("files") or ()
     )
     return str(data.get("text") or ""), files
+
+
+def prompt_outcome(outcome: TurnOutcome | None) -> PromptOutcome:
+    """How a followed turn ended, as its prompt's waiter sees it. No outcome: the session's
+    events ended first (the agent server went away)."""
+    if outcome is None:
+        return PromptOutcome("failed", error="the agent's session ended before the turn did")
+    reason, answer = outcome.stop_reason, outcome.answer
+    if reason == "end_turn":
+        return PromptOutcome("answered", answer=answer)
+    if reason == "aborted":
+        return PromptOutcome("interrupted", answer=answer)
+    error = first_line(outcome.message) if outcome.message else _STOP_REASONS.get(reason, reason)
+    return PromptOutcome("failed", answer=answer, error=error)
+
+
+_STOP_REASONS: Final = {
+    "error": "the agent stopped with an error",
+    "max_tokens": "the agent reached its output limit",
+    "max_turn_requests": "the agent reached its limit of requests for one turn",
+    "refused": "the agent refused",
+}
 
 
 def failure_line(what: str, exc: Exception) -> str:

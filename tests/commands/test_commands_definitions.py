@@ -18,6 +18,7 @@ from kimaki.bot.commands import (
     McpCommands,
     PreferenceCommands,
     ProjectCommands,
+    ScheduleCommands,
     SessionCommands,
     WorktreeCommands,
     install_commands,
@@ -51,6 +52,9 @@ EXPECTED = {
     "worktrees",
     "engine",
     "mcp",
+    "schedule",
+    "remind",
+    "tasks",
 }
 
 
@@ -63,6 +67,7 @@ GROUPS = (
     WorktreeCommands,
     EngineCommands,
     McpCommands,
+    ScheduleCommands,
 )
 _UNUSED: Any = None  # what registering commands never touches
 

@@ -33,6 +33,7 @@ from kimaki.bot.commands._maintenance import MaintenanceCommands
 from kimaki.bot.commands._mcp import McpCommands, McpPolicyDoor
 from kimaki.bot.commands._preferences import PreferenceCommands
 from kimaki.bot.commands._projects import ProjectCommands
+from kimaki.bot.commands._schedules import ScheduleCommands, ScheduleDoor
 from kimaki.bot.commands._sessions import SessionCommands
 from kimaki.bot.commands._worktrees import WorktreeCommands
 
@@ -45,6 +46,8 @@ __all__ = [
     "McpPolicyDoor",
     "PreferenceCommands",
     "ProjectCommands",
+    "ScheduleCommands",
+    "ScheduleDoor",
     "SessionCommands",
     "WorktreeCommands",
     "install_commands",
