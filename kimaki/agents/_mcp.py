@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, final, runtime_checkable
 
@@ -142,9 +142,6 @@ class Grants:
     def __len__(self) -> int:
         return len(self._by_token)
 
-    def live(self) -> Sequence[ToolGrant]:
-        return tuple(self._by_token.values())
-
 
 def derived_token(secret: str) -> str:
     """A grant token derived from an agent server's own password, so that the server adopted
@@ -192,9 +189,6 @@ class ToolCallBoard:
     def ended(self, part_id: str) -> None:
         self._parts.pop(part_id, None)
         self._claimed.discard(part_id)
-
-    def __len__(self) -> int:
-        return len(self._parts)
 
     async def claim(self, tool: str, arguments: Mapping[str, Any], *, within: float) -> str | None:
         """The session of the unclaimed running call of `tool` with `arguments`, or None when

@@ -15,15 +15,19 @@ assert result.text == "Yes" and ctx.asked[0][0].question == "Ship it?"
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, final
 
+import anyio
 import attrs
 import trio
+from mcp import ClientSession
+from mcp.shared.message import SessionMessage
 
 from kimaki.agents import Question
-from kimaki.tools import ButtonChoice, HistoryEntry, ToolContext, Where
+from kimaki.tools import ButtonChoice, HistoryEntry, ToolContext, Where, serve_relay
 
 __all__ = [
     "ButtonsPosted",
@@ -32,6 +36,7 @@ __all__ = [
     "Posted",
     "RecordingToolContext",
     "Uploaded",
+    "relay_session",
 ]
 
 
@@ -146,3 +151,20 @@ class FakeToolPlaces:
     ) -> ToolContext | None:
         self.calls.append((token, tool, dict(arguments)))
         return self.contexts.get(token)
+
+
+@asynccontextmanager
+async def relay_session(control_url: str, token: str) -> AsyncIterator[ClientSession]:
+    """kimaki's tool relay over memory streams, with the MCP SDK's client session on the other
+    end, initialized: an agent's view of `kimaki mcp-tools`, without a process."""
+    to_relay, relay_reads = anyio.create_memory_object_stream[SessionMessage | Exception](1)
+    relay_writes, from_relay = anyio.create_memory_object_stream[SessionMessage | Exception](1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_relay, control_url, token, relay_reads, relay_writes)
+        async with ClientSession(from_relay, to_relay) as session:
+            await session.initialize()
+            yield session
+        # The client going away (stdin's end, for the real one) ends the relay.
+        await to_relay.aclose()
+        with trio.fail_after(5):
+            await from_relay.aclose()

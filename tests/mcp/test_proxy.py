@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from kimaki.mcp._proxy import (
     serve_proxy,
 )
 from kimaki.mcp._upstream import UpstreamError, list_upstream_tools, open_upstream
+from kimaki.testing.daemon import free_port
 from kimaki.testing.mcp_server import TOOLS, McpHttpServer
 from kimaki.testing.opencode import process_running, wait_for_exit
 
@@ -55,13 +55,6 @@ def text_of(result: types.CallToolResult) -> str:
 
 def calls_in(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

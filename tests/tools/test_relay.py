@@ -7,12 +7,10 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-import anyio
 import attrs
 import httpx
 import pytest
@@ -20,11 +18,10 @@ import trio
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import McpError
-from mcp.shared.message import SessionMessage
 
 from kimaki._control import ControlServer, control_url
-from kimaki.testing.tools import FakeToolPlaces, RecordingToolContext
-from kimaki.tools import BUILTIN_TOOLS, ToolBox, ToolContext, install_tool_routes, serve_relay
+from kimaki.testing.tools import FakeToolPlaces, RecordingToolContext, relay_session
+from kimaki.tools import BUILTIN_TOOLS, ToolBox, ToolContext, install_tool_routes
 
 REVOKED = "this session's tools are no longer available (the session ended)"
 TOKEN = "grant-of-thread-a"
@@ -60,22 +57,6 @@ async def daemon(nursery: trio.Nursery, tmp_path: Path) -> Daemon:
     return Daemon(await _serve(nursery, tmp_path, places), places, a, b)
 
 
-@asynccontextmanager
-async def relay(url: str, token: str) -> AsyncIterator[ClientSession]:
-    """A relay over memory streams, with the SDK's client session on the other end."""
-    to_relay, relay_reads = anyio.create_memory_object_stream[SessionMessage | Exception](1)
-    relay_writes, from_relay = anyio.create_memory_object_stream[SessionMessage | Exception](1)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_relay, url, token, relay_reads, relay_writes)
-        async with ClientSession(from_relay, to_relay) as session:
-            await session.initialize()
-            yield session
-        # The client going away (stdin's end, for the real one) ends the relay.
-        await to_relay.aclose()
-        with trio.fail_after(5):
-            await from_relay.aclose()
-
-
 def _text(result: types.CallToolResult) -> str:
     [content] = result.content
     assert isinstance(content, types.TextContent)
@@ -83,7 +64,7 @@ def _text(result: types.CallToolResult) -> str:
 
 
 async def test_listing_and_calling(daemon: Daemon) -> None:
-    async with relay(daemon.url, TOKEN) as session:
+    async with relay_session(daemon.url, TOKEN) as session:
         assert session.get_server_capabilities() is not None
         listed = await session.list_tools()
         assert [(tool.name, tool.description, tool.inputSchema) for tool in listed.tools] == [
@@ -98,7 +79,7 @@ async def test_listing_and_calling(daemon: Daemon) -> None:
 
 
 async def test_a_tool_acts_only_on_its_grants_thread(daemon: Daemon) -> None:
-    async with relay(daemon.url, OTHER) as session:
+    async with relay_session(daemon.url, OTHER) as session:
         arguments = {"content": "hi", "thread_id": daemon.a.thread_id, "where": "thread"}
         result = await session.call_tool("send_message", arguments)
     assert not result.isError
@@ -108,7 +89,7 @@ async def test_a_tool_acts_only_on_its_grants_thread(daemon: Daemon) -> None:
 
 async def test_what_the_model_must_fix_comes_back_as_an_error_result(daemon: Daemon) -> None:
     daemon.a.answers.append([["Ship it"]])
-    async with relay(daemon.url, TOKEN) as session:
+    async with relay_session(daemon.url, TOKEN) as session:
         wrong = await session.call_tool("send_message", {"content": ""})
         unknown = await session.call_tool("post_tweet", {})
         answered = await session.call_tool("ask", {"question": "Ship?", "options": ["Ship it"]})
@@ -125,7 +106,7 @@ async def test_a_call_waits_as_long_as_a_person_takes(
     daemon.a.answer_gate = trio.Event()
     daemon.a.answers.append([["Tomorrow"]])
     results: list[types.CallToolResult] = []
-    async with relay(daemon.url, TOKEN) as session, trio.open_nursery() as nursery:
+    async with relay_session(daemon.url, TOKEN) as session, trio.open_nursery() as nursery:
 
         async def ask() -> None:
             result = await session.call_tool("ask", {"question": "When?"}, progress_callback=beat)
@@ -148,7 +129,7 @@ async def test_a_call_waits_as_long_as_a_person_takes(
 
 
 async def test_an_unknown_token_gets_nothing(daemon: Daemon) -> None:
-    async with relay(daemon.url, "forged") as session:
+    async with relay_session(daemon.url, "forged") as session:
         with pytest.raises(McpError, match="the session ended"):
             await session.list_tools()
         result = await session.call_tool("send_message", {"content": "hi"})
@@ -158,7 +139,7 @@ async def test_an_unknown_token_gets_nothing(daemon: Daemon) -> None:
 
 
 async def test_a_grant_revoked_while_the_relay_runs(daemon: Daemon) -> None:
-    async with relay(daemon.url, TOKEN) as session:
+    async with relay_session(daemon.url, TOKEN) as session:
         first = await session.call_tool("current_time", {})
         daemon.places.revoke(TOKEN)
         second = await session.call_tool("send_message", {"content": "too late"})
@@ -176,7 +157,7 @@ def _closed_port() -> int:
 
 async def test_a_daemon_that_is_not_there(tmp_path: Path) -> None:
     url = control_url(_closed_port())
-    async with relay(url, TOKEN) as session:
+    async with relay_session(url, TOKEN) as session:
         with pytest.raises(McpError, match="not reachable"):
             await session.list_tools()
         result = await session.call_tool("send_message", {"content": "hi"})
@@ -208,7 +189,7 @@ async def test_a_daemon_that_fails_points_at_its_log(
 ) -> None:
     url = await _serve(nursery, tmp_path, BrokenPlaces(fail=True))
     with caplog.at_level(logging.ERROR, logger="kimaki.control"):
-        async with relay(url, TOKEN) as session:
+        async with relay_session(url, TOKEN) as session:
             result = await session.call_tool("current_time", {})
     [record] = caplog.records
     assert record.exc_info is not None

@@ -10,23 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import attrs
 import pytest
 import trio
-from mcp import ClientSession, types
-from mcp.shared.message import SessionMessage
+from mcp import types
 
 from kimaki._control import ControlServer, control_url
 from kimaki.schedules import NewTask, Schedules, StartedRun, parse_when
 from kimaki.schedules._tools import ScheduleDoor, schedule_tools
 from kimaki.store import ChannelRecord, ScheduledTask, Store
-from kimaki.testing.tools import FakeToolPlaces, RecordingToolContext
-from kimaki.tools import BUILTIN_TOOLS, ToolBox, install_tool_routes, serve_relay
+from kimaki.testing.tools import FakeToolPlaces, RecordingToolContext, relay_session
+from kimaki.tools import BUILTIN_TOOLS, ToolBox, install_tool_routes
 
 UTC = dt.UTC
 NOW = dt.datetime(2030, 1, 7, 8, 0, tzinfo=UTC).timestamp()  # a Monday, 08:00 UTC
@@ -152,20 +149,6 @@ TOKEN = "grant-of-thread-a"
 OTHER = "grant-of-thread-b"
 
 
-@asynccontextmanager
-async def relay(url: str, token: str) -> AsyncIterator[ClientSession]:
-    to_relay, relay_reads = anyio.create_memory_object_stream[SessionMessage | Exception](1)
-    relay_writes, from_relay = anyio.create_memory_object_stream[SessionMessage | Exception](1)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_relay, url, token, relay_reads, relay_writes)
-        async with ClientSession(from_relay, to_relay) as session:
-            await session.initialize()
-            yield session
-        await to_relay.aclose()
-        with trio.fail_after(5):
-            await from_relay.aclose()
-
-
 @attrs.frozen
 class Daemon:
     url: str
@@ -194,7 +177,7 @@ def _text(result: types.CallToolResult) -> str:
 
 
 async def test_the_tools_are_served_beside_the_builtins(daemon: Daemon) -> None:
-    async with relay(daemon.url, TOKEN) as session:
+    async with relay_session(daemon.url, TOKEN) as session:
         listed = await session.list_tools()
     names = [tool.name for tool in listed.tools]
     assert names == [
@@ -214,7 +197,7 @@ async def test_the_tools_are_served_beside_the_builtins(daemon: Daemon) -> None:
 
 
 async def test_an_agent_schedules_lists_and_cancels_in_its_own_thread(daemon: Daemon) -> None:
-    async with relay(daemon.url, TOKEN) as session:
+    async with relay_session(daemon.url, TOKEN) as session:
         # Ids the model makes up are ignored: the grant says which thread this is.
         scheduled = await session.call_tool(
             "schedule",
@@ -259,9 +242,9 @@ async def test_an_agent_schedules_lists_and_cancels_in_its_own_thread(daemon: Da
 
 
 async def test_an_agent_cannot_see_or_cancel_another_channels_tasks(daemon: Daemon) -> None:
-    async with relay(daemon.url, TOKEN) as session:
+    async with relay_session(daemon.url, TOKEN) as session:
         await session.call_tool("schedule", {"prompt": "Deploy staging.", "when": "1d"})
-    async with relay(daemon.url, OTHER) as session:
+    async with relay_session(daemon.url, OTHER) as session:
         listed = await session.call_tool("list_schedules", {})
         cancel = await session.call_tool("cancel_schedule", {"id": 1})
     assert _text(listed) == "No scheduled tasks in this project channel."
@@ -273,7 +256,7 @@ async def test_an_agent_cannot_see_or_cancel_another_channels_tasks(daemon: Daem
 
 
 async def test_sleep_through_the_sdk(daemon: Daemon) -> None:
-    async with relay(daemon.url, TOKEN) as session:
+    async with relay_session(daemon.url, TOKEN) as session:
         slept = await session.call_tool(
             "sleep", {"duration": "45m", "reason": "wait for the deploy to finish"}
         )
@@ -496,18 +479,18 @@ async def test_the_tools_on_the_real_door(
     places = FakeToolPlaces({TOKEN: a, OTHER: b, "stray": stray})
     install_tool_routes(control, ToolBox((*BUILTIN_TOOLS, *tools)), places)
     url = control_url(await nursery.start(control.serve))
-    async with relay(url, TOKEN) as session:
+    async with relay_session(url, TOKEN) as session:
         daily = await session.call_tool(
             "schedule",
             {"prompt": "Is CI green on main?", "when": "30 9 * * *", "where": "channel"},
         )
         slept = await session.call_tool("sleep", {"duration": "20m", "reason": "CI is running"})
         listed = await session.call_tool("list_schedules", {})
-    async with relay(url, OTHER) as session:
+    async with relay_session(url, OTHER) as session:
         theirs = await session.call_tool("cancel_schedule", {"id": 1})
-    async with relay(url, "stray") as session:
+    async with relay_session(url, "stray") as session:
         nowhere = await session.call_tool("schedule", {"prompt": "x", "when": "10m"})
-    async with relay(url, TOKEN) as session:
+    async with relay_session(url, TOKEN) as session:
         woken = await session.call_tool("cancel_schedule", {"id": 2})
     assert _text(daily) == (
         'Scheduled task 1 "Is CI green on main?".\n'
