@@ -4,10 +4,10 @@ Every module logs through `logging.getLogger("kimaki.<area>")`; the formatter tu
 part of the logger name into the line's prefix, so `kimaki.gateway` writes
 `[2026-11-21T18:00:00.123+00:00] [INFO] [GATEWAY] message`.
 
-Redaction happens in the formatter, after the message, its arguments and any traceback have been
-rendered to text, so no path (an f-string, an exception's repr, a logged request) can carry a
-registered secret past it. The bot token is registered as soon as it is known; so are agent
-server passwords.
+Redaction (`kimaki._redact`) happens in the formatter, after the message, its arguments and any
+traceback have been rendered to text, so no path (an f-string, an exception's repr, a logged
+request) can carry a registered secret past it. The bot token is registered as soon as it is
+known; so are agent server passwords.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import re
 import sys
-import threading
 from pathlib import Path
 from typing import Final, TextIO
+
+from kimaki._redact import REDACTED, redact, register_secret
 
 __all__ = [
     "FILE_ONLY",
@@ -32,42 +32,8 @@ __all__ = [
     "register_secret",
 ]
 
-REDACTED: Final = "[REDACTED]"
 # `log.error(..., extra={FILE_ONLY: True})` keeps a record (a traceback) out of stderr.
 FILE_ONLY: Final = "kimaki_file_only"
-
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-_pattern: re.Pattern[str] | None = None
-
-# Shapes that are secrets whether or not they were registered: a Discord bot token, an
-# Authorization header value, and basic-auth credentials inside a URL.
-_SHAPES: Final = re.compile(
-    r"[MNO][A-Za-z\d_-]{23,27}\.[A-Za-z\d_-]{6}\.[A-Za-z\d_-]{27,40}"
-    r"|(?i:(?<=authorization: )(?:bot|bearer|basic) [^\s'\"]+)"
-    r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"
-)
-
-
-def register_secret(value: str | None) -> None:
-    """Make `value` unprintable through the log from now on. Short values are ignored."""
-    global _pattern
-    if not value or len(value) < 6:
-        return
-    with _secrets_lock:
-        if value in _secrets:
-            return
-        _secrets.add(value)
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
-
-
-def redact(text: str) -> str:
-    """Replace every registered secret and every token-shaped string in `text`."""
-    pattern = _pattern
-    if pattern is not None:
-        text = pattern.sub(REDACTED, text)
-    return _SHAPES.sub(REDACTED, text)
 
 
 class _Formatter(logging.Formatter):

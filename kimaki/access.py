@@ -14,7 +14,14 @@ import attrs
 
 from kimaki.discord.models import Guild, Member, Permissions, User, compute_permissions
 
-__all__ = ["ALLOW_ROLE", "BLOCK_ROLE", "Verdict", "may_drive"]
+__all__ = [
+    "ALLOW_ROLE",
+    "BLOCK_ROLE",
+    "Verdict",
+    "guild_permissions",
+    "is_owner_or_has",
+    "may_drive",
+]
 
 ALLOW_ROLE: Final = "kimaki"
 BLOCK_ROLE: Final = "no-kimaki"
@@ -53,17 +60,37 @@ def may_drive(
         return Verdict(False, "a bot without the Kimaki role")
     if user.id == guild.owner_id:
         return Verdict(True, "the guild owner")
-    permissions = member.permissions
-    if permissions is None:
-        permissions = compute_permissions(
-            guild_id=guild.id,
-            owner_id=guild.owner_id,
-            user_id=user.id,
-            member_role_ids=member.roles,
-            role_permissions={role.id: role.permissions for role in guild.roles},
-        )
-    if permissions & _MANAGERS:
+    if guild_permissions(guild, user.id, member) & _MANAGERS:
         return Verdict(True, "an administrator or server manager")
     if ALLOW_ROLE in names:
         return Verdict(True, "has the Kimaki role")
     return Verdict(False, "no Kimaki role")
+
+
+def guild_permissions(guild: Guild, user_id: int, member: Member) -> Permissions:
+    """The member's permissions in the guild: as Discord sent them (on interactions), else
+    computed from the member's roles."""
+    if member.permissions is not None:
+        return member.permissions
+    return compute_permissions(
+        guild_id=guild.id,
+        owner_id=guild.owner_id,
+        user_id=user_id,
+        member_role_ids=member.roles,
+        role_permissions={role.id: role.permissions for role in guild.roles},
+    )
+
+
+def is_owner_or_has(
+    guild: Guild | None, user_id: int, member: Member | None, wanted: Permissions
+) -> bool:
+    """Whether the user owns the guild or, as `member`, has Administrator or `wanted` there:
+    who may change what the whole server shares (a budget, a transcription key, the audit
+    trail). `Permissions(0)` asks for the owner or an Administrator only."""
+    if guild is None:
+        return False
+    if user_id == guild.owner_id:
+        return True
+    if member is None:
+        return False
+    return bool(guild_permissions(guild, user_id, member) & (Permissions.ADMINISTRATOR | wanted))

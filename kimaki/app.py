@@ -35,15 +35,17 @@ Restarting in place (SIGUSR2, `systemctl reload`) loses no message and repeats n
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 import random
 import signal
+import sqlite3
 import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, NoReturn, final
@@ -51,11 +53,13 @@ from typing import Any, Final, NoReturn, final
 import attrs
 import trio
 
+from kimaki._audit import audit, audit_sink
 from kimaki._backoff import Backoff
 from kimaki._control import ControlServer, control_url
 from kimaki._control_client import issue_control_token
 from kimaki._log import open_log_file, register_secret
 from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
+from kimaki._redact import register_environment
 from kimaki._restart import RestartMarker, exec_self, flush_output, take_restart_marker
 from kimaki._systemd import SystemdNotifier
 from kimaki._version import __version__
@@ -63,15 +67,27 @@ from kimaki.agents import (
     AgentServerHandover,
     Engine,
     Grants,
+    McpProvider,
     ProbePolicy,
     setup_fix,
 )
 from kimaki.agents.acp import AcpConfig, AcpEngine, find_agents, open_acp_engine
 from kimaki.agents.opencode import OpenCodeConfig, OpenCodeEngine, open_opencode_engine
+from kimaki.audit import (
+    AUDIT_TOOLS,
+    AuditAgent,
+    AuditQueue,
+    AuditStore,
+    AuditStoreError,
+    open_audit_trail,
+    read_only_trail,
+    restricted_opencode_config,
+)
 from kimaki.bot import BotConfig, Engines
 from kimaki.bot._serve import BotConnection, connection_state, serve_bot
 from kimaki.bot._session_routes import install_session_routes
 from kimaki.bot._tool_places import GrantedPlaces
+from kimaki.channel_memory import memory_tools
 from kimaki.discord.errors import NetworkError, ServerError, Unauthorized
 from kimaki.discord.models import Application
 from kimaki.discord.rest import RESTClient
@@ -92,6 +108,7 @@ from kimaki.schedules._shell import ShellTasks
 from kimaki.settings import Settings, check_token_shape
 from kimaki.store import Store
 from kimaki.tools import BUILTIN_TOOLS, ToolBox, install_tool_routes
+from kimaki.voice import TranscriptionSettings
 
 __all__ = ["Daemon", "prepare_data_dir", "read_token_from_user"]
 
@@ -214,6 +231,16 @@ class Daemon:
         return max(from_ready, len(self.guilds.guild_ids()))
 
     async def run(self) -> None:
+        # Every task of the daemon records into the audit trail (`kimaki._audit`): the queue
+        # is installed before any task starts, and written once the data dir is ready.
+        self._audit_queue = AuditQueue()
+        self._audit_store: AuditStore | None = None  # for `/audit`, once the file is open
+        with audit_sink(self._audit_queue):
+            await self._run()
+
+    async def _run(self) -> None:
+        # The values of the daemon's secret-named variables (API keys) are never printed.
+        register_environment()
         async with trio.open_nursery() as nursery:
             await nursery.start(self._control.serve)
             await trio.to_thread.run_sync(prepare_data_dir, self.settings)
@@ -237,6 +264,13 @@ class Daemon:
                     marker.reason,
                     marker.elapsed,
                 )
+            await nursery.start(self._keep_audit_trail)
+            audit(
+                "daemon.started",
+                version=__version__,
+                pid=os.getpid(),
+                restarted_in_place=marker.reason if marker is not None else None,
+            )
             nursery.start_soon(self._watch_signals, nursery.cancel_scope)
             self._start_memory_tools(nursery)
             nursery.start_soon(self._notifier.run_watchdog)
@@ -287,6 +321,8 @@ class Daemon:
         async with RESTClient(token, base_url=self.settings.discord_api_url) as rest:
             application = await _fetch_application(rest)
             log.info("bot application %s (%d)", application.name or "?", application.id)
+            # `/audit ask`: a private agent per question, its only tool `query_audit`.
+            audit_agent = _audit_agent(self.settings, mcp)
             async with trio.open_nursery() as nursery:
                 connection: BotConnection = await nursery.start(
                     partial(
@@ -300,6 +336,8 @@ class Daemon:
                         config=_bot_config(self.settings),
                         guilds=self.guilds,
                         handshake_timeout=self.settings.gateway_handshake_timeout,
+                        audit_reader=self._audit_store,
+                        audit_asker=audit_agent,
                     )
                 )
                 self._connection = connection
@@ -320,8 +358,16 @@ class Daemon:
                 )
                 # Agents' tool calls, carried out in the thread of the session that makes them.
                 places = GrantedPlaces(mcp.grants, engines, connection.bot.threads)
-                tools = ToolBox((*BUILTIN_TOOLS, *schedule_tools(connection.bot.schedules)))
-                install_tool_routes(self._control, tools, places)
+                tools = ToolBox(
+                    (
+                        *BUILTIN_TOOLS,
+                        *schedule_tools(connection.bot.schedules),
+                        *memory_tools(connection.bot.channel_memory),
+                    )
+                )
+                # The audit agents' grants get `query_audit` and nothing else; no other does.
+                audit_tools = (ToolBox(AUDIT_TOOLS), audit_agent.places)
+                install_tool_routes(self._control, tools, places, private=[audit_tools])
                 guilds = self._guild_count()
                 log.info("connected to Discord: %d guild(s)", guilds)
                 self._notifier.ready(f"connected to Discord, {guilds} guild(s)")
@@ -361,9 +407,28 @@ class Daemon:
                         self._stopping = True
                         nursery.start_soon(self._stop, root, name)
 
+    async def _keep_audit_trail(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The audit file, its writer and its daily sweep, until the daemon stops. A trail
+        that cannot be opened is logged and the daemon runs without it (events are dropped)."""
+        try:
+            async with open_audit_trail(
+                self.settings.audit_path,
+                retention_days=self.settings.audit_retention_days,
+                queue=self._audit_queue,
+            ) as trail:
+                self._audit_store = trail.store
+                task_status.started()
+                await trio.sleep_forever()
+        except (AuditStoreError, OSError, sqlite3.Error):
+            log.exception("the audit trail %s cannot be kept", self.settings.audit_path)
+            task_status.started()
+
     async def _stop(self, root: trio.CancelScope, signal_name: str) -> None:
         """The orderly stop, within `SHUTDOWN_TIMEOUT`; ends by cancelling the root scope."""
         log.info("%s received: stopping", signal_name)
+        audit("daemon.stopping", signal=signal_name)
         self._notifier.stopping("stopping")
         deadline = trio.current_time() + SHUTDOWN_TIMEOUT
         connection, engines = self._connection, self._engines
@@ -387,6 +452,7 @@ class Daemon:
         """Prepare the next process (see the module docstring), then unwind for the exec."""
         marker = RestartMarker(os.getpid(), time.monotonic(), "SIGUSR2")
         log.info("SIGUSR2 received: restarting in place with the code now on disk")
+        audit("daemon.restarting", signal="SIGUSR2")
         self._notifier.reloading("restarting with new code")
         connection = self._connection
         with trio.move_on_after(SHUTDOWN_TIMEOUT) as preparing:
@@ -481,6 +547,11 @@ def _bot_config(settings: Settings) -> BotConfig:
         permission_timeout=settings.permission_timeout,
         task_time_limit=settings.task_time_limit,
         task_grace=settings.task_grace,
+        memory_limit_bytes=settings.memory_limit_bytes,
+        thread_context_messages=settings.thread_context_messages,
+        thread_context_chars=settings.thread_context_chars,
+        transcription=TranscriptionSettings.from_settings(settings),
+        usage_timezone=settings.usage_timezone,
     )
 
 
@@ -510,6 +581,47 @@ def _mcp_policies(settings: Settings, store: Store, engines: Sequence[Engine]) -
         channels=store.places,
         control_url=control_url(settings.lock_port),
         on_change=changed,
+    )
+
+
+def _audit_agent(settings: Settings, mcp: _McpWiring) -> AuditAgent:
+    """`/audit ask`'s asker: each question starts the default engine's agent program afresh,
+    in an empty temporary directory, with kimaki's tool server only (its grants the asker's
+    own), OpenCode's built-in tools and other MCP servers switched off, an ACP agent serving
+    no files; it reads the audit file read-only."""
+    restricted = {"OPENCODE_CONFIG_CONTENT": json.dumps(restricted_opencode_config())}
+
+    def open_engine(provider: McpProvider, grants: Grants) -> AbstractAsyncContextManager[Engine]:
+        acp = [a for a in settings.agents if f"acp:{a.name}" == settings.default_engine]
+        if acp:
+            return open_acp_engine(
+                AcpConfig(
+                    acp[0],
+                    extra_env=restricted,
+                    serve_files=False,
+                    user=settings.agent_user,
+                    mcp=provider,
+                    grants=grants,
+                )
+            )
+        return open_opencode_engine(
+            OpenCodeConfig(
+                command=(settings.opencode_path,),
+                extra_env=restricted,
+                probe=None,
+                user=settings.agent_user,
+                mcp=provider,
+                grants=grants,
+            )
+        )
+
+    return AuditAgent(
+        open_reader=read_only_trail(settings.audit_path),
+        mcp=mcp.policies,
+        open_engine=open_engine,
+        data_dir=settings.data_dir,
+        time_limit=settings.audit_ask_time_limit,
+        owner=settings.agent_user,
     )
 
 

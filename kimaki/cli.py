@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,11 +27,13 @@ from kimaki._agent_side import AGENT_COMMANDS, run_agent_command
 from kimaki._control_client import DaemonNotRunningError, find_daemon
 from kimaki._log import FILE_ONLY, configure_logging, redact
 from kimaki._restart import TOKEN_ENV, exec_without_token_env, take_handed_token
+from kimaki._sentry import start_error_reporting, stop_error_reporting
 from kimaki._systemd_unit import unit_for_current_user
 from kimaki._version import __version__
 from kimaki.agents import INSTALL_COMMANDS
 from kimaki.agents.acp import find_agents
 from kimaki.app import Daemon, prepare_data_dir, read_token_from_user
+from kimaki.audit import AuditStoreError, SinceError, print_audit
 from kimaki.bot._session_routes import (
     DEFAULT_READ_LIMIT,
     SessionError,
@@ -47,11 +50,12 @@ from kimaki.projects import (
     open_direct_projects,
     record_json,
 )
-from kimaki.schedules import ScheduleError
+from kimaki.schedules import ScheduleError, resolve_timezone
 from kimaki.schedules._client import NO_DAEMON, TaskOperations, TasksClient, open_direct_tasks
 from kimaki.schedules._shell import SendRequest, task_json
 from kimaki.settings import Settings, check_token_shape, load_settings
 from kimaki.store import ScheduledTask, Store
+from kimaki.usage import usage_command_text
 
 __all__ = ["main"]
 
@@ -273,6 +277,50 @@ def _build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=DEFAULT_READ_LIMIT, help="at most this many messages"
     )
 
+    usage = commands.add_parser(
+        "usage",
+        parents=[common],
+        help="what the agents' turns used and cost, from the database",
+        description="Turns, tokens and cost since a date, in total, by model and by person "
+        "(a Discord user id; 0 is the command line). Read from the database file, read-only: "
+        "the same with or without the daemon. Days begin in KIMAKI_USAGE_TIMEZONE, else the "
+        "machine's timezone.",
+    )
+    usage.add_argument("--json", action="store_true", help="JSON with every turn's row")
+    usage.add_argument(
+        "--since", metavar="DATE", help="a date or ISO time (default: this month's start)"
+    )
+
+    audit_parser = commands.add_parser(
+        "audit",
+        parents=[common],
+        help="the audit trail: the last events, or `audit export` as JSON lines",
+        description="The audit trail (<data-dir>/audit.db), read-only: the same with or "
+        "without the daemon. Without an action, the last events, newest first; "
+        "`kimaki audit export --since 7d > trail.jsonl` writes every event since then, "
+        "oldest first, one JSON object a line.",
+    )
+    audit_parser.add_argument(
+        "audit_action", nargs="?", choices=("export",), metavar="export", help="export"
+    )
+    audit_parser.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    audit_parser.add_argument(
+        "--since", metavar="WHEN", help="a span back from now (30m, 2h, 7d) or an ISO date"
+    )
+    audit_parser.add_argument(
+        "--channel", metavar="ID", type=int, help="only this channel's (or thread's) events"
+    )
+    audit_parser.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="only events of this kind (a prefix: turn, message.deleted); repeatable",
+    )
+    audit_parser.add_argument(
+        "--limit", type=int, default=50, help="at most this many events (not for export)"
+    )
+
     commands.add_parser(
         "mcp-tools",
         help="(run by agents) kimaki's MCP tool server, on stdio",
@@ -331,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trio.run(_task_command, settings, args)
         if args.command == "session":
             return trio.run(_session_command, settings, args)
+        if args.command == "audit":
+            return trio.run(_audit_command, settings, args)
+        if args.command == "usage":
+            return _usage_command(settings, args)
         if handed_token is not None:
             settings = attrs.evolve(settings, bot_token=handed_token)
         from_env = os.environ.pop(TOKEN_ENV, "").strip()
@@ -340,10 +392,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             # own command line: `main([...])` called in-process has no command line to rerun.)
             exec_without_token_env(settings.bot_token)
         daemon = Daemon(settings)
+        start_error_reporting(settings.sentry_dsn)  # only with KIMAKI_SENTRY_DSN
         trio.run(daemon.run)
+        stop_error_reporting()  # what is queued leaves before an in-place restart's exec
         daemon.exec_if_restarting()  # SIGUSR2: returns only if there was no restart to do
     except BaseException as exc:
         return _exit_code(exc)
+    finally:
+        stop_error_reporting()  # after `_exit_code` logged a crash (a Sentry event)
+    return EXIT_OK
+
+
+def _usage_command(settings: Settings, args: argparse.Namespace) -> int:
+    zone = resolve_timezone(settings.usage_timezone)
+    print(
+        usage_command_text(
+            settings.database_path,
+            since_text=args.since,
+            as_json=args.json,
+            now=time.time(),
+            zone=zone,
+        )
+    )
     return EXIT_OK
 
 
@@ -663,4 +733,22 @@ async def _session_command(settings: Settings, args: argparse.Namespace) -> int:
                     )
                 )
             )
+    return EXIT_OK
+
+
+async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`kimaki audit [export]`: the audit file, read-only."""
+    try:
+        await print_audit(
+            settings.audit_path,
+            sys.stdout,
+            export=args.audit_action == "export",
+            as_json=args.json,
+            since=args.since,
+            channel_id=args.channel,
+            kinds=tuple(args.kind),
+            limit=max(1, args.limit),
+        )
+    except (AuditStoreError, SinceError) as exc:
+        raise ConfigError(str(exc)) from None
     return EXIT_OK

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, final
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_DISCORD_API_URL",
     "DEFAULT_ENGINE",
     "LOCK_PORT_RANGE",
+    "TRANSCRIPTION_PROVIDERS",
     "Settings",
     "derive_lock_port",
     "load_settings",
@@ -47,8 +49,26 @@ _AGENT_SILENCE_TIMEOUT: Final = 60.0
 _THREAD_IDLE_TIMEOUT: Final = 15 * 60.0
 _PERMISSION_TIMEOUT: Final = 10 * 60.0
 _TASK_TIME_LIMIT: Final = 30 * 60.0
+_AUDIT_ASK_TIME_LIMIT: Final = 120.0
 _TASK_GRACE: Final = 60 * 60.0
 _GATEWAY_HANDSHAKE_TIMEOUT: Final = HANDSHAKE_TIMEOUT
+_AUDIT_RETENTION_DAYS: Final = 90.0
+# Channel memory: the bytes a channel's memory (and its flash memory) may hold; the most
+# messages and characters of the channel's recent conversation a new thread's first prompt gets.
+_MEMORY_LIMIT_BYTES: Final = 8 * 1024
+_THREAD_CONTEXT_MESSAGES: Final = 20
+_THREAD_CONTEXT_CHARS: Final = 4000
+# Voice messages: the services that transcribe them, the longest one transcribed (seconds,
+# judged by Discord's `duration_secs` before downloading), and the time a download or the
+# service may take.
+TRANSCRIPTION_PROVIDERS: Final = ("openai", "groq", "gemini")
+_TRANSCRIPTION_MAX_SECONDS: Final = 10 * 60.0
+_TRANSCRIPTION_TIMEOUT: Final = 120.0
+_TRANSCRIPTION_FALLBACK_KEYS: Final = (
+    ("openai", "OPENAI_API_KEY"),
+    ("gemini", "GEMINI_API_KEY"),
+    ("groq", "GROQ_API_KEY"),
+)
 
 
 @final
@@ -91,6 +111,32 @@ class Settings:
     # KIMAKI_AGENT_USER: the OS user agent programs run as (the daemon must run as root);
     # None runs them as the daemon's own user.
     agent_user: str | None = None
+    # KIMAKI_AUDIT_RETENTION_DAYS: days the audit trail keeps an event (swept daily; 0 keeps
+    # everything).
+    audit_retention_days: float = _AUDIT_RETENTION_DAYS
+    # Voice messages (kimaki.voice): KIMAKI_TRANSCRIPTION_PROVIDER / _BASE_URL / _MODEL /
+    # _API_KEY / _LANGUAGE / _MAX_SECONDS / _TIMEOUT; the vendors' own keys as fallbacks.
+    transcription_provider: str | None = None
+    transcription_base_url: str | None = None
+    transcription_model: str | None = None
+    transcription_api_key: str | None = attrs.field(default=None, repr=False)
+    transcription_fallback_keys: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)
+    transcription_language: str | None = None
+    transcription_max_seconds: float = _TRANSCRIPTION_MAX_SECONDS
+    transcription_timeout: float = _TRANSCRIPTION_TIMEOUT
+    # KIMAKI_SENTRY_DSN: report errors to Sentry (needs `kimaki[sentry]`); None: nothing sent.
+    sentry_dsn: str | None = attrs.field(default=None, repr=False)
+    # KIMAKI_USAGE_TIMEZONE: the IANA zone where `/usage`'s days and budgets' periods begin
+    # (None: the machine's).
+    usage_timezone: str | None = None
+    # Channel memory (kimaki.channel_memory): KIMAKI_MEMORY_LIMIT_BYTES,
+    # KIMAKI_THREAD_CONTEXT_MESSAGES (0 to 100; 0: no recent conversation), and
+    # KIMAKI_THREAD_CONTEXT_CHARS.
+    memory_limit_bytes: int = _MEMORY_LIMIT_BYTES
+    thread_context_messages: int = _THREAD_CONTEXT_MESSAGES
+    thread_context_chars: int = _THREAD_CONTEXT_CHARS
+    # KIMAKI_AUDIT_ASK_TIME_LIMIT: seconds `/audit ask`'s private agent has to answer.
+    audit_ask_time_limit: float = _AUDIT_ASK_TIME_LIMIT
 
     @property
     def engine_names(self) -> tuple[str, ...]:
@@ -131,6 +177,11 @@ class Settings:
     @property
     def attachments_dir(self) -> Path:
         return self.data_dir / "attachments"
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit trail's own SQLite file (kept apart from the state database)."""
+        return self.data_dir / "audit.db"
 
 
 def derive_lock_port(data_dir: Path) -> int:
@@ -218,6 +269,43 @@ def load_settings(
     if agent_user is not None:
         _check_user(agent_user)
 
+    transcription_provider = env.get("KIMAKI_TRANSCRIPTION_PROVIDER", "").strip().lower() or None
+    if transcription_provider is not None and transcription_provider not in TRANSCRIPTION_PROVIDERS:
+        raise ConfigError(
+            "KIMAKI_TRANSCRIPTION_PROVIDER must be one of "
+            f"{', '.join(TRANSCRIPTION_PROVIDERS)} (a local whisper server is `openai` with "
+            f"KIMAKI_TRANSCRIPTION_BASE_URL), got {transcription_provider!r}"
+        )
+    transcription_base_url = env.get("KIMAKI_TRANSCRIPTION_BASE_URL", "").strip() or None
+    if transcription_base_url is not None and urlsplit(transcription_base_url).scheme not in {
+        "http",
+        "https",
+    }:
+        raise ConfigError(
+            "KIMAKI_TRANSCRIPTION_BASE_URL must be an http(s) URL such as "
+            f"https://api.openai.com/v1, got {transcription_base_url!r}"
+        )
+    transcription_fallback_keys = tuple(
+        (provider, env[variable].strip())
+        for provider, variable in _TRANSCRIPTION_FALLBACK_KEYS
+        if env.get(variable, "").strip()
+    )
+
+    raw_memory_bytes = env.get("KIMAKI_MEMORY_LIMIT_BYTES", "").strip()
+    memory_limit_bytes = (
+        _size(raw_memory_bytes, "KIMAKI_MEMORY_LIMIT_BYTES")
+        if raw_memory_bytes
+        else _MEMORY_LIMIT_BYTES
+    )
+    thread_context_messages = _count(
+        env, "KIMAKI_THREAD_CONTEXT_MESSAGES", _THREAD_CONTEXT_MESSAGES, high=100
+    )
+    thread_context_chars = _count(
+        env, "KIMAKI_THREAD_CONTEXT_CHARS", _THREAD_CONTEXT_CHARS, high=100_000
+    )
+
+    audit_retention_days = _retention_days(env.get("KIMAKI_AUDIT_RETENTION_DAYS", "").strip())
+
     return Settings(
         data_dir=resolved_data_dir,
         projects_dir=resolved_projects_dir,
@@ -238,7 +326,67 @@ def load_settings(
         default_engine=default_engine,
         bot_token=token,
         agent_user=agent_user,
+        audit_retention_days=audit_retention_days,
+        transcription_provider=transcription_provider,
+        transcription_base_url=transcription_base_url,
+        transcription_model=env.get("KIMAKI_TRANSCRIPTION_MODEL", "").strip() or None,
+        transcription_api_key=env.get("KIMAKI_TRANSCRIPTION_API_KEY", "").strip() or None,
+        transcription_fallback_keys=transcription_fallback_keys,
+        transcription_language=env.get("KIMAKI_TRANSCRIPTION_LANGUAGE", "").strip() or None,
+        transcription_max_seconds=duration(
+            "KIMAKI_TRANSCRIPTION_MAX_SECONDS", _TRANSCRIPTION_MAX_SECONDS
+        ),
+        transcription_timeout=duration("KIMAKI_TRANSCRIPTION_TIMEOUT", _TRANSCRIPTION_TIMEOUT),
+        sentry_dsn=_sentry_dsn(env.get("KIMAKI_SENTRY_DSN", "").strip() or None),
+        usage_timezone=_usage_timezone(env.get("KIMAKI_USAGE_TIMEZONE", "").strip() or None),
+        memory_limit_bytes=memory_limit_bytes,
+        thread_context_messages=thread_context_messages,
+        thread_context_chars=thread_context_chars,
+        audit_ask_time_limit=duration("KIMAKI_AUDIT_ASK_TIME_LIMIT", _AUDIT_ASK_TIME_LIMIT),
     )
+
+
+def _usage_timezone(name: str | None) -> str | None:
+    """KIMAKI_USAGE_TIMEZONE, checked now: a wrong name is a start-up error, not a report's."""
+    if name is None:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"KIMAKI_USAGE_TIMEZONE must be an IANA timezone such as Europe/Paris or UTC, "
+            f"got {name!r}"
+        ) from None
+    return name
+
+
+def _sentry_dsn(dsn: str | None) -> str | None:
+    """KIMAKI_SENTRY_DSN, checked for the shape Sentry gives: https://<key>@<host>/<project>."""
+    if dsn is None:
+        return None
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("http", "https") or not parts.username or not parts.hostname:
+        raise ConfigError(
+            "KIMAKI_SENTRY_DSN must be the DSN Sentry shows for the project, such as "
+            "https://<key>@o0.ingest.sentry.io/<project>"
+        )
+    return dsn
+
+
+def _retention_days(value: str) -> float:
+    """KIMAKI_AUDIT_RETENTION_DAYS: a number of days, 0 or more (0: keep everything)."""
+    if not value:
+        return _AUDIT_RETENTION_DAYS
+    try:
+        days = float(value)
+    except ValueError:
+        days = -1.0
+    if not days >= 0 or days == float("inf"):
+        raise ConfigError(
+            f"KIMAKI_AUDIT_RETENTION_DAYS must be a number of days (0 keeps everything), "
+            f"got {value!r}"
+        )
+    return days
 
 
 def _credential_token(env: Mapping[str, str]) -> str | None:
@@ -309,6 +457,20 @@ def _size(value: str, name: str) -> int:
         return parse_size(value)
     except ValueError:
         raise ConfigError(f"{name} must be a size such as 512M or 2G, got {value!r}") from None
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, high: int) -> int:
+    """A whole number from 0 to `high` in `name`; `default` when unset."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number from 0 to {high}, got {raw!r}") from None
+    if not 0 <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from 0 to {high}, got {value}")
+    return value
 
 
 def _port(value: str, name: str) -> int:

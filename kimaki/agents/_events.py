@@ -243,10 +243,20 @@ class Usage:
     context_limit: int | None = None
     # `provider/model` that answered, when the engine says.
     model: str | None = None
+    context_used: int | None = None
+    """Tokens in the context window now, when the engine says so itself (ACP `usage_update`
+    `used`); else `context_tokens` is the best estimate."""
+    session_cost: float | None = None
+    """The session's cost so far, for engines that report a running total instead of each
+    step's cost (ACP `usage_update.cost`, "cumulative session cost"); `cost` is then 0."""
+    credits: float | None = None
+    """Metering credits the step used, for agents that bill in credits rather than money."""
 
     @property
     def context_tokens(self) -> int:
         """What the next request will carry: everything read and written so far."""
+        if self.context_used is not None:
+            return self.context_used
         return (
             self.input_tokens
             + self.cache_read_tokens

@@ -53,6 +53,7 @@ import attrs
 import trio
 
 from kimaki._reaper import KILL_NOW
+from kimaki._redact import register_environment
 
 __all__ = [
     "DENIED_PREFIXES",
@@ -133,6 +134,9 @@ def child_environment(
     With `home`, HOME and the XDG base directories all point inside it (created), so the agent
     neither reads nor writes the person's own configuration. Denied names never pass, not even
     through `extra`.
+
+    The values of its secret-named variables (a provider's API key) are registered with the
+    redactor: an agent that prints its environment shows `[REDACTED:NAME]` in the thread.
     """
     source = os.environ if source is None else source
     allowed = set(passthrough)
@@ -152,7 +156,9 @@ def child_environment(
             path.mkdir(parents=True, exist_ok=True)
             env[name] = str(path)
     env.update(extra or {})
-    return {name: value for name, value in env.items() if not _denied(name)}
+    result = {name: value for name, value in env.items() if not _denied(name)}
+    register_environment(result)
+    return result
 
 
 @final
@@ -542,6 +548,7 @@ def spawn(spec: LaunchSpec) -> AgentProcess:
     """
     under_reaper = sys.platform.startswith("linux")
     env = dict(spec.env)
+    register_environment(env)  # whoever built it (`child_environment` did, for the engines)
     if under_reaper:
         server = _resolve(spec.argv, spec.env)
         user = _switch_user(spec.user, env) if spec.user else ()

@@ -39,11 +39,13 @@ from kimaki.bot._interactions import (
     sweep_expired_keys,
 )
 from kimaki.bot._router import Router
+from kimaki.channel_memory import ChannelMemory
 from kimaki.discord.models import Guild, Interaction, Message
 from kimaki.dispatch import Dispatcher
 from kimaki.projects import Projects
 from kimaki.schedules import Schedules
 from kimaki.threads import Threads, ThreadSettings
+from kimaki.voice import TranscriptionSettings
 
 __all__ = ["Bot", "BotConfig"]
 
@@ -61,6 +63,15 @@ class BotConfig:
     task_grace: float = 60 * 60
     typing_interval: float = 8.0
     key_sweep_interval: float = KEY_SWEEP_INTERVAL
+    # Channel memory (kimaki.channel_memory): the size bound of a channel's memory (and of its
+    # flash memory), and how much recent conversation a new thread's first prompt gets.
+    memory_limit_bytes: int = 8 * 1024
+    thread_context_messages: int = 20
+    thread_context_chars: int = 4000
+    # Voice messages: the environment's transcription settings (kimaki.voice).
+    transcription: TranscriptionSettings = attrs.field(factory=TranscriptionSettings)
+    # Where `/usage`'s days and budgets' periods begin: an IANA zone name (None: the machine's).
+    usage_timezone: str | None = None
 
     @property
     def attachments_dir(self) -> Path:
@@ -98,6 +109,8 @@ class Bot:
     keys: ExpiringKeys
     schedules: Schedules
     """Scheduled prompts, reminders and sleeps: its runner runs here; the agents' tools use it."""
+    channel_memory: ChannelMemory
+    """Channel memory and flash memory: `/memory` changes it; the agents' tools propose."""
     key_sweep_interval: float = KEY_SWEEP_INTERVAL
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

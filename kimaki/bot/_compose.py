@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kimaki.audit import AuditTurnHook
 from kimaki.bot._ask_buttons import install_ask_buttons
 from kimaki.bot._bot import Bot, BotConfig
 from kimaki.bot._engines import Engines
@@ -21,24 +22,34 @@ from kimaki.bot._router import Router
 from kimaki.bot._schedule_target import ThreadRunTarget
 from kimaki.bot._tool_buttons import install_tool_buttons
 from kimaki.bot.commands import (
+    AuditAsker,
+    AuditCommands,
+    AuditReader,
     EngineCommands,
+    GuildOwners,
     MaintenanceCommands,
     McpCommands,
     McpPolicyDoor,
+    MemoryCommands,
     PreferenceCommands,
     ProjectCommands,
     ScheduleCommands,
     ScheduleDoor,
     SessionCommands,
+    UsageCommands,
+    VoiceCommands,
     WorktreeCommands,
     install_commands,
 )
+from kimaki.channel_memory import ChannelMemory, MemoryHook
 from kimaki.discord.rest import RESTClient
 from kimaki.guilds import GuildCache
 from kimaki.projects import Projects
-from kimaki.schedules import Schedules
+from kimaki.schedules import Schedules, resolve_timezone
 from kimaki.store import Store
 from kimaki.threads import Threads
+from kimaki.usage import UsageLedger
+from kimaki.voice import Transcriber
 
 __all__ = ["compose_bot"]
 
@@ -55,6 +66,8 @@ def compose_bot(
     config: BotConfig,
     current_sequence: Callable[[], int | None] = lambda: None,
     schedule_commands_door: ScheduleDoor | None = None,
+    audit_reader: AuditReader | None = None,
+    audit_asker: AuditAsker | None = None,
 ) -> Bot:
     """The bot's parts, wired; `current_sequence` is the dispatcher's (for held messages).
     `schedule_commands_door` replaces the scheduler behind `/schedule`, `/remind` and `/tasks`
@@ -69,6 +82,23 @@ def compose_bot(
         projects=places,
         keys=store.keys,
     )
+    usage = UsageLedger(
+        store=store.usage,
+        owners=GuildOwners(guilds=guilds, members=rest),
+        zone=resolve_timezone(config.usage_timezone),
+    )
+    memory = ChannelMemory(
+        records=store.memory,
+        limit_bytes=config.memory_limit_bytes,
+        rest=rest,
+        custom_ids=interactions,
+    )
+    memory_hook = MemoryHook(
+        memory,
+        rest,
+        context_messages=config.thread_context_messages,
+        context_chars=config.thread_context_chars,
+    )
     threads = Threads(
         rest=rest,
         places=store.places,
@@ -78,6 +108,7 @@ def compose_bot(
         engines=engines,
         custom_ids=interactions,
         settings=config.thread_settings,
+        hooks=(memory_hook, usage, AuditTurnHook()),  # order: memory, usage, audit
     )
     install_ask_buttons(interactions, threads)
     install_tool_buttons(interactions, threads)
@@ -89,6 +120,7 @@ def compose_bot(
         run_time_limit=config.task_time_limit,
         grace=config.task_grace,
     )
+    transcriber = Transcriber(settings=config.transcription, keys=store.credentials, downloads=rest)
     router = Router(
         bot_user_id=bot_user_id,
         places=places,
@@ -97,6 +129,7 @@ def compose_bot(
         threads=threads,
         rest=rest,
         arrivals=schedules,  # a person's message in a thread ends its agent's sleep
+        voice=transcriber,  # voice messages become prompts
     )
     projects = Projects(
         rest=rest,
@@ -132,7 +165,12 @@ def compose_bot(
                 preferences=store.preferences,
                 keys=store.keys,
             ),
-            MaintenanceCommands(threads=threads, engines=engines, preferences=store.preferences),
+            MaintenanceCommands(
+                threads=threads,
+                engines=engines,
+                preferences=store.preferences,
+                data_dir=config.data_dir,
+            ),
             WorktreeCommands(
                 threads=threads,
                 records=store.places,
@@ -143,12 +181,16 @@ def compose_bot(
             ),
             EngineCommands(engines=engines, records=store.places, threads=threads),
             McpCommands(policies=mcp, rest=rest, keys=store.keys),
+            MemoryCommands(memory=memory, keys=store.keys),
+            UsageCommands(usage=usage, guilds=guilds),
+            AuditCommands(reader=audit_reader, guilds=guilds, asker=audit_asker),
             ScheduleCommands(
                 schedules=schedule_commands_door or schedules,
                 channels=store.places,
                 guilds=guilds,
                 keys=store.keys,
             ),
+            VoiceCommands(transcriber=transcriber, keys=store.credentials, guilds=guilds),
         ),
     )
     return Bot(
@@ -159,5 +201,6 @@ def compose_bot(
         projects=projects,
         keys=store.keys,
         schedules=schedules,
+        channel_memory=memory,
         key_sweep_interval=config.key_sweep_interval,
     )

@@ -18,18 +18,21 @@ up in the channel it was pressed in, so a key copied into another thread means n
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
 
+from kimaki._audit import audit
 from kimaki.access import may_drive
 from kimaki.discord.errors import HTTPError, RESTError
 from kimaki.discord.models import (
     ActionRow,
     ApplicationCommand,
     ApplicationCommandOption,
+    ApplicationCommandOptionType,
     Channel,
     CommandChoice,
     CommandInteractionOption,
@@ -559,8 +562,11 @@ class Interactions:
                 await _quietly(ctx._auto_defer())
 
             nursery.start_soon(deadline)
+            started = time.monotonic()
+            outcome = "failed"
             try:
                 await self._run(ctx)
+                outcome = "answered"
             except HTTPError as exc:
                 if exc.code != UNKNOWN_INTERACTION or ctx.acknowledged:
                     log.exception("interaction %d failed", interaction.id)
@@ -574,6 +580,14 @@ class Interactions:
                 await _say_failed(ctx)
             finally:
                 nursery.cancel_scope.cancel()
+                if interaction.type == InteractionType.APPLICATION_COMMAND:
+                    _audit(
+                        ctx,
+                        "command.answered",
+                        command=_command_name(interaction),
+                        outcome=outcome,
+                        seconds=round(time.monotonic() - started, 3),
+                    )
 
     async def _context(self, interaction: Interaction) -> InteractionContext | None:
         if interaction.type == InteractionType.PING:
@@ -599,6 +613,12 @@ class Interactions:
             if interaction.type == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
                 await _quietly(ctx.choices([]))
             else:
+                _audit(
+                    ctx,
+                    "interaction.refused",
+                    command=_command_name(interaction),
+                    reason=verdict.reason,
+                )
                 await _quietly(ctx.reply(NOT_ALLOWED))
             return None
         return ctx
@@ -626,6 +646,9 @@ class Interactions:
             if ctx.project is None and not command.anywhere:
                 await ctx.reply(NOT_A_PROJECT)
                 return
+            _audit(
+                ctx, "command.invoked", command=_command_name(interaction), options=ctx.options()
+            )
             await command.run(ctx)
             return
         handlers = self._modals if kind == InteractionType.MODAL_SUBMIT else self._components
@@ -637,6 +660,12 @@ class Interactions:
         if record is None or handler is None:
             await ctx.reply(EXPIRED)
             return
+        _audit(
+            ctx,
+            "modal.submitted" if kind == InteractionType.MODAL_SUBMIT else "component.used",
+            component=record.kind,
+            choice=suffix,
+        )
         await handler(ctx, record, suffix)
 
 
@@ -669,6 +698,35 @@ async def _sweep(keys: ExpiringKeys) -> None:
     swept = await keys.delete_expired_interaction_keys()
     if swept:
         log.debug("deleted %d expired interaction key(s)", swept)
+
+
+def _audit(ctx: InteractionContext, kind: str, **detail: object) -> None:
+    """Record an interaction event: who, where (the project channel, and the thread)."""
+    project = ctx.project
+    channel_id = ctx.channel_id or None
+    audit(
+        kind,
+        channel_id=project.channel_id if project is not None else channel_id,
+        thread_id=channel_id if ctx.in_thread else None,
+        user_id=ctx.user.id,
+        **detail,
+    )
+
+
+def _command_name(interaction: Interaction) -> str:
+    """`/name`, with its subcommand group and subcommand when used (`/audit recent`)."""
+    data = interaction.data
+    if data is None or not data.name:
+        return ""
+    words = [data.name]
+    options = data.options
+    while options and options[0].type in (
+        ApplicationCommandOptionType.SUB_COMMAND_GROUP,
+        ApplicationCommandOptionType.SUB_COMMAND,
+    ):
+        words.append(options[0].name)
+        options = options[0].options
+    return "/" + " ".join(word for word in words if word)
 
 
 async def _say_failed(ctx: InteractionContext) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol, final
 
 import trio
 
+from kimaki._redact import redact
 from kimaki.discord.errors import RESTError
 from kimaki.discord.markdown import split_message
 from kimaki.discord.models import AllowedMentions, Channel
@@ -288,7 +289,7 @@ class ThreadRunTarget:
     async def _send(self, channel_id: int, content: str, mentions: AllowedMentions) -> None:
         """Post `content` (split to Discord's limit); a refusal is the run's `ScheduleError`."""
         try:
-            for chunk in split_message(content):
+            for chunk in split_message(redact(content)):
                 if chunk.strip():
                     await self._rest.create_message(channel_id, chunk, allowed_mentions=mentions)
         except RESTError as exc:

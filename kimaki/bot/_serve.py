@@ -14,11 +14,14 @@ from typing import Final, final
 import attrs
 import trio
 
+from kimaki._audit import current_audit_sink
 from kimaki._backoff import Backoff
+from kimaki.audit import DiscordAuditor
 from kimaki.bot._bot import Bot, BotConfig
 from kimaki.bot._compose import compose_bot
 from kimaki.bot._engines import Engines
-from kimaki.bot.commands import McpPolicyDoor, ScheduleDoor
+from kimaki.bot._places import ProjectPlaces
+from kimaki.bot.commands import AuditAsker, AuditReader, McpPolicyDoor, ScheduleDoor
 from kimaki.discord.errors import RESTError
 from kimaki.discord.gateway import HANDSHAKE_TIMEOUT, GatewayEvent, GatewayShard
 from kimaki.discord.models import Application
@@ -56,6 +59,8 @@ async def serve_bot(
     config: BotConfig,
     guilds: GuildCache,
     schedule_commands_door: ScheduleDoor | None = None,
+    audit_reader: AuditReader | None = None,
+    audit_asker: AuditAsker | None = None,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     task_status: trio.TaskStatus[BotConnection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -78,6 +83,8 @@ async def serve_bot(
         mcp=mcp,
         config=config,
         schedule_commands_door=schedule_commands_door,
+        audit_reader=audit_reader,
+        audit_asker=audit_asker,
         current_sequence=lambda: dispatcher.sequence,
     )
     shard = GatewayShard(
@@ -89,6 +96,13 @@ async def serve_bot(
         held=bot.handled.oldest_held,
     )
     bot.subscribe(dispatcher)
+    if current_audit_sink() is not None:  # the trail is kept: project channels' messages too
+        DiscordAuditor(
+            channels=ProjectPlaces(
+                records=store.places, channels=guilds, application_id=application.id
+            ),
+            bot_user_id=bot_user_id,
+        ).subscribe(dispatcher)
     async with trio.open_nursery() as nursery:
         await nursery.start(bot.run)
         nursery.start_soon(dispatcher.run, events_receive)

@@ -16,6 +16,12 @@ Message creation is made idempotent with an enforced nonce: Discord returns the 
 instead of posting a second one.
 
 The base URL is a setting (Discord or the emulator); tests pass an `httpx.MockTransport`.
+
+Redaction, the last line (`kimaki._redact`): everything this client sends that a person can
+read (content, embeds, component labels, uploaded text files and their names, thread and
+channel names and topics, modal titles, autocomplete choices, audit-log reasons) is redacted
+here, whoever built it. Callers that split text (the thread writer) redact before splitting,
+so a secret cut in two by a split cannot slip past this line in halves.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import trio
 import kimaki
 from kimaki import _log
 from kimaki._backoff import Backoff
+from kimaki._redact import redact, redact_data
 from kimaki.discord._ratelimit import RateLimiter
 from kimaki.discord._routes import CompiledRoute, Route
 from kimaki.discord.errors import (
@@ -185,8 +192,23 @@ def _redact_file(data: bytes) -> bytes:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return data
-    redacted = _log.redact(text)
+    redacted = redact(text)
     return data if redacted == text else redacted.encode("utf-8")
+
+
+def _redacted_content(content: str) -> str:
+    """`content` redacted; cut back to the limit if a replacement made it longer (what was
+    within the limit before is not refused for what the redactor did)."""
+    redacted = redact(content)
+    if len(redacted) > MAX_CONTENT_LENGTH:
+        redacted = redacted[: MAX_CONTENT_LENGTH - 1] + "…"
+    return redacted
+
+
+def _redacted_name(name: str) -> str:
+    """A channel or thread name: redacted first, then cut to Discord's 100 characters (cut
+    first, a secret's first half could pass)."""
+    return redact(name)[:100]
 
 
 def _message_payload(
@@ -205,13 +227,17 @@ def _message_payload(
     if isinstance(content, str):
         # Agent output can quote anything it read (an .env, a log): no secret of ours, and
         # nothing shaped like a bot token, reaches Discord.
-        content = _log.redact(content)
+        content = _redacted_content(content)
     payload: dict[str, Any] = {}
     _put(payload, "content", content)
     if embeds is not UNSET:
-        payload["embeds"] = None if embeds is None else [dict(embed) for embed in embeds]
+        payload["embeds"] = (
+            None if embeds is None else [redact_data(dict(embed)) for embed in embeds]
+        )
     if components is not UNSET:
-        payload["components"] = None if components is None else unstructure(list(components))
+        payload["components"] = (
+            None if components is None else redact_data(unstructure(list(components)))
+        )
     if allowed_mentions is not UNSET:
         payload["allowed_mentions"] = (
             None if allowed_mentions is None else unstructure(allowed_mentions)
@@ -225,9 +251,9 @@ def _message_payload(
     if files or keep_attachments is not None:
         attachments: list[dict[str, Any]] = [{"id": str(i)} for i in keep_attachments or ()]
         for index, file in enumerate(files):
-            entry: dict[str, Any] = {"id": str(index), "filename": file.filename}
+            entry: dict[str, Any] = {"id": str(index), "filename": redact(file.filename)}
             if file.description is not None:
-                entry["description"] = file.description
+                entry["description"] = redact(file.description)
             attachments.append(entry)
         payload["attachments"] = attachments
     return payload
@@ -346,7 +372,7 @@ class RESTClient:
         shown = compiled.loggable_path
         headers: dict[str, str] = {}
         if reason:
-            headers["X-Audit-Log-Reason"] = urllib.parse.quote(reason[:512], safe=" ")
+            headers["X-Audit-Log-Reason"] = urllib.parse.quote(redact(reason)[:512], safe=" ")
         attempts = 0
         rate_limit_retries = 0
         while True:
@@ -357,7 +383,7 @@ class RESTClient:
                 payload = {} if json_body is UNSET else json_body
                 kwargs["data"] = {"payload_json": json.dumps(payload, separators=(",", ":"))}
                 kwargs["files"] = [
-                    (f"files[{i}]", (f.filename, _redact_file(f.data), f.content_type))
+                    (f"files[{i}]", (redact(f.filename), _redact_file(f.data), f.content_type))
                     for i, f in enumerate(files)
                 ]
             elif json_body is not UNSET:
@@ -577,7 +603,7 @@ class RESTClient:
         auto_archive_duration: int | None = None,
         rate_limit_per_user: int | None = None,
     ) -> Channel:
-        payload: dict[str, Any] = {"name": name[:100]}
+        payload: dict[str, Any] = {"name": _redacted_name(name)}
         if auto_archive_duration is not None:
             payload["auto_archive_duration"] = auto_archive_duration
         if rate_limit_per_user is not None:
@@ -598,7 +624,7 @@ class RESTClient:
         invitable: bool | None = None,
     ) -> Channel:
         """A thread not attached to a message (public by default)."""
-        payload: dict[str, Any] = {"name": name[:100], "type": int(type)}
+        payload: dict[str, Any] = {"name": _redacted_name(name), "type": int(type)}
         if auto_archive_duration is not None:
             payload["auto_archive_duration"] = auto_archive_duration
         if invitable is not None:
@@ -634,11 +660,11 @@ class RESTClient:
         reason: str | None = None,
     ) -> Channel:
         """A text (default), voice or category channel, under category `parent_id` if given."""
-        payload: dict[str, Any] = {"name": name[:100], "type": int(type)}
+        payload: dict[str, Any] = {"name": _redacted_name(name), "type": int(type)}
         if parent_id is not None:
             payload["parent_id"] = str(parent_id)
         if topic is not None:
-            payload["topic"] = topic
+            payload["topic"] = redact(topic)
         if position is not None:
             payload["position"] = position
         if permission_overwrites is not None:
@@ -664,8 +690,8 @@ class RESTClient:
     ) -> Channel:
         """Edit a channel or a thread (rename, archive, lock: the thread fields)."""
         payload: dict[str, Any] = {}
-        _put(payload, "name", name if name is UNSET else name[:100])
-        _put(payload, "topic", topic)
+        _put(payload, "name", name if name is UNSET else _redacted_name(name))
+        _put(payload, "topic", redact(topic) if isinstance(topic, str) else topic)
         if parent_id is not UNSET:
             payload["parent_id"] = None if parent_id is None else str(parent_id)
         _put(payload, "position", position)
@@ -764,14 +790,19 @@ class RESTClient:
         """
         data: dict[str, Any]
         if response_type == InteractionCallbackType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT:
-            data = {"choices": unstructure(list(choices or ()))}
+            data = {
+                "choices": [
+                    {**choice, "name": redact(choice["name"])}
+                    for choice in unstructure(list(choices or ()))
+                ]
+            }
         elif response_type == InteractionCallbackType.MODAL:
             if custom_id is None or title is None or components is UNSET:
                 raise ValueError("a modal needs custom_id, title and components")
             data = {
                 "custom_id": custom_id,
-                "title": title,
-                "components": unstructure(list(components)),
+                "title": redact(title)[:45],
+                "components": redact_data(unstructure(list(components))),
             }
         else:
             mentions = allowed_mentions

@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol, final
 import attrs
 import trio
 
+from kimaki._audit import audit
 from kimaki.agents import CONTROL_URL_ENV, GRANT_ENV, McpPlan, McpServer, ToolGrant
 from kimaki.errors import KimakiError
 from kimaki.mcp._catalog import RESERVED_NAME, CatalogEntry, McpConfigError
@@ -161,11 +162,13 @@ class McpPolicies:
         policy: ServerPolicy | None,
         *,
         announce: Callable[[], Awaitable[None]] | None = None,
+        user_id: int | None = None,
     ) -> bool:
         """Enable `server` in the channel as `policy` says, or switch it off (None).
 
         Returns whether anything changed. After a change, `announce` (the command's post in
-        the channel) and then `on_change` are awaited.
+        the channel) and then `on_change` are awaited. `user_id`: who changed it, for the
+        audit trail.
         """
         if server.casefold() == BUILTIN_SERVER:
             raise McpPolicyError(f'the "{BUILTIN_SERVER}" server is always on')
@@ -179,6 +182,14 @@ class McpPolicies:
             channel_id,
             server,
             "off" if policy is None else policy.mode,
+        )
+        audit(
+            "mcp.policy_changed",
+            channel_id=channel_id,
+            user_id=user_id,
+            server=server,
+            mode="off" if policy is None else policy.mode,
+            tools=sorted(policy.tools) if policy is not None else [],
         )
         if announce is not None:
             await announce()

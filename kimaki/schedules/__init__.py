@@ -12,7 +12,7 @@ from __future__ import annotations
 from kimaki.schedules._schedules import Schedules
 from kimaki.schedules._spec import NewTask, RunResult, RunTarget, ScheduleError, StartedRun
 from kimaki.schedules._tools import schedule_tools
-from kimaki.schedules._when import When, parse_when
+from kimaki.schedules._when import When, machine_timezone, parse_when, resolve_timezone
 
 __all__ = [
     "NewTask",
@@ -22,6 +22,8 @@ __all__ = [
     "Schedules",
     "StartedRun",
     "When",
+    "machine_timezone",
     "parse_when",
+    "resolve_timezone",
     "schedule_tools",
 ]

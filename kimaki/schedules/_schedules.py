@@ -17,6 +17,7 @@ from typing import Final, final
 import attrs
 import trio
 
+from kimaki._audit import audit
 from kimaki.schedules._runner import Runner
 from kimaki.schedules._spec import NewTask, RunTarget, ScheduleError, StartedRun
 from kimaki.schedules._when import next_cron_time, parse_when, resolve_timezone
@@ -167,12 +168,14 @@ class Schedules:
 
     async def _store_task(self, task: ScheduledTask) -> ScheduledTask:
         try:
-            return await self._store.add_scheduled_task(task)
+            stored = await self._store.add_scheduled_task(task)
         except UnknownChannelError:
             raise ScheduleError(
                 f"channel {task.channel_id} is not a project channel: use a project's channel "
                 "or one of its threads"
             ) from None
+        _audit_task("schedule.added", stored, user_id=stored.created_by or None)
+        return stored
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -200,6 +203,7 @@ class Schedules:
         paused = await self._store.set_paused(task_id, True)
         if paused is None:
             raise ScheduleError(f"there is no task {task_id}")
+        _audit_task("schedule.paused", paused)
         self._changed()
         return paused
 
@@ -215,14 +219,18 @@ class Schedules:
         resumed = await self._store.set_paused(task_id, False, next_run_at=next_run_at)
         if resumed is None:
             raise ScheduleError(f"there is no task {task_id}")
+        _audit_task("schedule.resumed", resumed)
         self._changed()
         return resumed
 
     async def delete(self, task_id: int) -> bool:
         """Delete a task and its history (a run going on goes on); False if there was none."""
+        task = await self._store.get_scheduled_task(task_id)  # for the audit trail
         deleted = await self._store.delete_scheduled_task(task_id)
         if self._runner is not None:
             self._runner.forget(task_id)
+        if deleted and task is not None:
+            _audit_task("schedule.deleted", task)
         return deleted
 
     async def run_now(self, task_id: int) -> None:
@@ -264,3 +272,21 @@ class Schedules:
         if self._runner is None:
             raise ScheduleError("the task runner needs a run target (the bot)")
         await self._runner.run(task_status=task_status)
+
+
+def _audit_task(kind: str, task: ScheduledTask, *, user_id: int | None = None) -> None:
+    """A change of the schedule, for the audit trail (what the task does, who made it; who
+    paused or deleted it is the interaction's event)."""
+    audit(
+        kind,
+        channel_id=task.channel_id,
+        thread_id=task.thread_id,
+        user_id=user_id,
+        task_id=task.task_id,
+        name=task.name,
+        task_kind=task.kind,
+        schedule=task.schedule,
+        next_run_at=task.next_run_at,
+        prompt=task.prompt,
+        created_by_name=task.created_by_name,
+    )

@@ -2,7 +2,8 @@
 
 `Store` is one facet per concern (`store.places`, `store.preferences`, `store.keys`,
 `store.credentials`, `store.gateway`, `store.handover`, `store.handled`, `store.schedules`,
-`store.mcp`) over one shared connection; each part of the daemon is handed the facet it uses.
+`store.mcp`, `store.memory`) over one shared connection; each part of the daemon is handed the
+facet it uses.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from kimaki.store._handled import HandledEventLog
 from kimaki.store._handover import Handover
 from kimaki.store._keys import InteractionKeys
 from kimaki.store._mcp import McpPolicyStore
+from kimaki.store._memory import ChannelMemoryStore
 from kimaki.store._places import Places
 from kimaki.store._preferences import Preferences
 from kimaki.store._records import (
     ChannelRecord,
     InteractionKey,
     McpMode,
+    MemoryEntry,
     Preference,
     PreferenceScope,
     ProjectChannelKind,
@@ -37,9 +40,13 @@ from kimaki.store._records import (
 from kimaki.store._schedules import ScheduledTasks, UnknownChannelError
 from kimaki.store._schema import LATEST_VERSION
 from kimaki.store._store import Store
+from kimaki.store._usage import Budget, BudgetPeriod, UsageRow, UsageRows, read_usage_rows
 
 __all__ = [
     "LATEST_VERSION",
+    "Budget",
+    "BudgetPeriod",
+    "ChannelMemoryStore",
     "ChannelRecord",
     "Credentials",
     "GatewayCheckpoint",
@@ -49,6 +56,7 @@ __all__ = [
     "InteractionKeys",
     "McpMode",
     "McpPolicyStore",
+    "MemoryEntry",
     "Places",
     "Preference",
     "PreferenceScope",
@@ -67,5 +75,8 @@ __all__ = [
     "TaskRun",
     "ThreadRecord",
     "UnknownChannelError",
+    "UsageRow",
+    "UsageRows",
     "WorktreeRecord",
+    "read_usage_rows",
 ]

@@ -17,6 +17,7 @@ __all__ = [
     "ChannelRecord",
     "InteractionKey",
     "McpMode",
+    "MemoryEntry",
     "Preference",
     "PreferenceScope",
     "ProjectChannelKind",
@@ -239,3 +240,20 @@ class ScanRecord:
     server: str
     tools: tuple[ScannedTool, ...]
     scanned_at: float
+
+
+@final
+@attrs.frozen
+class MemoryEntry:
+    """One standing instruction of a project channel (`/memory`), or of its flash memory
+    (held by the daemon, never stored). Listed by `position`, then by id."""
+
+    channel_id: int
+    text: str
+    author_id: int
+    """Who added it (whoever pressed Accept, for an agent's proposal); 0 when unknown."""
+    author_name: str
+    added_at: float
+    entry_id: int = 0
+    """Assigned when stored."""
+    position: int = 0

@@ -202,6 +202,78 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX task_runs_by_task ON task_runs (task_id, started_at);
     CREATE INDEX task_runs_by_status ON task_runs (status);
     """,
+    # 8: channel memory: a project channel's standing instructions for its agents, in the
+    # order they are listed (position), with who added them and when; they go with their
+    # channel. And the per-channel switch for the recent-conversation block a new thread's
+    # first prompt gets (no row: on).
+    """
+    CREATE TABLE memory_entries (
+        entry_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id INTEGER NOT NULL REFERENCES channels (channel_id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        author_id INTEGER NOT NULL DEFAULT 0,
+        author_name TEXT NOT NULL DEFAULT '',
+        added_at REAL NOT NULL
+    );
+    CREATE INDEX memory_entries_by_channel ON memory_entries (channel_id, position);
+
+    CREATE TABLE thread_context (
+        channel_id INTEGER PRIMARY KEY REFERENCES channels (channel_id) ON DELETE CASCADE,
+        enabled INTEGER NOT NULL
+    );
+    """,
+    # v9: usage per turn and budgets. One row per finished turn, as the engine reported it (no
+    # foreign keys: the history outlives a removed channel or thread); `session_cost` is the
+    # running total an ACP agent reports, kept to take the next turn's difference from.
+    # `budgets.warned_period` is the start of the period whose 80 % warning was said.
+    """
+    CREATE TABLE usage_turns (
+        row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        thread_id INTEGER NOT NULL,
+        channel_id INTEGER,
+        session_id TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        model TEXT,
+        person_id INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        session_cost REAL,
+        credits REAL,
+        context_used INTEGER,
+        context_limit INTEGER,
+        seconds REAL NOT NULL,
+        stop_reason TEXT NOT NULL
+    );
+    CREATE INDEX usage_turns_by_time ON usage_turns (ended_at);
+    CREATE INDEX usage_turns_by_channel ON usage_turns (channel_id, ended_at);
+    CREATE INDEX usage_turns_by_session ON usage_turns (session_id, row_id);
+    CREATE TABLE budgets (
+        channel_id INTEGER PRIMARY KEY,
+        amount REAL NOT NULL,
+        period TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        set_by INTEGER NOT NULL,
+        warned_period REAL
+    );
+    """,
+    # 10: the transcription service's key set with `/transcription-key` (at most one, like the
+    # bot token), and which provider it is for.
+    """
+    CREATE TABLE transcription_credentials (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        provider TEXT NOT NULL,
+        api_key TEXT NOT NULL,
+        updated_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    );
+    """,
 )
 
 LATEST_VERSION: Final = len(MIGRATIONS)

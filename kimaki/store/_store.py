@@ -19,9 +19,11 @@ from kimaki.store._handled import HandledEventLog
 from kimaki.store._handover import Handover
 from kimaki.store._keys import InteractionKeys
 from kimaki.store._mcp import McpPolicyStore
+from kimaki.store._memory import ChannelMemoryStore
 from kimaki.store._places import Places
 from kimaki.store._preferences import Preferences
 from kimaki.store._schedules import ScheduledTasks
+from kimaki.store._usage import UsageRows
 
 __all__ = ["Store"]
 
@@ -52,6 +54,10 @@ class Store:
     """Prompts to send at a time."""
     mcp: McpPolicyStore
     """Which MCP servers each project channel's agents get, and what the servers offer."""
+    memory: ChannelMemoryStore
+    """Each project channel's standing instructions, and its thread-context switch."""
+    usage: UsageRows
+    """What each finished turn used, and the channels' budgets."""
     _db: Database = attrs.field(alias="db", repr=False)
 
     @classmethod
@@ -68,6 +74,8 @@ class Store:
             handled=HandledEventLog(db),
             schedules=ScheduledTasks(db),
             mcp=McpPolicyStore(db),
+            memory=ChannelMemoryStore(db),
+            usage=UsageRows(db),
             db=db,
         )
 

@@ -24,10 +24,12 @@ from typing import Any, final
 import attrs
 import trio
 
+from kimaki._audit import audit_sink
 from kimaki.agents import Engine
+from kimaki.audit import DEFAULT_QUEUE_CAPACITY, AuditTrail, open_audit_trail
 from kimaki.bot import Bot, BotConfig, Engines
 from kimaki.bot._serve import BotConnection, serve_bot
-from kimaki.bot.commands import ScheduleDoor
+from kimaki.bot.commands import AuditAsker, ScheduleDoor
 from kimaki.discord.rest import RESTClient
 from kimaki.guilds import GuildCache
 from kimaki.mcp import McpPolicies, load_catalog
@@ -83,6 +85,9 @@ class BotHarness:
     project_dir: Path
     mcp: McpPolicies
     mcp_changes: list[int]  # the channels whose MCP policy changed, in order
+    audit: AuditTrail | None = None
+    """The audit trail (`running_bot(..., audit=True)`): `await harness.audit.queue.settle()`,
+    then `harness.audit.store.query(...)`."""
 
     @property
     def channel_id(self) -> str:
@@ -145,6 +150,21 @@ class ConnectedBot:
     project: ChannelRecord
     mcp: McpPolicies
     mcp_changes: list[int]
+    audit: AuditTrail | None = None
+
+
+@asynccontextmanager
+async def _audit_trail(
+    data_dir: Path, enabled: bool, capacity: int
+) -> AsyncIterator[AuditTrail | None]:
+    """The audit trail in `<data_dir>/audit.db`, installed as the sink of the bot's tasks (and
+    the test's), as the daemon does; nothing when not `enabled`."""
+    if not enabled:
+        yield None
+        return
+    async with open_audit_trail(data_dir / "audit.db", capacity=capacity) as trail:
+        with audit_sink(trail.queue):
+            yield trail
 
 
 @asynccontextmanager
@@ -159,14 +179,20 @@ async def connect_bot(
     default_engine: str,
     channel_fields: Mapping[str, Any] | None = None,
     schedule_commands_door: ScheduleDoor | None = None,
+    audit: bool = False,
+    audit_capacity: int = DEFAULT_QUEUE_CAPACITY,
+    audit_asker: AuditAsker | None = None,
     **config: Any,
 ) -> AsyncIterator[ConnectedBot]:
     """The daemon's wiring against any Discord-compatible server (the emulator, here or in
-    another process), with channel `channel_id` mapped to `<data_dir>/project`."""
+    another process), with channel `channel_id` mapped to `<data_dir>/project`. `audit`: keep
+    the audit trail (`<data_dir>/audit.db`, a queue of `audit_capacity`); `audit_asker`
+    answers `/audit ask`."""
     project_dir = data_dir / "project"
     await trio.Path(project_dir).mkdir(parents=True, exist_ok=True)
     bot_config = BotConfig(data_dir=data_dir, projects_dir=data_dir / "projects", **config)
     async with (
+        _audit_trail(data_dir, audit, audit_capacity) as trail,
         await Store.open(data_dir / "kimaki.db") as store,
         RESTClient(token, base_url=api_url) as rest,
         trio.open_nursery() as nursery,
@@ -205,10 +231,12 @@ async def connect_bot(
                 config=bot_config,
                 schedule_commands_door=schedule_commands_door,
                 guilds=guilds,
+                audit_reader=trail.store if trail is not None else None,
+                audit_asker=audit_asker,
                 task_status=task_status,
             )
         )
-        yield ConnectedBot(connection, store, rest, guilds, project, mcp, mcp_changes)
+        yield ConnectedBot(connection, store, rest, guilds, project, mcp, mcp_changes, trail)
         nursery.cancel_scope.cancel()
 
 
@@ -224,7 +252,11 @@ async def running_bot(
     schedule_commands_door: ScheduleDoor | None = None,
     **config: Any,
 ) -> AsyncIterator[BotHarness]:
-    """Run the bot until the block ends. `config` overrides `BotConfig` fields."""
+    """Run the bot until the block ends. `config` overrides `BotConfig` fields.
+
+    A new thread's first prompt carries no recent conversation of its channel here unless the
+    test asks for it (`thread_context_messages=20`): most tests compare whole prompts."""
+    config.setdefault("thread_context_messages", 0)
     workspace = workspace or emulator.create_workspace()
     channel = next(iter(workspace.channels.values()))
     all_engines = dict(engines or {})
@@ -253,4 +285,5 @@ async def running_bot(
             project_dir=connected.project.directory,
             mcp=connected.mcp,
             mcp_changes=connected.mcp_changes,
+            audit=connected.audit,
         )

@@ -125,6 +125,9 @@ class PromptRecord:
         return next((line for line in self.text.splitlines() if line.strip()), "")
 
 
+_DEFAULT_STEP = Step()  # what a step the script does not count reports
+
+
 class _TurnOver(Exception):
     """Raised through a responder where the turn ends (`Stop`, `Fail`, a refused ask)."""
 
@@ -166,9 +169,18 @@ class RunningTurn:
         self.emit(event)
         self.open_step = True
 
-    def _step(self) -> None:
+    def _step(self, step: Step = _DEFAULT_STEP) -> None:
         self.emit(StepFinished(self._part(), "stop"))
-        self.emit(Usage(input_tokens=10, output_tokens=5, model="fake/model-1"))
+        usage = Usage(
+            input_tokens=step.input,
+            output_tokens=step.output,
+            reasoning_tokens=step.reasoning,
+            cache_read_tokens=step.cache_read,
+            cache_write_tokens=step.cache_write,
+            cost=step.cost,
+            model="fake/model-1",
+        )
+        self.emit(usage)
         self.open_step = False
 
     def _ending(self, reason: StopReason, message: str | None = None) -> None:
@@ -197,9 +209,10 @@ class RunningTurn:
                 case Plan(entries=entries):
                     self.emit(PlanUpdated(tuple(PlanEntry(*entry) for entry in entries)))
                 case ContextUsage(used=used, size=size, cost=cost):
-                    self.emit(Usage(input_tokens=used, cost=cost or 0.0, context_limit=size))
+                    # ACP's shape: what the window holds, and the session's running cost.
+                    self.emit(Usage(context_used=used, context_limit=size, session_cost=cost))
                 case Step():
-                    self._step()
+                    self._step(action)
                 case Rename(title=title):
                     self.session.title = title
                     self.emit(SessionRenamed(title))

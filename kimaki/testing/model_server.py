@@ -57,6 +57,24 @@ class Reply:
     finish_reason: str | None = None
     error_status: int | None = None
     error_message: str = "scripted failure"
+    echo_tool_result: bool = False
+    """Answer with `chunks` then the last tool result the request carries (what a model that
+    repeats a command's output would say)."""
+    prompt_tokens: int = 10
+    completion_tokens: int = 5
+    cached_tokens: int = 0
+    """The token counts the reply reports in `usage` (`prompt_tokens_details.cached_tokens`
+    for the cached part of the prompt), as a provider's bill would."""
+
+    def usage(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+        if self.cached_tokens:
+            counts["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return counts
 
     @classmethod
     def text(cls, text: str, *, chunk_size: int = 8, chunk_delay: float = 0.0) -> Reply:
@@ -67,6 +85,11 @@ class Reply:
     def tool(cls, name: str, arguments: dict[str, Any], *, text: str = "") -> Reply:
         chunks = (text,) if text else ()
         return cls(chunks=chunks, tool_calls=(ToolCall(name, arguments),))
+
+    @classmethod
+    def echo(cls, text: str = "") -> Reply:
+        """`text`, then the output of the tool the agent just ran, verbatim."""
+        return cls(chunks=(text,) if text else (), echo_tool_result=True)
 
     @classmethod
     def failure(cls, status: int = 500, message: str = "scripted failure") -> Reply:
@@ -113,6 +136,13 @@ def _content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "".join(str(item.get("text", "")) for item in content if isinstance(item, dict))
+    return ""
+
+
+def _last_tool_result(body: Any) -> str:
+    for message in reversed(_messages(body)):
+        if message.get("role") == "tool":
+            return _content_text(message.get("content"))
     return ""
 
 
@@ -202,6 +232,9 @@ class ModelServer:
             reply = self._script.pop(0)
         else:
             reply = self._default
+        if reply.echo_tool_result:
+            echoed = "".join(reply.chunks) + _last_tool_result(body)
+            reply = attrs.evolve(reply, chunks=(echoed,), echo_tool_result=False)
         if reply.error_status is not None:
             error = {"error": {"message": reply.error_message, "type": "server_error"}}
             return Response.json(error, status=reply.error_status)
@@ -230,7 +263,7 @@ class ModelServer:
             "created": int(time.time()),
             "model": self._model,
             "choices": [{"index": 0, "message": message, "finish_reason": _finish(reply)}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            "usage": reply.usage(),
         }
 
     def _tool_json(self, call: ToolCall) -> dict[str, Any]:
@@ -259,7 +292,7 @@ class ModelServer:
             "created": int(time.time()),
             "model": self._model,
             "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(reply)}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            "usage": reply.usage(),
         }
         yield b"data: " + json.dumps(final).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"

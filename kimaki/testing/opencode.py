@@ -153,6 +153,7 @@ PLAYS: Final = (
 )
 # A stop reason as the finish of the turn's last step.
 _FINISH: Final = {"end_turn": "stop", "max_tokens": "length", "refused": "content-filter"}
+_DEFAULT_STEP: Final = Step()  # what a step the script does not count reports
 
 
 def _playable(turns: Iterable[TurnScript]) -> list[TurnScript]:
@@ -194,13 +195,17 @@ def _now_ms() -> int:
 
 
 _ZERO_TOKENS: Final = {"input": 0, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}}
-_STEP_TOKENS: Final = {
-    "total": 15,
-    "input": 10,
-    "output": 5,
-    "reasoning": 0,
-    "cache": {"write": 0, "read": 0},
-}
+
+
+def _step_tokens(step: Step) -> dict[str, Any]:
+    """A `step-finish` part's `tokens`, as OpenCode reports them."""
+    return {
+        "total": step.input + step.output + step.reasoning + step.cache_read + step.cache_write,
+        "input": step.input,
+        "output": step.output,
+        "reasoning": step.reasoning,
+        "cache": {"write": step.cache_write, "read": step.cache_read},
+    }
 
 
 @attrs.define
@@ -752,14 +757,18 @@ class _TurnRun:
         self.fake.emit("message.updated", {"sessionID": self.session.id, "info": info})
         self._emit_part(self._part("step-start"))
 
-    def _finish_step(self, reason: str, error: dict[str, Any] | None = None) -> None:
+    def _finish_step(
+        self, reason: str, error: dict[str, Any] | None = None, step: Step = _DEFAULT_STEP
+    ) -> None:
         if self.message is None:
             return
         info = self.message["info"]
         if error is None:
-            self._emit_part(self._part("step-finish", reason=reason, tokens=_STEP_TOKENS, cost=0))
+            tokens = _step_tokens(step)
+            self._emit_part(self._part("step-finish", reason=reason, tokens=tokens, cost=step.cost))
             info["finish"] = reason
-            info["tokens"] = _STEP_TOKENS
+            info["tokens"] = tokens
+            info["cost"] = info.get("cost", 0) + step.cost
         else:
             info["error"] = error
         info["time"]["completed"] = _now_ms()
@@ -846,7 +855,7 @@ class _TurnRun:
             ]
             self.fake.emit("todo.updated", {"sessionID": self.session.id, "todos": todos})
         elif isinstance(action, Step):
-            self._finish_step("stop")
+            self._finish_step("stop", step=action)
         elif isinstance(action, Hold):
             await self.fake._release.wait()
         elif isinstance(action, Fail):

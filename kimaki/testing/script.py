@@ -180,7 +180,15 @@ class ContextUsage:
 class Step:
     """One model step ends here (the fake engine's `StepFinished` and `Usage`, OpenCode's
     `step-finish`; ACP has no steps and says nothing). The fake engine and OpenCode end the
-    last step of a turn themselves."""
+    last step of a turn themselves, with the default counts. The counts and `cost` are what
+    the step reports as used (OpenCode's `tokens` and `cost`)."""
+
+    input: int = 10
+    output: int = 5
+    reasoning: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cost: float = 0.0
 
 
 @final

@@ -16,7 +16,9 @@ The pipeline is handed what it uses, as narrow protocols defined where they are 
 REST calls, the store's facets, the handled-events record, the engines, the custom ids of the
 bot's interactions) and `ThreadSettings`; it never sees the bot, and it knows engines only
 through `kimaki.agents`' engine interface. A routed message's `Place` (its project channel and
-thread records) travels with its prompt, so the turn does not read them again.
+thread records) travels with its prompt, so the turn does not read them again. The capabilities
+that take part in every turn (memory, usage, audit) are `kimaki.turn_hooks.TurnHook`s handed to
+`Threads(hooks=...)`.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol, final
 import attrs
 import trio
 
+from kimaki._audit import audit
 from kimaki.agents import (
     EngineError,
     EngineSession,
@@ -223,6 +224,15 @@ class Asks:
         )
         pending = _Permission(request, session, format_permission(request))
         self._permissions[request.request_id] = pending
+        audit(
+            "permission.asked",
+            thread_id=self._thread_id,
+            request_id=request.request_id,
+            permission=request.permission,
+            title=request.title,
+            patterns=list(request.patterns),
+            always=list(request.always),
+        )
         row = ActionRow(
             components=(
                 Button(style=ButtonStyle.SUCCESS, label="Accept", custom_id=custom + "/once"),
@@ -280,6 +290,15 @@ class Asks:
         del self._permissions[request_id]
         pending.timer.cancel()
         pending.done.set()
+        audit(
+            "permission.answered",
+            thread_id=self._thread_id,
+            user_id=ctx.user.id if ctx is not None else None,
+            request_id=request_id,
+            permission=pending.request.permission,
+            reply=reply,
+            decision=decision,
+        )
         try:
             await pending.session.reply_permission(request_id, reply)
         except EngineError as exc:
@@ -306,6 +325,13 @@ class Asks:
         """The engine says the request is settled (answered elsewhere, or the turn ended)."""
         pending = self._permissions.pop(request_id, None)
         if pending is not None:
+            audit(
+                "permission.answered",
+                thread_id=self._thread_id,
+                request_id=request_id,
+                permission=pending.request.permission,
+                decision="answered elsewhere",
+            )
             pending.timer.cancel()
             pending.done.set()
             self._nursery.start_soon(self._show_decision, pending, "Answered elsewhere", None)

@@ -4,6 +4,7 @@
 - Text files up to 64 KiB are inlined into the prompt with their name.
 - Larger text files are saved under `<data-dir>/attachments/` and the prompt names the path,
   so the agent can read as much of them as it needs.
+- Audio is left out: the router has transcribed it already (voice messages, `kimaki.voice`).
 - Anything else is refused with a one-line reason the thread shows.
 
 Attachment names come from Discord users, so a saved file's name is rebuilt from safe
@@ -85,11 +86,16 @@ def safe_filename(attachment_id: int, filename: str) -> str:
     return f"{attachment_id}-{stem}"
 
 
+_AUDIO_SUFFIXES: Final = (".ogg", ".oga", ".opus", ".mp3", ".m4a", ".wav", ".webm", ".flac")
+
+
 def _kind(info: AttachmentInfo) -> str:
     mime = (info.content_type or "").split(";")[0].strip().lower()
     if mime in _IMAGE_TYPES:
         return "image"
     name = info.filename.lower()
+    if mime.startswith("audio/") or name.endswith(_AUDIO_SUFFIXES):
+        return "audio"
     if mime.startswith("text/") or mime in _TEXT_TYPES:
         return "text"
     if any(name.endswith(suffix) for suffix in _TEXT_SUFFIXES) or name in {
@@ -118,6 +124,8 @@ async def prepare_attachments(
     refused: list[str] = []
     for info in attachments:
         kind = _kind(info)
+        if kind == "audio":
+            continue  # transcribed by the router into the prompt's text
         if kind == "other":
             refused.append(
                 f"{info.filename}: not an image or a text file "

@@ -27,6 +27,11 @@ trip through another task.
 
 A message that cannot be delivered is logged and dropped: the turn goes on, and the person
 still sees everything else (`send()`, for tools, raises instead: the model is told).
+
+Secrets: a flush redacts the joined text *before* splitting it (`kimaki._redact`), so no split
+(the 2000-character boundary, a code fence reopened) cuts a secret into halves that the REST
+client's own redaction could no longer recognise; every other send is redacted here too.
+Each message sent or refused is an audit event (`delivery.sent`, `delivery.failed`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from typing import Final, Protocol, final
 
 import trio
 
+from kimaki._audit import audit
+from kimaki._redact import redact
 from kimaki.agents import EventQueue
 from kimaki.discord.errors import RESTError
 from kimaki.discord.markdown import split_message
@@ -176,7 +183,8 @@ class ThreadWriter:
                 if parts and self._on_posted is not None:
                     await self._on_posted(parts, 0)
                 return
-            text = "\n\n".join(self._blocks)
+            # Redacted whole, before any split (see the module's docstring).
+            text = redact("\n\n".join(self._blocks))
             parts = self._parts
             self._blocks = []
             self._parts = []
@@ -222,6 +230,8 @@ class ThreadWriter:
         files: Sequence[File] = (),
     ) -> Message:
         """`post`, raising `RESTError` when Discord refuses (a tool tells its model why)."""
+        if content is not None:
+            content = redact(content)
         async with self.held():
             try:
                 message = await self._rest.create_message(
@@ -236,8 +246,22 @@ class ThreadWriter:
                     ),
                     files=files,
                 )
-            except RESTError:
+            except RESTError as exc:
                 self.messages_failed += 1
+                audit(
+                    "delivery.failed",
+                    thread_id=self.channel_id,
+                    error=str(exc),
+                    characters=len(content or ""),
+                    files=[file.filename for file in files],
+                )
                 raise
             self.messages_sent += 1
+            audit(
+                "delivery.sent",
+                thread_id=self.channel_id,
+                message_id=message.id,
+                characters=len(content or ""),
+                files=[file.filename for file in files],
+            )
             return message

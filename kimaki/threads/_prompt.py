@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, final
 import attrs
 
 from kimaki.store import ChannelRecord, ThreadRecord
+from kimaki.turn_hooks import TurnSource
 
 __all__ = [
     "AttachmentInfo",
@@ -37,7 +38,7 @@ __all__ = [
 
 log = logging.getLogger("kimaki.threads")
 
-PromptSource = Literal["message", "command", "scheduled", "voice", "resume"]
+PromptSource = TurnSource
 PromptStatus = Literal["answered", "failed", "interrupted", "dropped"]
 
 

@@ -229,6 +229,8 @@ class Footer:
     seconds: float
     model: str | None
     agent: str | None
+    extras: tuple[str, ...] = ()
+    """What the turn's hooks add at the end (its context use, its cost)."""
 
 
 def format_duration(seconds: float) -> str:
@@ -252,4 +254,5 @@ def format_footer(footer: Footer) -> str:
         parts.append(footer.model)
     if footer.agent:
         parts.append(footer.agent)
+    parts.extend(footer.extras)
     return "-# " + " · ".join(_escape(part) for part in parts)

@@ -31,6 +31,8 @@ from typing import Any, Final, Protocol, final
 import attrs
 import trio
 
+from kimaki._audit import audit
+from kimaki._redact import redact
 from kimaki.agents import EngineSession
 from kimaki.discord.errors import HTTPError
 from kimaki.discord.models import Channel
@@ -53,6 +55,7 @@ from kimaki.threads._turn import (
     decode_sent_prompt,
 )
 from kimaki.tools._spec import ToolContext
+from kimaki.turn_hooks import TurnHook
 from kimaki.worktrees import Worktree, WorktreeError, create_worktree, is_git_repository
 
 __all__ = [
@@ -123,7 +126,8 @@ class EngineRegistry(EngineLookup, Protocol):
 def thread_name(text: str, *, marker: str = "") -> str:
     """A thread name from the first non-empty line of `text`: at most 100 characters."""
     line = next((line.strip() for line in text.splitlines() if line.strip()), "") or _UNTITLED
-    name = marker + " ".join(line.split())
+    # Redacted before it is cut: a secret cut in two is no longer one the redactor knows.
+    name = marker + " ".join(redact(line).split())
     return name if len(name) <= 100 else name[:99].rstrip() + "…"
 
 
@@ -142,6 +146,7 @@ class Threads:
         engines: EngineRegistry,
         custom_ids: CustomIds,
         settings: ThreadSettings,
+        hooks: Sequence[TurnHook] = (),
     ) -> None:
         self._rest = rest
         self._places = places
@@ -157,6 +162,7 @@ class Threads:
             engines=engines,
             custom_ids=custom_ids,
             settings=settings,
+            hooks=tuple(hooks),
         )
         self._custom_ids = custom_ids
         self._runtimes: ThreadRuntimes[ThreadTurns] | None = None
@@ -418,6 +424,14 @@ class Threads:
         Raises `trio.ClosedResourceError` once the bot is stopping.
         """
         position = self.runtimes.submit(thread_id, prompt)
+        audit(
+            "turn.queued",
+            thread_id=thread_id,
+            user_id=prompt.author_id or None,
+            source=prompt.source,
+            position=position,
+            message_ids=list(prompt.message_ids),
+        )
         if prompt.source == "message" and prompt.message_id is not None:
             self.tool_buttons.dismiss(thread_id)
             asks = self.asks(thread_id)

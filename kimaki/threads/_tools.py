@@ -24,7 +24,6 @@ longer open.
 from __future__ import annotations
 
 import logging
-import mimetypes
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from typing import Any, Final, Protocol, final
 import attrs
 import trio
 
+from kimaki import egress
 from kimaki.agents import Question
 from kimaki.discord.errors import RESTError
 from kimaki.discord.markdown import split_message
@@ -263,8 +263,17 @@ class ThreadTools:
         return ids[0]
 
     async def upload(self, path: Path, data: bytes, content: str | None) -> int:
-        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        file = File(path.name, data, content_type=mime)
+        # Every tool's file leaves here: the egress policy has the last word (send_file's
+        # bytes passed it already; any other tool's are screened now).
+        origin = egress.Origin(
+            "upload", channel_id=self.channel_id or None, thread_id=self.thread_id
+        )
+        try:
+            outgoing = await egress.recheck(path.name, data, origin)
+        except egress.EgressRefused as exc:
+            await self.post(egress.refusal_line(exc.reason))
+            raise ToolError(exc.reason) from None
+        file = File(outgoing.name, outgoing.data, content_type=outgoing.content_type)
         chunks = [chunk for chunk in split_message(content or "") if chunk.strip()]
         async with self.writer.in_order():
             # The text above the file: all of it but the last chunk on its own, that one with it.

@@ -70,6 +70,14 @@ from kimaki.threads._prompt import Place, Prompt, PromptFile, PromptOutcome
 from kimaki.threads._render import VERBOSITY_LEVELS, Footer, Renderer, format_footer
 from kimaki.threads._settings import ThreadSettings
 from kimaki.threads._tools import ThreadTools, ToolButtons, ToolREST
+from kimaki.turn_hooks import (
+    NO_NOTES,
+    TurnHook,
+    TurnInfo,
+    TurnNotes,
+    TurnReport,
+    joined_preamble,
+)
 from kimaki.worktrees import read_branch
 
 __all__ = [
@@ -165,6 +173,8 @@ class TurnServices:
     settings: ThreadSettings
     typing_limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(4))
     """Typing indicators are cosmetic: a burst of new turns shares a few concurrent calls."""
+    hooks: tuple[TurnHook, ...] = ()
+    """The capabilities that take part in every turn (`kimaki.turn_hooks`)."""
 
 
 def compose_prompt(prompt: Prompt, attachments_texts: Sequence[str] = ()) -> str:
@@ -228,6 +238,7 @@ class _FollowState:
     # and the last text it said at all (the answer when it ended on a tool call).
     since_tool: list[str] = attrs.Factory(list)
     last_text: str | None = None
+    usage: list[Usage] = attrs.Factory(list)
 
     @property
     def answer(self) -> str | None:
@@ -275,6 +286,11 @@ class ThreadTurns:
         self._interrupt_notice: str | None = None
         # Why the last `_open_session` found no session (said in the thread already).
         self._open_failure: str | None = None
+        # The session was made by the last `_open_session` and has had no turn yet.
+        self._fresh_session = False
+        # The running turn, as the hooks know it, and what it has used so far.
+        self._info: TurnInfo | None = None
+        self._state: _FollowState | None = None
 
     @property
     def session(self) -> EngineSession | None:
@@ -338,13 +354,24 @@ class ThreadTurns:
         model, agent = prompt.model or preference.model, prompt.agent or preference.agent
         outcome: TurnOutcome | None = None
         refused: EngineError | None = None
+        prepared: tuple[str, Sequence[AttachedFile]] | None = None
+        if prompt.resume_turn_id is None:
+            prepared = await self._prompt_content(prompt)
+            info = self._turn_info(prompt, record, session, prepared[0])
+            refusal = await self._admit(info)
+            if refusal is not None:
+                await self._writer.say(refusal)
+                return PromptOutcome("failed", error=refusal)
+        else:
+            info = self._turn_info(prompt, record, session, prompt.text)
+        self._info, self._state = info, _FollowState()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._typing)
             try:
-                if prompt.resume_turn_id is not None:
-                    await self._resume(session, prompt, model, agent)
+                if prepared is not None:
+                    await self._send(session, prompt, prepared, model, agent)
                 else:
-                    await self._send(session, prompt, model, agent)
+                    await self._resume(session, prompt, model, agent)
             except EngineError as exc:
                 refused = exc
             else:
@@ -357,9 +384,15 @@ class ThreadTurns:
             await self._forget_turn()
             line = failure_line("The agent could not take the message", refused)
             await self._writer.say(line)
+            self._info = self._state = None
             return PromptOutcome("failed", error=first_line(str(refused)))
         # Whatever still waits for a person is moot once the agent ended the turn.
         await self.asks.cancel_all("the turn ended")
+        notes = await self._turn_over(
+            outcome.stop_reason if outcome is not None else "lost",
+            model=(outcome.model if outcome is not None else None) or model,
+            error=outcome.message if outcome is not None else None,
+        )
         if outcome is not None and outcome.stop_reason == "end_turn":
             footer = Footer(
                 directory=str(record.directory),
@@ -367,8 +400,11 @@ class ThreadTurns:
                 seconds=trio.current_time() - started,
                 model=outcome.model or model,
                 agent=agent,
+                extras=notes.footer,
             )
             self._writer.add(format_footer(footer))
+        for line in notes.lines:
+            self._writer.add(line)
         await self._writer.flush()
         # Forgotten only once the answer is out: an in-place restart while it is still being
         # sent (a rate limit can hold it for seconds) has the next process follow the turn and
@@ -378,9 +414,18 @@ class ThreadTurns:
         return prompt_outcome(outcome)
 
     async def _send(
-        self, session: EngineSession, prompt: Prompt, model: str | None, agent: str | None
+        self,
+        session: EngineSession,
+        prompt: Prompt,
+        prepared: tuple[str, Sequence[AttachedFile]],
+        model: str | None,
+        agent: str | None,
     ) -> None:
-        text, files = await self._prompt_content(prompt)
+        text, files = prepared
+        assert self._info is not None
+        preamble = await self._preamble(self._info)
+        if preamble:
+            text = f"{preamble}\n\n{text}"
         turn = RunningTurn(
             self.thread_id,
             session.session_id,
@@ -424,6 +469,9 @@ class ThreadTurns:
         if self._session is not None:
             await self._abort(self._session)
         await self._forget_turn()
+        notes = await self._turn_over("interrupted", model=None, error=None)
+        for line in notes.lines:
+            self._writer.add(line)
         self._writer.add(self._stop_notice or notice or INTERRUPTED)
         await self._writer.flush()
 
@@ -437,6 +485,7 @@ class ThreadTurns:
         self._sending = False
         self._stale_record = self._turn_id is not None
         self._turn_id = None
+        self._info = self._state = None  # its turn never ran: nothing to report
 
     async def _abort(self, session: EngineSession) -> None:
         """Stop the engine's turn (bounded) and drop what it still sends."""
@@ -495,6 +544,7 @@ class ThreadTurns:
             await self._writer.say(failure_line("The agent could not be started", exc))
             return None
         if session.session_id != record.session_id:
+            self._fresh_session = True
             record = attrs.evolve(record, session_id=session.session_id)
             await records.put_thread(record)
         self._record = record
@@ -575,7 +625,7 @@ class ThreadTurns:
         """Render the turn's events until its `TurnEnded`. Each batch (the events already
         queued) is handled holding the writer's lock, so a tool's message waits for what the
         agent said before it (see `kimaki.threads._delivery`)."""
-        state = _FollowState()
+        state = self._state if self._state is not None else _FollowState()
         events = session.events
         with self._writer.following(events):
             while True:
@@ -609,8 +659,12 @@ class ThreadTurns:
             return None  # the late end of an interrupted turn
         if isinstance(event, TextCompleted) and event.part_id in self._posted:
             return None  # posted before a restart
-        if isinstance(event, Usage) and event.model:
-            state.model = event.model
+        if isinstance(event, Usage):
+            state.usage.append(event)
+            if event.model:
+                state.model = event.model
+        if self._info is not None:
+            self._observe(self._info, event)
         if isinstance(event, TextCompleted) and event.text.strip():
             state.since_tool.append(event.text.strip())
             state.last_text = event.text.strip()
@@ -644,6 +698,80 @@ class ThreadTurns:
             state.flush_due = False
             await self._writer.flush()
         return None
+
+    # ---- the hooks
+
+    def _turn_info(
+        self, prompt: Prompt, record: ThreadRecord, session: EngineSession, text: str
+    ) -> TurnInfo:
+        first, self._fresh_session = self._fresh_session, False
+        return TurnInfo(
+            thread_id=self.thread_id,
+            channel_id=record.channel_id,
+            directory=record.directory,
+            engine=record.engine,
+            session_id=session.session_id,
+            author_id=prompt.author_id,
+            source=prompt.source,
+            first_turn=first,
+            text=text,
+            started_at=time.time(),
+        )
+
+    async def _admit(self, info: TurnInfo) -> str | None:
+        for hook in self._services.hooks:
+            try:
+                refusal = await hook.admit(info)
+            except Exception:
+                log.exception("thread %d: a turn hook's admit failed", self.thread_id)
+                continue
+            if refusal is not None:
+                return refusal
+        return None
+
+    async def _preamble(self, info: TurnInfo) -> str:
+        texts: list[str] = []
+        for hook in self._services.hooks:
+            try:
+                texts.append(await hook.preamble(info))
+            except Exception:
+                log.exception("thread %d: a turn hook's preamble failed", self.thread_id)
+        return joined_preamble(texts)
+
+    def _observe(self, info: TurnInfo, event: EngineEvent) -> None:
+        for hook in self._services.hooks:
+            try:
+                hook.observe(info, event)
+            except Exception:
+                log.exception("thread %d: a turn hook's observe failed", self.thread_id)
+
+    async def _turn_over(
+        self, stop_reason: str, *, model: str | None, error: str | None
+    ) -> TurnNotes:
+        """Tell the hooks the running turn is over (once); what they add to its end."""
+        info, state = self._info, self._state
+        self._info = self._state = None
+        if info is None or state is None or not self._services.hooks:
+            return NO_NOTES
+        report = TurnReport(
+            stop_reason=stop_reason,
+            model=state.model or model,
+            seconds=max(0.0, time.time() - info.started_at),
+            usage=tuple(state.usage),
+            error=error,
+        )
+        footer: list[str] = []
+        lines: list[str] = []
+        with trio.CancelScope(shield=True):  # an interrupted turn's end is still told
+            for hook in self._services.hooks:
+                try:
+                    notes = await hook.ended(info, report)
+                except Exception:
+                    log.exception("thread %d: a turn hook's ended failed", self.thread_id)
+                    continue
+                footer.extend(notes.footer)
+                lines.extend(notes.lines)
+        return TurnNotes(footer=tuple(footer), lines=tuple(lines))
 
     async def _typing(self) -> None:
         services = self._services

@@ -5,11 +5,16 @@ token as a bearer token. The token is all a call carries: `ToolPlaces` turns it 
 thread it belongs to (or refuses it), so a tool acts where its session is, whatever the
 arguments say. A refused token is a 401, which the relay tells the model as "the session
 ended"; a body that is not a tool call is a 400 saying what is wrong.
+
+A private agent (the audit agent of `/audit ask`) has grants of its own, resolved by its own
+`ToolPlaces` to its own `ToolBox`: a token is served by the first (box, places) pair that knows
+it, so such an agent lists and calls only its box's tools, and a thread's grant never reaches
+them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from kimaki._http import Handler, Request, Response
@@ -48,13 +53,30 @@ def _bad(reason: str) -> Response:
     return Response.json({"error": reason}, 400)
 
 
-def install_tool_routes(control: RouteTable, box: ToolBox, places: ToolPlaces) -> None:
-    """Add `POST /tools/list` and `POST /tools/call` to `control`."""
+def install_tool_routes(
+    control: RouteTable,
+    box: ToolBox,
+    places: ToolPlaces,
+    *,
+    private: Sequence[tuple[ToolBox, ToolPlaces]] = (),
+) -> None:
+    """Add `POST /tools/list` and `POST /tools/call` to `control`; `private`: the boxes of
+    agents with grants of their own (each served only to the tokens its places know)."""
+    realms = ((box, places), *private)
+
+    def realm_of(token: str | None) -> tuple[ToolBox, ToolPlaces] | None:
+        if token is None:
+            return None
+        for realm in realms:
+            if realm[1].knows(token):
+                return realm
+        return None
 
     async def list_tools(request: Request) -> Response:
-        token = request.bearer_token
-        if token is None or not places.knows(token):
+        realm = realm_of(request.bearer_token)
+        if realm is None:
             return _refused("unknown or revoked grant")
+        box = realm[0]
         tools = [
             {"name": spec.name, "description": spec.description, "inputSchema": spec.input_schema}
             for spec in box.specs()
@@ -63,8 +85,10 @@ def install_tool_routes(control: RouteTable, box: ToolBox, places: ToolPlaces) -
 
     async def call_tool(request: Request) -> Response:
         token = request.bearer_token
-        if token is None or not places.knows(token):
+        realm = realm_of(token)
+        if token is None or realm is None:
             return _refused("unknown or revoked grant")
+        box, places = realm
         try:
             body = request.json()
         except (ValueError, UnicodeDecodeError):

@@ -226,7 +226,7 @@ async def test_a_turn_streams_in_order_and_ends_after_the_last_update(tmp_path: 
     assert edit.diff is not None
     assert (edit.diff.path, edit.diff.additions, edit.diff.deletions) == ("app.py", 2, 1)
     assert [e for e in events if isinstance(e, Usage)] == [
-        Usage(input_tokens=1200, cost=0.25, context_limit=200_000)
+        Usage(context_used=1200, context_limit=200_000, session_cost=0.25)
     ]
     assert [e for e in events if isinstance(e, SessionRenamed)] == [
         SessionRenamed("Fixing the app")

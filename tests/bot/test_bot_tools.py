@@ -225,6 +225,9 @@ async def test_a_press_shows_who_chose_and_becomes_a_prompt_in_order(
     assert all("Deploy" not in b["custom_id"] for b in buttons.values())
     click = harness.alice.click_button(asked, buttons["Deploy"]["custom_id"])
     await harness.emulator.wait_for_interaction_response(click)
+    # Once the press is the agent's prompt, a later message is a turn of its own (sent before,
+    # it would join the press's prompt, in order: tests/threads cover that).
+    await fake_engine.wait_for_prompts(2)
     harness.alice.send_message(thread_id, "then run the smoke tests")
     await harness.emulator.wait_for_message(thread_id, said("echo: then run the smoke tests"))
     edited = harness.emulator.state.messages[thread_id][asked["id"]]

@@ -26,7 +26,6 @@ from kimaki.testing.opencode import FakeOpenCode, stub_command
 Json = dict[str, Any]
 
 EPHEMERAL = 1 << 6
-LOADING = 1 << 7
 
 
 async def ensure_commands(harness: BotHarness) -> None:
@@ -97,19 +96,8 @@ def run(
 
 
 async def answer(emulator: DiscordEmulator, record: InteractionRecord) -> Json:
-    """The message that answers `record`, once it is final (a deferred one once filled)."""
-
-    def final() -> Json | None:
-        if not record.acknowledged or record.original_message_id is None:
-            return None
-        message = emulator.state.messages[record.channel_id].get(record.original_message_id)
-        if message is None or message["flags"] & LOADING:
-            return None
-        return message
-
-    return await emulator.wait_until(
-        final, describe=lambda: f"no final answer\n{emulator.transcript(record.channel_id)}"
-    )
+    """The message that answers `record`, once it is final."""
+    return await emulator.wait_for_answer(record)
 
 
 async def followups(emulator: DiscordEmulator, record: InteractionRecord, count: int) -> list[Json]:

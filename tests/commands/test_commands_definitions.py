@@ -13,13 +13,17 @@ from commands_support import commands_bot
 
 from kimaki.bot import Interactions
 from kimaki.bot.commands import (
+    AuditCommands,
     EngineCommands,
     MaintenanceCommands,
     McpCommands,
+    MemoryCommands,
     PreferenceCommands,
     ProjectCommands,
     ScheduleCommands,
     SessionCommands,
+    UsageCommands,
+    VoiceCommands,
     WorktreeCommands,
     install_commands,
 )
@@ -55,6 +59,14 @@ EXPECTED = {
     "schedule",
     "remind",
     "tasks",
+    "audit",
+    "usage",
+    "budget",
+    "memory",
+    "flashmemory",
+    "context",
+    "transcription-key",
+    "transcription",
 }
 
 
@@ -67,7 +79,11 @@ GROUPS = (
     WorktreeCommands,
     EngineCommands,
     McpCommands,
+    MemoryCommands,
+    UsageCommands,
+    AuditCommands,
     ScheduleCommands,
+    VoiceCommands,
 )
 _UNUSED: Any = None  # what registering commands never touches
 

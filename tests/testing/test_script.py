@@ -169,7 +169,7 @@ async def test_the_fake_engine_plays_a_script_as_engine_events(
         DiffStats(path="app.py", additions=2, deletions=1),
     )
     assert (push.tool, push.status) == ("bash", "completed")
-    assert Usage(input_tokens=1200, cost=0.25, context_limit=200_000) in events
+    assert Usage(context_used=1200, context_limit=200_000, session_cost=0.25) in events
     assert SessionRenamed("Pushing") in events
     assert session.title == "Pushing"
     # The turn's last step ends with it, as a model's does.

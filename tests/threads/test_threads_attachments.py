@@ -67,16 +67,28 @@ async def test_large_text_is_saved_and_referenced_by_path(tmp_path: Path) -> Non
 async def test_other_types_are_refused_with_a_reason(tmp_path: Path) -> None:
     prepared, fetched = await prepare(
         tmp_path,
-        attachment("song.mp3", b"ID3", "audio/mpeg"),
+        attachment("tool.exe", b"MZ", "application/x-msdownload"),
         attachment("blob.txt", b"\x00\x01binary", "text/plain", attachment_id=2),
         attachment("latin1.txt", "café".encode("latin-1"), "text/plain", attachment_id=3),
     )
     assert prepared.files == ()
     assert prepared.text == ""
-    assert prepared.refused[0].startswith("song.mp3: not an image or a text file (audio/mpeg)")
+    assert prepared.refused[0].startswith(
+        "tool.exe: not an image or a text file (application/x-msdownload)"
+    )
     assert prepared.refused[1] == "blob.txt: not UTF-8 text, so the agent cannot read it"
     assert prepared.refused[2].startswith("latin1.txt: not UTF-8 text")
-    assert all("song.mp3" not in url for url in fetched)  # refused before downloading
+    assert all("tool.exe" not in url for url in fetched)  # refused before downloading
+
+
+async def test_audio_is_left_to_transcription_not_refused(tmp_path: Path) -> None:
+    """Audio becomes the prompt's text before the turn (kimaki.voice): the attachment step
+    neither refuses it nor sends its bytes to the agent."""
+    prepared, fetched = await prepare(tmp_path, attachment("song.mp3", b"ID3", "audio/mpeg"))
+    assert prepared.refused == ()
+    assert prepared.files == ()
+    assert prepared.text == ""
+    assert fetched == []
 
 
 async def test_download_failure_is_reported_not_raised(tmp_path: Path) -> None:

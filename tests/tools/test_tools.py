@@ -215,10 +215,10 @@ async def test_send_file_refuses_a_missing_file_a_directory_a_fifo_and_a_loop(
     (ctx.directory / "loop").symlink_to("loop")
     assert await refused(box, ctx, "send_file", path="nope.txt") == ("there is no file at nope.txt")
     assert await refused(box, ctx, "send_file", path="src") == (
-        "src is a directory; send_file uploads one regular file"
+        "src is a directory; only a regular file is sent"
     )
     assert await refused(box, ctx, "send_file", path="pipe") == (
-        "pipe is not a regular file; send_file uploads one regular file"
+        "pipe is not a regular file; only a regular file is sent"
     )
     assert await refused(box, ctx, "send_file", path="loop") == (
         "loop cannot be resolved (a symlink loop?)"
@@ -232,19 +232,20 @@ def _sparse(path: Path, size: int) -> None:
     os.truncate(path, size)
 
 
-async def test_send_file_refuses_more_than_8_mib(box: ToolBox, ctx: RecordingToolContext) -> None:
-    _sparse(ctx.directory / "big.bin", int(9.1 * MIB))
-    _sparse(ctx.directory / "just.bin", 8 * MIB + 1)
-    _sparse(ctx.directory / "limit.bin", 8 * MIB)
-    assert await refused(box, ctx, "send_file", path="big.bin") == (
-        "big.bin is 9.1 MiB; the limit is 8 MiB"
+async def test_send_file_refuses_text_over_5_mib(box: ToolBox, ctx: RecordingToolContext) -> None:
+    # The egress policy's limits (tests/egress has every kind); sizes are checked before reading.
+    _sparse(ctx.directory / "big.log", int(9.1 * MIB))
+    _sparse(ctx.directory / "just.log", 5 * MIB + 1)
+    assert await refused(box, ctx, "send_file", path="big.log") == (
+        "big.log is 9.1 MiB; text files are sent up to 5 MiB"
     )
-    assert await refused(box, ctx, "send_file", path="just.bin") == (
-        "just.bin is 8,388,609 bytes; the limit is 8 MiB"
+    assert await refused(box, ctx, "send_file", path="just.log") == (
+        "just.log is 5,242,881 bytes; text files are sent up to 5 MiB"
     )
-    result = await box.call(ctx, "send_file", {"path": "limit.bin"})
-    assert result.text.startswith("uploaded limit.bin (8.0 MiB)")
-    assert len(ctx.uploads[0].data) == 8 * MIB
+    (ctx.directory / "limit.log").write_bytes(b"x" * (5 * MIB))
+    result = await box.call(ctx, "send_file", {"path": "limit.log"})
+    assert result.text.startswith("uploaded limit.log (5.0 MiB)")
+    assert len(ctx.uploads[0].data) == 5 * MIB
 
 
 # action_buttons

@@ -284,8 +284,14 @@ class UpdateMapper(TurnTracker[_Turn]):
             )
             return [*self._close_part(), plan]
         if isinstance(update, UsageUpdate):
-            amount = update.cost.amount if update.cost is not None else 0.0
-            return [Usage(input_tokens=update.used, cost=amount, context_limit=update.size or None)]
+            # `cost` is the session's running total, not this step's: the usage hook takes
+            # the difference between turns.
+            usage = Usage(
+                context_used=update.used,
+                context_limit=update.size or None,
+                session_cost=update.cost.amount if update.cost is not None else None,
+            )
+            return [usage]
         return []
 
     def permission_tool(self, tool_call: ToolCallUpdate) -> list[EngineEvent]:

@@ -9,6 +9,10 @@ _maintenance ... MaintenanceCommands . /undo /redo /compact /diff /restart-agent
 _worktrees ..... WorktreeCommands .... /new-worktree /merge-worktree /worktrees
 _engine ........ EngineCommands ...... /engine
 _mcp ........... McpCommands ......... /mcp
+_voice ......... VoiceCommands ....... /transcription-key /transcription
+_memory ........ MemoryCommands ...... /memory /flashmemory /context
+_audit ......... AuditCommands ....... /audit recent, /audit ask
+_usage ......... UsageCommands ....... /usage /budget
 _common ........ what several groups share: option builders, the session thread, the narrow
                  protocols they consume
 ```
@@ -27,28 +31,40 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from kimaki.bot.commands._audit import AuditAsker, AuditCommands, AuditReader
 from kimaki.bot.commands._common import CommandRegistry
 from kimaki.bot.commands._engine import EngineCommands
 from kimaki.bot.commands._maintenance import MaintenanceCommands
 from kimaki.bot.commands._mcp import McpCommands, McpPolicyDoor
+from kimaki.bot.commands._memory import MemoryCommandDoor, MemoryCommands
 from kimaki.bot.commands._preferences import PreferenceCommands
 from kimaki.bot.commands._projects import ProjectCommands
 from kimaki.bot.commands._schedules import ScheduleCommands, ScheduleDoor
 from kimaki.bot.commands._sessions import SessionCommands
+from kimaki.bot.commands._usage import GuildOwners, UsageCommands
+from kimaki.bot.commands._voice import VoiceCommands
 from kimaki.bot.commands._worktrees import WorktreeCommands
 
 __all__ = [
+    "AuditAsker",
+    "AuditCommands",
+    "AuditReader",
     "CommandGroup",
     "CommandRegistry",
     "EngineCommands",
+    "GuildOwners",
     "MaintenanceCommands",
     "McpCommands",
     "McpPolicyDoor",
+    "MemoryCommandDoor",
+    "MemoryCommands",
     "PreferenceCommands",
     "ProjectCommands",
     "ScheduleCommands",
     "ScheduleDoor",
     "SessionCommands",
+    "UsageCommands",
+    "VoiceCommands",
     "WorktreeCommands",
     "install_commands",
 ]

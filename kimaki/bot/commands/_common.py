@@ -11,6 +11,7 @@ from typing import Final, Protocol
 
 import attrs
 
+from kimaki._redact import redact
 from kimaki.agents import Engine, EngineError, EngineSession
 from kimaki.bot._engines import Engines, UnknownEngineError
 from kimaki.bot._interactions import ComponentHandler, InteractionContext, SlashCommand
@@ -206,7 +207,7 @@ async def post_quietly(rest: QuietPoster, channel_id: int, text: str) -> None:
 
     A failure is logged and the rest dropped: the command's own answer still tells the person.
     """
-    for chunk in split_message(text):
+    for chunk in split_message(redact(text)):
         try:
             await rest.create_message(channel_id, chunk, allowed_mentions=AllowedMentions())
         except RESTError as exc:

@@ -8,12 +8,16 @@ checks before them (not a thread, an engine without the capability) answer only 
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol, final
 
 import attrs
+import trio
 
+from kimaki import egress
 from kimaki.agents import (
     Engine,
     EngineError,
@@ -40,12 +44,18 @@ from kimaki.store import Preference, ThreadRecord
 # One git runner for the project (its environment and error handling live there).
 from kimaki.worktrees import WorktreeError, is_git_repository, run_git, worktree_slug
 
-__all__ = ["MAX_DIFF_BYTES", "MaintenanceCommands", "MaintenanceThreads", "working_tree_diff"]
+__all__ = [
+    "MAX_DIFF_BYTES",
+    "MaintenanceCommands",
+    "MaintenanceThreads",
+    "WorkingTreeDiff",
+    "working_tree_diff",
+]
 
 log = logging.getLogger("kimaki.commands")
 
-MAX_DIFF_BYTES: Final = 8 * 1024 * 1024
-"""The largest diff attached (Discord takes 10 MiB per file from bots)."""
+MAX_DIFF_BYTES: Final = egress.TEXT_LIMIT
+"""The largest diff attached: the egress policy's limit for text."""
 _MAX_UNTRACKED: Final = 200
 
 
@@ -71,6 +81,8 @@ class MaintenanceCommands:
     _threads: MaintenanceThreads
     _engines: Engines
     _preferences: EffectivePreferences
+    _data_dir: Path | None = None
+    """The daemon's data dir: nothing in it goes out in a diff."""
 
     def install(self, registry: CommandRegistry) -> None:
         add = registry.add_command
@@ -209,49 +221,138 @@ class MaintenanceCommands:
             await ctx.reply(f"`{directory}` is not a git repository: there is no diff to show.")
             return
         await ctx.defer(ephemeral=False)
-        diff = await working_tree_diff(directory)
-        if not diff.strip():
-            await ctx.reply(f"No uncommitted changes in `{directory}`.", ephemeral=False)
+        diff = await working_tree_diff(directory, data_dir=self._data_dir)
+        left_out = _left_out_text(diff.left_out)
+        if not diff.patch.strip():
+            await ctx.reply(f"No uncommitted changes in `{directory}`.{left_out}", ephemeral=False)
             return
-        files = len(re.findall(rb"^diff --git ", diff, flags=re.MULTILINE))
-        note = ""
-        if len(diff) > MAX_DIFF_BYTES:
-            diff = diff[:MAX_DIFF_BYTES]
-            note = f" (cut at {MAX_DIFF_BYTES // (1024 * 1024)} MB)"
+        patch, note = diff.patch, ""
+        if len(patch.encode()) > MAX_DIFF_BYTES:
+            patch = _cut(patch, MAX_DIFF_BYTES)
+            note = f" (cut at {MAX_DIFF_BYTES // (1024 * 1024)} MiB)"
         try:
             name = worktree_slug(directory.name)
         except WorktreeError:
             name = "changes"
+        # The diff leaves as a file: the egress policy redacts it (and records it).
+        origin = egress.Origin(
+            "diff",
+            channel_id=project.channel_id,
+            thread_id=thread.thread_id if thread is not None else None,
+            user_id=ctx.user.id,
+        )
+        try:
+            outgoing = await egress.prepare_text(f"{name}.diff", patch, origin)
+        except egress.EgressRefused as exc:
+            await ctx.reply(egress.refusal_line(exc.reason), ephemeral=False)
+            return
         await ctx.reply(
-            f"Uncommitted changes in `{directory}`: {files} file(s){note}.",
+            f"Uncommitted changes in `{directory}`: {diff.files} file(s){note}.{left_out}",
             ephemeral=False,
-            files=(File(f"{name}.diff", diff, content_type="text/x-diff"),),
+            files=(File(outgoing.name, outgoing.data, content_type="text/x-diff"),),
         )
 
 
 # ---- /diff
 
 
-async def working_tree_diff(directory: Path) -> bytes:
-    """What `git diff HEAD` shows, plus files git does not track yet (as new files)."""
+@final
+@attrs.frozen
+class WorkingTreeDiff:
+    """The uncommitted changes of a folder, as they may leave: `left_out` names the changed
+    files kept out of `patch` and why (secrets by name, the data dir)."""
+
+    patch: str
+    files: int
+    left_out: tuple[tuple[str, str], ...] = ()
+
+
+async def working_tree_diff(directory: Path, *, data_dir: Path | None = None) -> WorkingTreeDiff:
+    """What `git diff HEAD` shows, plus files git does not track yet (as new files).
+
+    Files the egress policy never lets out (`.env*`, keys, credentials, the data dir) are left
+    out by name, and binary changes show as "Binary files … differ" (their bytes would leave
+    inside the patch otherwise).
+    """
     head = await run_git(directory, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
     if head.returncode == 0:
         base = "HEAD"
     else:  # no commit yet: compare with the empty tree
         empty = await run_git(directory, "hash-object", "-t", "tree", "/dev/null")
         base = empty.stdout.decode().strip()
-    tracked = await run_git(directory, "diff", "--binary", "--end-of-options", base, "--")
+    top = await run_git(directory, "rev-parse", "--show-toplevel")
+    root = Path(top.stdout.decode().strip())
+    left_out: list[tuple[str, str]] = []
+
+    async def keep(names: list[str], base_dir: Path) -> list[str]:
+        kept, out = await trio.to_thread.run_sync(
+            _screen_names, names, base_dir, directory, data_dir
+        )
+        left_out.extend(out)
+        return kept
+
+    changed = await run_git(
+        directory, "diff", "--name-only", "-z", "--no-renames", "--end-of-options", base, "--"
+    )
+    names = _names(changed.stdout)
+    kept = set(await keep(names, root))
+    excluded = [f":(top,exclude,literal){name}" for name in names if name not in kept]
+    tracked = await run_git(
+        directory, "diff", "--no-renames", "--end-of-options", base, "--", *excluded
+    )
     parts = [tracked.stdout]
     untracked = await run_git(directory, "ls-files", "--others", "--exclude-standard", "-z")
-    names = [name for name in untracked.stdout.decode(errors="replace").split("\0") if name]
-    for name in names[:_MAX_UNTRACKED]:
-        new = await run_git(
-            directory, "diff", "--binary", "--no-index", "--", "/dev/null", name, check=False
-        )
+    new_names = await keep(_names(untracked.stdout), directory)
+    for name in new_names[:_MAX_UNTRACKED]:
+        new = await run_git(directory, "diff", "--no-index", "--", "/dev/null", name, check=False)
         parts.append(new.stdout)
-    if len(names) > _MAX_UNTRACKED:
-        parts.append(f"# … and {len(names) - _MAX_UNTRACKED} more new files\n".encode())
-    return b"".join(parts)
+    if len(new_names) > _MAX_UNTRACKED:
+        parts.append(f"# … and {len(new_names) - _MAX_UNTRACKED} more new files\n".encode())
+    patch = b"".join(parts).decode("utf-8", errors="replace")
+    files = len(re.findall(r"^diff --git ", patch, flags=re.MULTILINE))
+    return WorkingTreeDiff(patch, files, tuple(left_out))
+
+
+def _names(output: bytes) -> list[str]:
+    return [name for name in output.decode(errors="replace").split("\0") if name]
+
+
+def _screen_names(
+    names: list[str], base_dir: Path, directory: Path, data_dir: Path | None
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """`names` (relative to `base_dir`) split into those a diff may show and those left out
+    (with why): sensitive by name, or in the data dir (unless the folder is a worktree there)."""
+    data = data_dir.resolve() if data_dir is not None else None
+    if data is not None and egress.in_data_dir(directory.resolve(), data):
+        data = None
+    kept: list[str] = []
+    left_out: list[tuple[str, str]] = []
+    for name in names:
+        why = egress.sensitive_reason(name)
+        if why is None and data is not None:
+            path = Path(os.path.normpath(base_dir / name))
+            if path.is_relative_to(data) or path.resolve().is_relative_to(data):
+                why = "it is inside kimaki's data directory"
+        if why is None:
+            kept.append(name)
+        else:
+            left_out.append((name, why))
+    return kept, left_out
+
+
+def _left_out_text(left_out: Sequence[tuple[str, str]]) -> str:
+    if not left_out:
+        return ""
+    shown = ", ".join(f"`{name}`" for name, _ in left_out[:5])
+    more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+    return f"\n-# Left out (never sent: secrets or kimaki's data): {shown}{more}."
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, at the end of a line where there is one."""
+    head = text.encode()[:limit].decode("utf-8", errors="ignore")
+    end = head.rfind("\n")
+    return head[: end + 1] if end > 0 else head
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -66,6 +66,7 @@ class McpPolicyDoor(Protocol):
         policy: ServerPolicy | None,
         *,
         announce: Callable[[], Awaitable[None]] | None = ...,
+        user_id: int | None = ...,
     ) -> bool: ...
 
     async def scan(self, server: str, *, refresh: bool) -> ScanRecord: ...
@@ -338,7 +339,9 @@ class McpCommands:
             await post_quietly(self._rest, channel_id, _announcement(server, policy, who))
 
         try:
-            changed = await self._policies.set_policy(channel_id, server, policy, announce=announce)
+            changed = await self._policies.set_policy(
+                channel_id, server, policy, announce=announce, user_id=ctx.user.id
+            )
         except KimakiError as exc:
             await ctx.update(f"⚠️ {exc}", components=())
             return

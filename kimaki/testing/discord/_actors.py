@@ -88,6 +88,30 @@ class Actor:
             ]
         return copy.deepcopy(self.state.create_message(channel_id, self.id, payload, files))
 
+    def send_voice_message(
+        self,
+        channel_id: str,
+        audio: bytes,
+        *,
+        duration_secs: float,
+        content: str = "",
+        filename: str = "voice-message.ogg",
+        waveform: str = "AAAAAAAAAAAA",
+    ) -> Json:
+        """Post a voice message as Discord's clients do (flag 8192, an `audio/ogg` attachment
+        with `duration_secs` and `waveform`)."""
+        file = File(filename, audio, "audio/ogg")
+        return copy.deepcopy(
+            self.state.create_voice_message(
+                channel_id,
+                self.id,
+                file,
+                duration_secs=duration_secs,
+                waveform=waveform,
+                content=content,
+            )
+        )
+
     def edit_message(self, message: Json, content: str) -> Json:
         edited = self.state.edit_message(
             message["channel_id"], message["id"], {"content": content}, editor_id=self.id

@@ -37,6 +37,7 @@ from kimaki.testing.discord._state import (
     DiscordState,
     InteractionRecord,
 )
+from kimaki.testing.discord._world import FLAG_LOADING
 
 __all__ = ["DiscordEmulator", "Workspace", "make_bot_token", "open_discord_emulator"]
 
@@ -291,6 +292,27 @@ class DiscordEmulator:
             lambda: interaction if interaction.acknowledged else None,
             describe=lambda: (
                 f"interaction {interaction.id} was never answered\n"
+                + self.transcript(interaction.channel_id)
+            ),
+        )
+
+    async def wait_for_answer(self, interaction: InteractionRecord) -> dict[str, Any]:
+        """The message that answers `interaction`, once it is final: the reply, or a deferred
+        reply once the bot filled it (Discord shows "thinking…" until then)."""
+
+        def final() -> dict[str, Any] | None:
+            if not interaction.acknowledged or interaction.original_message_id is None:
+                return None
+            messages = self.state.messages[interaction.channel_id]
+            message = messages.get(interaction.original_message_id)
+            if message is None or message["flags"] & FLAG_LOADING:
+                return None
+            return message
+
+        return await self.wait_until(
+            final,
+            describe=lambda: (
+                f"interaction {interaction.id} has no final answer\n"
                 + self.transcript(interaction.channel_id)
             ),
         )

@@ -28,6 +28,8 @@ from kimaki.testing.discord._world import (
 
 __all__ = ["MessageState"]
 
+FLAG_IS_VOICE_MESSAGE = 1 << 13
+
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 
@@ -210,6 +212,34 @@ class MessageState(GuildState):
         message = self._build_message(channel, self.user(author_id), payload, files=files)
         if nonce is not None:
             self._nonces[(channel_id, author_id, str(nonce))] = message["id"]
+        return self._store_message(channel, message)
+
+    def create_voice_message(
+        self,
+        channel_id: str,
+        author_id: str,
+        audio: File,
+        *,
+        duration_secs: float,
+        waveform: str,
+        content: str = "",
+    ) -> Json:
+        """A voice message as Discord's clients send one: flag IS_VOICE_MESSAGE (8192), one
+        audio attachment with its `duration_secs` and `waveform` (base64 of up to 256 bytes)."""
+        channel = self._messageable(channel_id, author_id)
+        payload = {
+            "content": content,
+            "flags": FLAG_IS_VOICE_MESSAGE,
+            "attachments": [{"id": "0", "filename": audio.filename}],
+        }
+        message = self._build_message(
+            channel,
+            self.user(author_id),
+            payload,
+            files=[audio],
+            flags_allowed=SETTABLE_FLAGS | FLAG_IS_VOICE_MESSAGE,
+        )
+        message["attachments"][0].update(duration_secs=duration_secs, waveform=waveform)
         return self._store_message(channel, message)
 
     def edit_message(

@@ -1,0 +1,84 @@
+"""The audit trail's part in every turn: started, each tool call and result, ended.
+
+`AuditTurnHook` is a turn hook (`kimaki.turn_hooks.TurnHook`). The composition root puts it last in
+`Threads(hooks=...)`, so its `admit` is reached only when no other hook refused the turn: that
+is when the turn starts. It only records: it never refuses, adds nothing to the prompt and
+nothing to the footer.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+from kimaki._audit import audit
+from kimaki.agents import EngineEvent, ToolFinished, ToolStarted
+from kimaki.turn_hooks import NO_NOTES, TurnInfo, TurnNotes, TurnReport
+
+__all__ = ["AuditTurnHook"]
+
+
+@final
+class AuditTurnHook:
+    """Records `turn.started`, `tool.called`, `tool.finished` and `turn.ended`."""
+
+    async def admit(self, info: TurnInfo) -> str | None:
+        audit(
+            "turn.started",
+            channel_id=info.channel_id,
+            thread_id=info.thread_id,
+            user_id=info.author_id or None,
+            engine=info.engine,
+            session_id=info.session_id,
+            source=info.source,
+            first_turn=info.first_turn,
+            prompt=info.text,
+        )
+        return None
+
+    async def preamble(self, info: TurnInfo) -> str:
+        return ""
+
+    def observe(self, info: TurnInfo, event: EngineEvent) -> None:
+        if isinstance(event, ToolStarted):
+            audit(
+                "tool.called",
+                channel_id=info.channel_id,
+                thread_id=info.thread_id,
+                tool=event.tool,
+                call_id=event.call_id,
+                arguments=event.input_summary,
+                title=event.title,
+            )
+        elif isinstance(event, ToolFinished):
+            audit(
+                "tool.finished",
+                channel_id=info.channel_id,
+                thread_id=info.thread_id,
+                tool=event.tool,
+                call_id=event.call_id,
+                status=str(event.status),
+                error=event.error,
+                result=event.output,
+            )
+
+    async def ended(self, info: TurnInfo, report: TurnReport) -> TurnNotes:
+        usage = report.usage
+        audit(
+            "turn.ended",
+            channel_id=info.channel_id,
+            thread_id=info.thread_id,
+            user_id=info.author_id or None,
+            engine=info.engine,
+            session_id=info.session_id,
+            stop_reason=report.stop_reason,
+            model=report.model,
+            seconds=round(report.seconds, 3),
+            error=report.error,
+            steps=len(usage),
+            input_tokens=sum(u.input_tokens for u in usage),
+            output_tokens=sum(u.output_tokens for u in usage),
+            reasoning_tokens=sum(u.reasoning_tokens for u in usage),
+            cache_read_tokens=sum(u.cache_read_tokens for u in usage),
+            cost=round(sum(u.cost for u in usage), 6),
+        )
+        return NO_NOTES
