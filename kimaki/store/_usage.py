@@ -87,18 +87,19 @@ class UsageRows:
     # in memory after the first read, so a turn's start does not wait on the disk for it.
     _budgets: dict[int, Budget | None] = attrs.field(factory=dict, init=False, repr=False)
 
-    async def add_usage(self, row: UsageRow) -> UsageRow:
+    async def add_usage(self, row: UsageRow) -> None:
+        """Store a finished turn's row (its `row_id` is SQLite's to assign). It joins the group
+        commit of the turns' own writes, so a turn's end adds no call of its own."""
         values = to_row(row)
-        del values["row_id"]  # assigned by SQLite
+        del values["row_id"]
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        statement = f"INSERT INTO usage_turns ({columns}) VALUES ({marks})"
 
-        def insert() -> int:
-            with self._db.conn:
-                table = self._db.table("usage_turns")
-                table.insert(values)
-                assert table.last_pk is not None
-                return int(table.last_pk)
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(statement, list(values.values()))
 
-        return attrs.evolve(row, row_id=await self._db.run(insert))
+        await self._db.write_together(insert)
 
     async def usage_rows(
         self, *, since: float, until: float | None = None, channel_id: int | None = None

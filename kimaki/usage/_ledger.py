@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import tzinfo
 from typing import Final, Protocol, final
@@ -62,7 +63,7 @@ _SOURCES: Final = {
 class UsageStore(Protocol):
     """The rows and budgets (`kimaki.store.UsageRows` is one)."""
 
-    async def add_usage(self, row: UsageRow) -> UsageRow: ...
+    async def add_usage(self, row: UsageRow) -> None: ...
 
     async def usage_rows(
         self, *, since: float, until: float | None = None, channel_id: int | None = None
@@ -169,6 +170,10 @@ class UsageLedger:
         self._owners = owners
         self.zone = zone
         self._clock = clock
+        # What `ended` needs of a session's earlier rows (its running cost, the fullest its
+        # context has been): read from the store once, then kept, so a turn's end costs one
+        # write. Every row is added through this ledger, so the copy stays true.
+        self._sessions: OrderedDict[str, _SessionSoFar] = OrderedDict()
 
     # ---- the turn hook
 
@@ -196,21 +201,21 @@ class UsageLedger:
 
     async def ended(self, info: TurnInfo, report: TurnReport) -> TurnNotes:
         """Store the turn's row; its context use and cost for the footer, and the notices."""
-        previous = await self._store.last_session_usage(info.session_id)
-        peak = await self._store.session_peak_context(info.session_id)
+        so_far = await self._session_so_far(info.session_id)
         row = turn_row(
             info,
             report,
-            previous_session_cost=previous.session_cost if previous is not None else None,
+            previous_session_cost=so_far.session_cost,
             ended_at=self._clock(),
         )
         await self._store.add_usage(row)
+        fraction = _context_fraction(row)
+        self._remember(info.session_id, row, so_far, fraction)
         footer: list[str] = []
         lines: list[str] = []
-        fraction = _context_fraction(row)
         if fraction is not None:
             footer.append(f"{fraction:.0%}")
-            notice = _context_notice(fraction, peak or 0.0)
+            notice = _context_notice(fraction, so_far.peak or 0.0)
             if notice is not None:
                 lines.append(notice)
         if row.cost > 0 or row.session_cost is not None:
@@ -222,6 +227,24 @@ class UsageLedger:
             if warning is not None:
                 lines.append(warning)
         return TurnNotes(footer=tuple(footer), lines=tuple(lines))
+
+    async def _session_so_far(self, session_id: str) -> _SessionSoFar:
+        known = self._sessions.get(session_id)
+        if known is not None:
+            self._sessions.move_to_end(session_id)
+            return known
+        previous = await self._store.last_session_usage(session_id)
+        peak = await self._store.session_peak_context(session_id)
+        return _SessionSoFar(previous.session_cost if previous is not None else None, peak)
+
+    def _remember(
+        self, session_id: str, row: UsageRow, so_far: _SessionSoFar, fraction: float | None
+    ) -> None:
+        peak = so_far.peak if fraction is None else max(so_far.peak or 0.0, fraction)
+        self._sessions[session_id] = _SessionSoFar(row.session_cost, peak)
+        self._sessions.move_to_end(session_id)
+        if len(self._sessions) > _SESSIONS_KEPT:
+            self._sessions.popitem(last=False)
 
     # ---- budgets
 
@@ -282,6 +305,18 @@ class UsageLedger:
         rows = await self._store.usage_rows(since=span.start, until=span.end, channel_id=channel_id)
         where = "in this channel" if channel_id is not None else "everywhere"
         return format_history(where, span, rows, self.zone)
+
+
+_SESSIONS_KEPT: Final = 4096
+
+
+@final
+@attrs.frozen
+class _SessionSoFar:
+    session_cost: float | None
+    """The running cost the session's last row carried (ACP reports a running total)."""
+    peak: float | None
+    """The fullest the session's context window has been, 0..1."""
 
 
 def _context_fraction(row: UsageRow) -> float | None:
