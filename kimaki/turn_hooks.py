@@ -39,6 +39,7 @@ __all__ = [
     "TurnNotes",
     "TurnReport",
     "TurnSource",
+    "TurnTokens",
     "joined_preamble",
 ]
 
@@ -82,6 +83,41 @@ class TurnReport:
     usage: tuple[Usage, ...]
     """Every usage report of the turn, in order (one per model step)."""
     error: str | None = None
+
+    @property
+    def tokens(self) -> TurnTokens:
+        """The turn's tokens: its steps' added up."""
+        usage = self.usage
+        return TurnTokens(
+            input=sum(step.input_tokens for step in usage),
+            output=sum(step.output_tokens for step in usage),
+            reasoning=sum(step.reasoning_tokens for step in usage),
+            cache_read=sum(step.cache_read_tokens for step in usage),
+            cache_write=sum(step.cache_write_tokens for step in usage),
+        )
+
+    @property
+    def step_cost(self) -> float:
+        """What the steps reported as their own cost (OpenCode's), added up."""
+        return sum(step.cost for step in self.usage)
+
+    @property
+    def session_cost(self) -> float | None:
+        """The session's running cost as last reported (ACP's `usage_update`), if any: the
+        turn's share is the difference from the session's previous turn, which the usage
+        ledger keeps."""
+        totals = [step.session_cost for step in self.usage if step.session_cost is not None]
+        return totals[-1] if totals else None
+
+
+@final
+@attrs.frozen
+class TurnTokens:
+    input: int
+    output: int
+    reasoning: int
+    cache_read: int
+    cache_write: int
 
 
 @final

@@ -62,7 +62,7 @@ class AuditTurnHook:
             )
 
     async def ended(self, info: TurnInfo, report: TurnReport) -> TurnNotes:
-        usage = report.usage
+        usage, tokens = report.usage, report.tokens
         audit(
             "turn.ended",
             channel_id=info.channel_id,
@@ -75,10 +75,14 @@ class AuditTurnHook:
             seconds=round(report.seconds, 3),
             error=report.error,
             steps=len(usage),
-            input_tokens=sum(u.input_tokens for u in usage),
-            output_tokens=sum(u.output_tokens for u in usage),
-            reasoning_tokens=sum(u.reasoning_tokens for u in usage),
-            cache_read_tokens=sum(u.cache_read_tokens for u in usage),
-            cost=round(sum(u.cost for u in usage), 6),
+            input_tokens=tokens.input,
+            output_tokens=tokens.output,
+            reasoning_tokens=tokens.reasoning,
+            cache_read_tokens=tokens.cache_read,
+            cache_write_tokens=tokens.cache_write,
+            # The steps' own cost (OpenCode); an ACP agent reports the session's running total
+            # instead, recorded as it came (the turn's share is in the usage rows).
+            cost=round(report.step_cost, 6),
+            session_cost=report.session_cost,
         )
         return NO_NOTES

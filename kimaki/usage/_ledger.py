@@ -117,9 +117,8 @@ def turn_row(
     last step left it. An engine that reports a running session cost (ACP) has the turn's
     cost as the difference from the session's previous row."""
     usage = outcome.usage
-    cost = sum(step.cost for step in usage)
-    totals = [step.session_cost for step in usage if step.session_cost is not None]
-    session_cost = totals[-1] if totals else None
+    cost = outcome.step_cost
+    session_cost = outcome.session_cost
     if session_cost is not None:
         cost += max(0.0, session_cost - (previous_session_cost or 0.0))
     # The context as the last step that knew the window left it (a step without it, such as
@@ -128,6 +127,7 @@ def turn_row(
     context = windowed or (usage[-1] if usage else None)
     credits = [step.credits for step in usage if step.credits is not None]
     model = outcome.model or next((s.model for s in reversed(usage) if s.model), None)
+    tokens = outcome.tokens
     return UsageRow(
         started_at=info.started_at,
         ended_at=ended_at,
@@ -138,11 +138,11 @@ def turn_row(
         model=model,
         person_id=info.author_id,
         source=_SOURCES.get(info.source, info.source),
-        input_tokens=sum(step.input_tokens for step in usage),
-        output_tokens=sum(step.output_tokens for step in usage),
-        reasoning_tokens=sum(step.reasoning_tokens for step in usage),
-        cache_read_tokens=sum(step.cache_read_tokens for step in usage),
-        cache_write_tokens=sum(step.cache_write_tokens for step in usage),
+        input_tokens=tokens.input,
+        output_tokens=tokens.output,
+        reasoning_tokens=tokens.reasoning,
+        cache_read_tokens=tokens.cache_read,
+        cache_write_tokens=tokens.cache_write,
         cost=cost,
         session_cost=session_cost,
         credits=sum(credits) if credits else None,
