@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from kimaki._memory import freeze_start_up_heap
 from kimaki.testing.bot import connect_bot
 from kimaki.testing.engine import FakeEngine, RunningTurn, open_fake_engine
 
@@ -33,7 +34,7 @@ async def quiet(turn: RunningTurn) -> None:
     await trio.sleep(1.0)
 
 
-def stats(engine: FakeEngine, bot: Any, since: int) -> dict[str, Any]:
+def stats(engine: FakeEngine, bot: Any, store: Any, since: int) -> dict[str, Any]:
     gc.collect()
     with open("/proc/self/statm") as statm:
         rss = int(statm.read().split()[1]) * _PAGE
@@ -51,7 +52,7 @@ def stats(engine: FakeEngine, bot: Any, since: int) -> dict[str, Any]:
         "prompt_count": len(engine.prompts),
         "prompts": prompts,
         "stamps": STAMPS,
-        "store_calls": STORE_CALLS,
+        "store_calls": {**STORE_CALLS, "loop_commits": store.statistics().loop_commits},
     }
 
 
@@ -61,8 +62,9 @@ STORE_CALLS: dict[str, int] = {"place_reads": 0, "preference_reads": 0, "databas
 
 def count_store_calls() -> None:
     """Count what the store is asked (thread_fanout.py reports it per routed message): reads of
-    channel and thread records, preference lookups, and the calls that reach the database
-    (reads and writes; a read answered from the write-through caches does not)."""
+    channel and thread records, preference lookups, and the calls that go to the database's
+    worker thread (reads and writes; a read answered from the write-through caches does not,
+    nor do the turn writes committed on the event loop, which the store counts itself)."""
     from kimaki.store import Places, Preferences
     from kimaki.store._database import Database
 
@@ -125,6 +127,8 @@ async def main(api_url: str, token: str, channel_id: int, guild_id: int, data: P
     ):
         engine.responder = quiet
         bot = connected.connection.bot
+        store = connected.store
+        freeze_start_up_heap()  # as `python -m kimaki` does once connected
         print(json.dumps({"ready": True}), flush=True)
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
         buffer = b""
@@ -145,7 +149,7 @@ async def main(api_url: str, token: str, channel_id: int, guild_id: int, data: P
                     await engine.wait_for_prompts(count)
                     while bot.threads.statistics().running_turns:  # noqa: ASYNC110
                         await trio.sleep(0.01)
-                report = stats(engine, bot, reported)
+                report = stats(engine, bot, store, reported)
                 reported = len(engine.prompts)
                 print(json.dumps(report), flush=True)
 

@@ -58,7 +58,12 @@ from kimaki._backoff import Backoff
 from kimaki._control import ControlServer, control_url
 from kimaki._control_client import issue_control_token
 from kimaki._log import open_log_file, register_secret
-from kimaki._memory import MemoryWatcher, cgroup_memory_limit, write_heap_snapshot
+from kimaki._memory import (
+    MemoryWatcher,
+    cgroup_memory_limit,
+    freeze_start_up_heap,
+    write_heap_snapshot,
+)
 from kimaki._redact import register_environment
 from kimaki._restart import RestartMarker, exec_self, flush_output, take_restart_marker
 from kimaki._systemd import SystemdNotifier
@@ -370,6 +375,9 @@ class Daemon:
                 install_tool_routes(self._control, tools, places, private=[audit_tools])
                 guilds = self._guild_count()
                 log.info("connected to Discord: %d guild(s)", guilds)
+                frozen = freeze_start_up_heap()
+                if frozen:
+                    log.debug("%d start-up objects frozen out of the cyclic collector", frozen)
                 self._notifier.ready(f"connected to Discord, {guilds} guild(s)")
 
     def _start_memory_tools(self, nursery: trio.Nursery) -> None:

@@ -104,6 +104,7 @@ async def serve_bot(
             bot_user_id=bot_user_id,
         ).subscribe(dispatcher)
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.checkpoints)  # the write-ahead log's upkeep, off the writes' way
         await nursery.start(bot.run)
         nursery.start_soon(dispatcher.run, events_receive)
         await nursery.start(shard.run)

@@ -152,6 +152,7 @@ class RateLimiter:
         self._ban_pause = CLOUDFLARE_MIN_PAUSE
         self._suspect_ban = False
         self._probe_lock = trio.Lock()
+        self._global_line = trio.Lock()  # fair: FIFO
         self._next_sweep = 0.0
         self.invalid_requests = InvalidRequestWindow()
 
@@ -224,22 +225,29 @@ class RateLimiter:
             await trio.sleep_until(bucket.reset_at)
 
     async def _wait_global(self, compiled: CompiledRoute) -> None:
-        exempt = compiled.route.interaction
-        while True:
-            now = trio.current_time()
-            until = self._banned_until if exempt else max(self._banned_until, self._global_until)
-            if now < until:
+        if compiled.route.interaction:  # exempt from the global limit, not from a ban
+            while True:
+                until = self._banned_until  # a new ban while asleep moves it on
+                if trio.current_time() >= until:
+                    return
                 await trio.sleep_until(until)
-                continue
-            if exempt:
-                return
-            sent = self._sent
-            while sent and sent[0] <= now - self._global_period:
-                sent.popleft()
-            if len(sent) < self._global_limit:
-                sent.append(now)
-                return
-            await trio.sleep_until(sent[0] + self._global_period)
+        # In line, first come first served: only the first waits for room in the window. (Were
+        # every waiter to watch it, each freed slot would wake them all, and a backlog of N
+        # requests would cost N wake-ups per request sent.)
+        async with self._global_line:
+            while True:
+                now = trio.current_time()
+                until = max(self._banned_until, self._global_until)
+                if now < until:
+                    await trio.sleep_until(until)
+                    continue
+                sent = self._sent
+                while sent and sent[0] <= now - self._global_period:
+                    sent.popleft()
+                if len(sent) < self._global_limit:
+                    sent.append(now)
+                    return
+                await trio.sleep_until(sent[0] + self._global_period)
 
     def _record(
         self,

@@ -2,14 +2,14 @@
 
 `Store` is one facet per concern (`store.places`, `store.preferences`, `store.keys`,
 `store.credentials`, `store.gateway`, `store.handover`, `store.handled`, `store.schedules`,
-`store.mcp`, `store.memory`) over one shared connection; each part of the daemon is handed the
-facet it uses.
+`store.mcp`, `store.memory`, `store.usage`) over one shared connection; each part of the daemon
+is handed the facet it uses.
 """
 
 from __future__ import annotations
 
 from kimaki.store._credentials import Credentials
-from kimaki.store._database import StoreClosedError
+from kimaki.store._database import DatabaseStatistics, StoreClosedError
 from kimaki.store._gateway import GatewayCheckpoint
 from kimaki.store._handled import HandledEventLog
 from kimaki.store._handover import Handover
@@ -49,6 +49,7 @@ __all__ = [
     "ChannelMemoryStore",
     "ChannelRecord",
     "Credentials",
+    "DatabaseStatistics",
     "GatewayCheckpoint",
     "HandledEventLog",
     "Handover",

@@ -8,12 +8,12 @@ handled-events record its log, the project operations the places, ...); all of t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import final
+from typing import NoReturn, final
 
 import attrs
 
 from kimaki.store._credentials import Credentials
-from kimaki.store._database import Database
+from kimaki.store._database import Database, DatabaseStatistics
 from kimaki.store._gateway import GatewayCheckpoint
 from kimaki.store._handled import HandledEventLog
 from kimaki.store._handover import Handover
@@ -82,6 +82,14 @@ class Store:
     @property
     def path(self) -> Path:
         return self._db.path
+
+    def statistics(self) -> DatabaseStatistics:
+        return self._db.statistics()
+
+    async def checkpoints(self) -> NoReturn:
+        """The store's upkeep, to run beside whatever writes through it for long: keeps the
+        write-ahead log short without holding up the writes (see `Database.checkpoints`)."""
+        await self._db.checkpoints()
 
     async def aclose(self) -> None:
         await self._db.aclose()

@@ -16,6 +16,7 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from kimaki.discord.errors import Forbidden, RateLimited
 from kimaki.discord.models import InteractionCallbackType
@@ -161,6 +162,20 @@ async def test_global_limit_is_fifty_per_second(autojump_clock: Any) -> None:
     # FakeDiscord asserts ≤ 50 in every 1 s window; 130 requests need more than 2 s.
     assert len(fake.seen) == 130
     assert fake.seen[-1].time - fake.seen[0].time >= 2.0
+
+
+async def test_requests_held_by_the_global_limit_go_out_first_come_first_served(
+    autojump_clock: Any,
+) -> None:
+    fake = FakeDiscord()
+    async with client_for(fake) as client, trio.open_nursery() as nursery:
+        for channel in range(80):
+            nursery.start_soon(client.trigger_typing, channel)
+            await trio.testing.wait_all_tasks_blocked()  # in line before the next one asks
+    # 50 went at once; the 30 that waited for room in the window went in the order they asked.
+    held = [s.path for s in fake.seen[50:]]
+    assert held == [f"/channels/{channel}/typing" for channel in range(50, 80)]
+    assert fake.seen[50].time - fake.seen[0].time >= 1.0
 
 
 async def test_interaction_callbacks_do_not_wait_for_the_global_limit(
