@@ -133,8 +133,8 @@ class ZlibStreamDecoder:
 class ZlibStreamEncoder:
     """The server half of zlib-stream: one deflater per connection, each payload sync-flushed."""
 
-    def __init__(self) -> None:
-        self._deflater = zlib.compressobj()
+    def __init__(self, level: int = zlib.Z_DEFAULT_COMPRESSION) -> None:
+        self._deflater = zlib.compressobj(level)
 
     def encode(self, text: str) -> bytes:
         data = text.encode()

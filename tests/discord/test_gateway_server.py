@@ -103,6 +103,32 @@ async def test_zlib_stream_when_asked(autojump_clock: trio.abc.Clock) -> None:
             assert guild["t"] == "GUILD_CREATE"
 
 
+async def test_zlib_stream_compression_level_for_new_connections(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A benchmark trades the server's ratio for its speed; the stream still decodes."""
+    sizes = []
+    async with serving() as (server, port):
+        for level in (-1, 0):
+            server.compression_level = level
+            async with client(port, QUERY + "&compress=zlib-stream") as ws:
+                decoder = ZlibStreamDecoder()
+                await read_compressed(ws, decoder)  # hello
+                await ws.send_message(identify())
+                await read_compressed(ws, decoder)  # ready
+                await read_compressed(ws, decoder)  # guild
+                server.dispatch("MESSAGE_CREATE", {"content": "same words " * 200})
+                message = await ws.get_message()
+                assert isinstance(message, bytes)
+                event = decoder.feed(message)
+                assert event is not None
+                assert json.loads(event)["d"] == {"content": "same words " * 200}
+                sizes.append(len(message))
+            server.forget_sessions()
+    # Level 0 stores the 2,200 characters as they are; the default level squeezes the repeats.
+    assert sizes[0] < 200 < 2200 < sizes[1]
+
+
 @pytest.mark.parametrize(
     ("path", "first", "code"),
     [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import zlib
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -125,7 +126,9 @@ class GatewayServer:
     `guilds()` is called at each IDENTIFY, so the READY and GUILD_CREATEs reflect the
     emulator's state at that moment. Knobs a test may change at any time:
     `heartbeat_interval` (seconds, for new connections), `frames_per_payload` (split each
-    compressed payload over that many websocket messages), `close_on_connect` (close every new
+    compressed payload over that many websocket messages), `compression_level` (zlib's, for
+    new zlib-stream connections; a benchmark lowers it so that the server out-runs the clients
+    it feeds), `close_on_connect` (close every new
     connection with this code before Hello) and `close_on_identify` (answer IDENTIFY by
     closing with this code, as Discord does with 4004 or 4014), `ignore_identify` and
     `ignore_resume` (record the payload, then answer nothing, as a broken proxy or
@@ -149,6 +152,7 @@ class GatewayServer:
         self._guilds = guilds
         self.heartbeat_interval = heartbeat_interval
         self.frames_per_payload = frames_per_payload
+        self.compression_level = zlib.Z_DEFAULT_COMPRESSION
         self.close_on_connect: int | None = None
         self.close_on_identify: int | None = None
         self.ignore_identify = False
@@ -392,7 +396,7 @@ class GatewayServer:
         connection = _Connection(
             ws=ws,
             outbox=outbox,
-            encoder=ZlibStreamEncoder() if compress else None,
+            encoder=ZlibStreamEncoder(self.compression_level) if compress else None,
             interval=self.heartbeat_interval,
             last_heartbeat=trio.current_time(),
         )
