@@ -43,6 +43,7 @@ __all__ = [
 log = logging.getLogger("kimaki.memory")
 
 _TOP_SITES: Final = 30
+_TRACE_FRAMES: Final = 10
 
 
 def freeze_start_up_heap() -> int:
@@ -60,9 +61,6 @@ def freeze_start_up_heap() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
-
-
-_TRACE_FRAMES: Final = 10
 
 
 @final

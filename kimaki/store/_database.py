@@ -252,26 +252,18 @@ class Database:
         that could wait (another process holds the write lock) or a checkpoint is overdue.
         Whether it committed."""
         with self._batch_lock:
-            if self._commits_since_checkpoint >= self._checkpoint_after * _CHECKPOINT_BACKSTOP:
-                return False  # overdue: the worker thread commits and checkpoints
+            if self._checkpoint_overdue():
+                return False  # the worker thread commits and checkpoints
             writes, self._batch = self._batch, []
         if not writes:
             return False  # taken by a worker call whose news has not arrived: wait for it
         conn = self._db.conn
         conn.execute("PRAGMA busy_timeout = 0")
         try:
-            with self.transaction() as transaction:
-                for write in writes:
-                    write(transaction)
+            self._write_all(writes)
         except sqlite3.OperationalError as error:
-            with self._batch_lock:
-                self._batch[:0] = writes
             if error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 return False  # someone else is writing: wait for it in the worker thread
-            raise
-        except BaseException:
-            with self._batch_lock:
-                self._batch[:0] = writes
             raise
         finally:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -287,7 +279,8 @@ class Database:
         with self._batch_lock:
             self._commits_since_checkpoint += 1
             since = self._commits_since_checkpoint
-        if in_worker and since >= self._checkpoint_after * _CHECKPOINT_BACKSTOP:
+            overdue = self._checkpoint_overdue()
+        if in_worker and overdue:
             # Nothing else writes on this connection meanwhile, so a finished one restarts it.
             if _checkpoint(self._db.conn):
                 with self._batch_lock:
@@ -298,6 +291,10 @@ class Database:
                 self._trio_token.run_sync_soon(self._want_checkpoint)
             else:
                 self._want_checkpoint()
+
+    def _checkpoint_overdue(self) -> bool:
+        """Under `_batch_lock`: the checkpointer fell behind (or is not running)."""
+        return self._commits_since_checkpoint >= self._checkpoint_after * _CHECKPOINT_BACKSTOP
 
     def _want_checkpoint(self) -> None:
         self._checkpoint_wanted.set()
@@ -312,15 +309,20 @@ class Database:
             writes, self._batch = self._batch, []
         if not writes:
             return
+        self._write_all(writes)
+        self._trio_token.run_sync_soon(self._batch_was_written, len(writes))
+
+    def _write_all(self, writes: list[Callable[[sqlite3.Connection], None]]) -> None:
+        """Taken from the queue: commit `writes` in one transaction, or, should that fail,
+        put them back at its front for the next attempt (in order, before later ones)."""
         try:
             with self.transaction() as conn:
                 for write in writes:
                     write(conn)
         except BaseException:
-            with self._batch_lock:  # for the next call to try again
+            with self._batch_lock:
                 self._batch[:0] = writes
             raise
-        self._trio_token.run_sync_soon(self._batch_was_written, len(writes))
 
     def _batch_was_written(self, count: int) -> None:
         self._batch_written += count

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import gzip
 import pickle
 import tracemalloc
@@ -10,7 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from kimaki._memory import MemoryWatcher, cgroup_memory_limit, parse_size, write_heap_snapshot
+from kimaki._memory import (
+    MemoryWatcher,
+    cgroup_memory_limit,
+    freeze_start_up_heap,
+    parse_size,
+    write_heap_snapshot,
+)
 
 
 @pytest.fixture
@@ -115,3 +122,22 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
+
+
+def test_the_start_up_heap_is_frozen_once_out_of_the_collectors_sight() -> None:
+    """A full collection then walks only what came after start-up (see docs/performance.md)."""
+    if gc.get_freeze_count():
+        pytest.skip("something in this process froze the heap already")
+    try:
+        start_up = [[n] for n in range(1000)]  # objects alive "at start-up"
+        frozen = freeze_start_up_heap()
+        assert frozen >= len(start_up)
+        assert gc.get_freeze_count() == frozen
+        collected = {id(item) for item in gc.get_objects()}  # what a collection walks
+        assert not any(id(item) in collected for item in start_up)
+        later = [0]
+        assert id(later) in {id(item) for item in gc.get_objects()}
+        assert freeze_start_up_heap() == 0  # once per process: a second call changes nothing
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
