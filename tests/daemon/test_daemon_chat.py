@@ -32,7 +32,8 @@ def fake_opencode_command(directory: Path, *flags: str) -> Path:
 
 def ends_with_footer(message: Mapping[str, Any]) -> bool:
     """A `wait_for_message` predicate: the message's last paragraph is a turn's footer."""
-    return any(block.startswith("-# project · ") for block in paragraphs(message)[-1:])
+    blocks = paragraphs(message)
+    return bool(blocks) and blocks[-1].startswith("-# project · ")
 
 
 async def test_a_message_is_answered_by_an_agent_server_process(tmp_path: Path) -> None:

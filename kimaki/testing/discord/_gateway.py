@@ -129,11 +129,11 @@ class GatewayServer:
     compressed payload over that many websocket messages), `compression_level` (zlib's, for
     new zlib-stream connections; a benchmark lowers it so that the server out-runs the clients
     it feeds), `close_on_connect` (close every new connection with this code before Hello)
-    and `close_on_identify` (answer IDENTIFY by
-    closing with this code, as Discord does with 4004 or 4014), `ignore_identify` and
-    `ignore_resume` (record the payload, then answer nothing, as a broken proxy or
-    Discord-compatible server may; heartbeats are still acknowledged). `refuse_resumes()` closes
-    the resume URL's listener, so connecting there is refused.
+    and `close_on_identify` (answer IDENTIFY by closing with this code, as Discord does with
+    4004 or 4014), `ignore_identify` and `ignore_resume` (record the payload, then answer
+    nothing, as a broken proxy or Discord-compatible server may; heartbeats are still
+    acknowledged). `refuse_resumes()` closes the resume URL's listener, so connecting there is
+    refused.
     """
 
     def __init__(
